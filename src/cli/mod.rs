@@ -1,0 +1,110 @@
+//! Command-line parsing, dispatch, and the exit-code contract shared by every
+//! subcommand. Each subcommand lives in its own module with its own `Args`.
+
+mod append;
+mod bench;
+mod checkpoint;
+mod dump;
+mod meta;
+pub mod output;
+mod repair;
+mod segments;
+mod verify;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use walctl::{Error, Severity};
+
+/// The exit-code table, printed by `--help` and copied in README.md.
+pub const EXIT_CODES: &str = "\
+Exit codes (the same for every command):
+  0  ok: the job is done and the log is clean
+  1  could not do the job: I/O error, not a WAL directory, lock held, bad input
+  2  usage error
+  3  the log's only problem is a torn tail in its newest segment
+     (what a crash mid-write leaves; `walctl truncate-corrupt --apply` cuts it)
+  4  corruption: CRC mismatch, undecodable record, LSN gap or regression,
+     or damage in a segment other than the newest";
+
+/// walctl: inspect, verify, repair and write a write-ahead log in the format of
+/// github.com/wizenheimer/wal.
+#[derive(Debug, Parser)]
+#[command(name = "walctl", version, about, long_about = None, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Append(append::Args),
+    Checkpoint(checkpoint::Args),
+    Dump(dump::Args),
+    Verify(verify::Args),
+    Segments(segments::Args),
+    TruncateCorrupt(repair::Args),
+    Bench(bench::Args),
+    Completions(meta::CompletionsArgs),
+    Man(meta::ManArgs),
+}
+
+/// `--dir`, shared by every command that works on a log.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DirArg {
+    /// The log directory.
+    #[arg(long, short = 'd', env = "WALCTL_DIR", value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// Process exit status, per [`EXIT_CODES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Failed = 1,
+    TornTail = 3,
+    Corrupt = 4,
+}
+
+impl Exit {
+    /// The exit status for the worst problem of a log (`None`: clean).
+    pub fn from_severity(worst: Option<Severity>) -> Exit {
+        match worst {
+            None => Exit::Ok,
+            Some(Severity::TornTail) => Exit::TornTail,
+            Some(Severity::Corruption) => Exit::Corrupt,
+        }
+    }
+}
+
+/// Parses the command line, runs the command, and returns the exit status.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Append(a) => append::run(a),
+        Command::Checkpoint(a) => checkpoint::run(a),
+        Command::Dump(a) => dump::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Segments(a) => segments::run(a),
+        Command::TruncateCorrupt(a) => repair::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Completions(a) => meta::completions(a),
+        Command::Man(a) => meta::man(a),
+    };
+    match result {
+        Ok(code) => code as i32,
+        Err(e) if output::is_broken_pipe(&e) => 0,
+        Err(e) => {
+            output::error_line(&e);
+            exit_for_error(&e) as i32
+        }
+    }
+}
+
+/// 3 or 4 for an error that reports damage in the log, 1 otherwise.
+pub fn exit_for_error(e: &anyhow::Error) -> Exit {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<Error>())
+        .and_then(|e| e.problem())
+        .map_or(Exit::Failed, |p| Exit::from_severity(Some(p.severity)))
+}

@@ -1,0 +1,67 @@
+//! Terminal conventions in one place: buffered stdout, NDJSON lines, one-line errors
+//! on stderr, NO_COLOR, progress bars only on a terminal, and quiet exit on a closed
+//! pipe.
+
+#![allow(dead_code)] // TODO(walctl): drop once every subcommand uses these helpers
+
+use std::io::{self, IsTerminal, Write};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+/// Logs at least this large get a progress bar (on a terminal).
+pub const PROGRESS_MIN_BYTES: u64 = 64 << 20;
+
+/// Whether an error (anywhere in its chain) is a write to a closed pipe.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<walctl::Error>().is_some_and(|w| {
+                matches!(w, walctl::Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+            })
+    })
+}
+
+/// Prints `walctl: error: ...` with the whole cause chain on one line.
+pub fn error_line(e: &anyhow::Error) {
+    let _ = writeln!(io::stderr().lock(), "walctl: error: {e:#}");
+}
+
+/// Prints a diagnostic line on stderr.
+pub fn note(msg: impl std::fmt::Display) {
+    let _ = writeln!(io::stderr().lock(), "walctl: {msg}");
+}
+
+/// Whether colour may be used on stdout: a terminal, and `NO_COLOR` unset or empty.
+pub fn color_enabled() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && io::stdout().is_terminal()
+}
+
+/// Buffered stdout. Callers flush when a batch of output must reach the reader.
+pub fn stdout() -> io::BufWriter<io::StdoutLock<'static>> {
+    io::BufWriter::with_capacity(64 * 1024, io::stdout().lock())
+}
+
+/// Writes one value as one JSON line.
+pub fn json_line(out: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, value).map_err(io::Error::other)?;
+    out.write_all(b"\n")
+}
+
+/// A byte-progress bar on stderr when stderr is a terminal, the work is large, and
+/// the user did not ask for quiet or JSON output; hidden otherwise.
+pub fn progress(total_bytes: u64, quiet: bool, what: &str) -> ProgressBar {
+    if quiet || total_bytes < PROGRESS_MIN_BYTES || !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    pb.set_style(style);
+    pb.set_message(what.to_string());
+    pb
+}

@@ -1,0 +1,315 @@
+//! The one record codec: `u32 LE length ‖ protobuf(WAL_Entry)`, CRC-32/IEEE over
+//! `data ‖ lsn as u64 LE`, encoded and decoded without allocating per record.
+//!
+//! Encoding writes the fields exactly as Go's `proto.Marshal` does for `WAL_Entry`
+//! (field order 1..4, defaults omitted), so the bytes equal what the prost-generated
+//! [`crate::proto::WalEntry`] encodes; the tests hold both to that. Decoding borrows
+//! the data from the caller's buffer and never trusts a length before checking it.
+
+use std::fmt;
+
+/// Bytes in a record's length prefix.
+pub const LEN_PREFIX: usize = 4;
+
+/// The largest protobuf body (length prefix value) walctl reads or writes: 128 MiB.
+/// A prefix above this is corruption, never an allocation.
+pub const MAX_BODY_LEN: u32 = 128 * 1024 * 1024;
+
+/// The largest payload [`encode_record`] accepts, leaving room for the other fields.
+pub const MAX_DATA_LEN: usize = MAX_BODY_LEN as usize - 32;
+
+const TAG_LSN: u8 = 1 << 3; // field 1, varint
+const TAG_DATA: u8 = (2 << 3) | 2; // field 2, length-delimited
+const TAG_CRC: u8 = 3 << 3; // field 3, varint
+const TAG_CHECKPOINT: u8 = 4 << 3; // field 4, varint
+
+/// CRC of a record: CRC-32/IEEE over the data followed by the LSN as 8 bytes LE.
+#[inline]
+pub fn record_crc(data: &[u8], lsn: u64) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(data);
+    h.update(&lsn.to_le_bytes());
+    h.finalize()
+}
+
+#[inline]
+fn varint_len(v: u64) -> usize {
+    // 1 byte per 7 bits, at least 1.
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+#[inline]
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Size of the protobuf body for these field values.
+#[inline]
+pub fn body_len(lsn: u64, data_len: usize, crc: u32, checkpoint: bool) -> usize {
+    let mut n = 0;
+    if lsn != 0 {
+        n += 1 + varint_len(lsn);
+    }
+    if data_len != 0 {
+        n += 1 + varint_len(data_len as u64) + data_len;
+    }
+    if crc != 0 {
+        n += 1 + varint_len(crc as u64);
+    }
+    if checkpoint {
+        n += 2;
+    }
+    n
+}
+
+/// Size on disk (prefix included) of the record [`encode_record`] would write.
+#[inline]
+pub fn record_len(lsn: u64, data: &[u8], checkpoint: bool) -> usize {
+    LEN_PREFIX + body_len(lsn, data.len(), record_crc(data, lsn), checkpoint)
+}
+
+/// Appends one framed record to `out` and returns its size on disk (prefix included).
+///
+/// The caller bounds `data` by [`MAX_DATA_LEN`]; this function asserts it only in
+/// debug builds because every public write path checks it first.
+#[inline]
+pub fn encode_record(out: &mut Vec<u8>, lsn: u64, data: &[u8], checkpoint: bool) -> usize {
+    debug_assert!(data.len() <= MAX_DATA_LEN);
+    let crc = record_crc(data, lsn);
+    let body = body_len(lsn, data.len(), crc, checkpoint);
+    out.reserve(LEN_PREFIX + body);
+    out.extend_from_slice(&(body as u32).to_le_bytes());
+    if lsn != 0 {
+        out.push(TAG_LSN);
+        put_varint(out, lsn);
+    }
+    if !data.is_empty() {
+        out.push(TAG_DATA);
+        put_varint(out, data.len() as u64);
+        out.extend_from_slice(data);
+    }
+    if crc != 0 {
+        out.push(TAG_CRC);
+        put_varint(out, crc as u64);
+    }
+    if checkpoint {
+        out.push(TAG_CHECKPOINT);
+        out.push(1);
+    }
+    LEN_PREFIX + body
+}
+
+/// A decoded record body; `data` borrows from the buffer it was decoded from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Log sequence number.
+    pub lsn: u64,
+    /// The payload.
+    pub data: &'a [u8],
+    /// The stored CRC.
+    pub crc: u32,
+    /// Whether this is a checkpoint record.
+    pub checkpoint: bool,
+}
+
+impl RecordRef<'_> {
+    /// The CRC that data and LSN should have.
+    #[inline]
+    pub fn computed_crc(&self) -> u32 {
+        record_crc(self.data, self.lsn)
+    }
+
+    /// Whether the stored CRC matches.
+    #[inline]
+    pub fn crc_ok(&self) -> bool {
+        self.computed_crc() == self.crc
+    }
+}
+
+/// Why a body could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// Byte offset inside the body where decoding failed.
+    pub at: usize,
+    /// What was wrong.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at body byte {}", self.reason, self.at)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+#[inline]
+fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
+    let start = *pos;
+    let mut v: u64 = 0;
+    for i in 0..10 {
+        let Some(&b) = buf.get(*pos) else {
+            return Err(DecodeError {
+                at: start,
+                reason: "truncated varint",
+            });
+        };
+        *pos += 1;
+        if i == 9 && b > 1 {
+            return Err(DecodeError {
+                at: start,
+                reason: "varint overflows 64 bits",
+            });
+        }
+        v |= ((b & 0x7f) as u64) << (7 * i);
+        if b < 0x80 {
+            return Ok(v);
+        }
+    }
+    unreachable!("the loop returns by its tenth byte")
+}
+
+#[inline]
+fn skip(buf: &[u8], pos: &mut usize, n: u64, at: usize) -> Result<(), DecodeError> {
+    let remaining = (buf.len() - *pos) as u64;
+    if n > remaining {
+        return Err(DecodeError {
+            at,
+            reason: "field runs past the end of the record",
+        });
+    }
+    *pos += n as usize;
+    Ok(())
+}
+
+/// Decodes a protobuf `WAL_Entry` body (the bytes after the length prefix).
+///
+/// Accepts what a protobuf parser accepts for this message: fields in any order,
+/// repeated scalar fields (the last one wins), unknown fields (skipped). Rejects
+/// wire-type mismatches on known fields, groups, field number 0 and anything that
+/// runs past the end. Never panics, never allocates.
+pub fn decode_body(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
+    let mut rec = RecordRef {
+        lsn: 0,
+        data: &[],
+        crc: 0,
+        checkpoint: false,
+    };
+    let mut pos = 0;
+    while pos < buf.len() {
+        let at = pos;
+        let key = get_varint(buf, &mut pos)?;
+        let field = key >> 3;
+        let wire = (key & 7) as u8;
+        match (field, wire) {
+            (0, _) => {
+                return Err(DecodeError {
+                    at,
+                    reason: "field number 0",
+                })
+            }
+            (1, 0) => rec.lsn = get_varint(buf, &mut pos)?,
+            (2, 2) => {
+                let n = get_varint(buf, &mut pos)?;
+                let start = pos;
+                skip(buf, &mut pos, n, at)?;
+                rec.data = &buf[start..pos];
+            }
+            (3, 0) => rec.crc = get_varint(buf, &mut pos)? as u32,
+            (4, 0) => rec.checkpoint = get_varint(buf, &mut pos)? != 0,
+            (1..=4, _) => {
+                return Err(DecodeError {
+                    at,
+                    reason: "wrong wire type for a WAL_Entry field",
+                })
+            }
+            (_, 0) => {
+                get_varint(buf, &mut pos)?;
+            }
+            (_, 1) => skip(buf, &mut pos, 8, at)?,
+            (_, 2) => {
+                let n = get_varint(buf, &mut pos)?;
+                skip(buf, &mut pos, n, at)?;
+            }
+            (_, 5) => skip(buf, &mut pos, 4, at)?,
+            _ => {
+                return Err(DecodeError {
+                    at,
+                    reason: "unsupported wire type",
+                })
+            }
+        }
+    }
+    Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::WalEntry;
+    use prost::Message;
+
+    fn prost_bytes(lsn: u64, data: &[u8], checkpoint: bool) -> Vec<u8> {
+        let e = WalEntry {
+            log_sequence_number: lsn,
+            data: data.to_vec(),
+            crc: record_crc(data, lsn),
+            is_checkpoint: checkpoint.then_some(true),
+        };
+        let body = e.encode_to_vec();
+        let mut out = (body.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[test]
+    fn varint_len_matches_encoding() {
+        for v in [0u64, 1, 127, 128, 16383, 16384, u32::MAX as u64, u64::MAX] {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            assert_eq!(b.len(), varint_len(v), "value {v}");
+            let mut pos = 0;
+            assert_eq!(get_varint(&b, &mut pos).unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn encoding_equals_prost() {
+        for (lsn, data, cp) in [
+            (1u64, &b""[..], false),
+            (2, b"hello", false),
+            (300, &[0u8; 200][..], true),
+            (u64::MAX, b"x", true),
+            (7, b"", true),
+        ] {
+            let mut ours = Vec::new();
+            let n = encode_record(&mut ours, lsn, data, cp);
+            assert_eq!(n, ours.len());
+            assert_eq!(ours, prost_bytes(lsn, data, cp), "lsn {lsn}");
+            assert_eq!(record_len(lsn, data, cp), n);
+            let rec = decode_body(&ours[4..]).unwrap();
+            assert_eq!((rec.lsn, rec.data, rec.checkpoint), (lsn, data, cp));
+            assert!(rec.crc_ok());
+        }
+    }
+
+    #[test]
+    fn decode_rejects_bad_bodies_without_panicking() {
+        // Truncated varint, data running past the end, group wire type, field 0.
+        for bad in [
+            &[0x08u8, 0x80][..],
+            &[0x12, 0x05, 1, 2],
+            &[0x0b],
+            &[0x00, 0x01],
+        ] {
+            assert!(decode_body(bad).is_err(), "{bad:?}");
+        }
+        // Unknown fields are skipped.
+        let rec = decode_body(&[0x08, 0x05, 0x28, 0x07, 0x35, 1, 2, 3, 4]).unwrap();
+        assert_eq!(rec.lsn, 5);
+    }
+}

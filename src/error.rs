@@ -1,0 +1,207 @@
+//! The library's typed errors and the scanner's problem reports, each carrying the
+//! segment and byte offset it is about.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// How bad a [`Problem`] is. The order matters: `Corruption` is worse than `TornTail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// An incomplete final record in the newest segment: what a crash mid-write leaves.
+    TornTail,
+    /// Anything else: damaged bytes, a CRC mismatch, an LSN gap, damage in an older segment.
+    Corruption,
+}
+
+/// What exactly is wrong at a [`Problem`]'s position. Field names say what they hold.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// Fewer than 4 bytes remain where a length prefix should start.
+    TruncatedPrefix { available: u64 },
+    /// The length prefix asks for more bytes than the file holds after it.
+    TruncatedRecord { len: u64, available: u64 },
+    /// Everything from here to the end of the file is zero bytes (a pre-extended,
+    /// never-written tail).
+    ZeroTail { bytes: u64 },
+    /// The length prefix is larger than any record walctl accepts.
+    LengthTooLarge { len: u64, max: u64 },
+    /// The protobuf body cannot be decoded.
+    Undecodable { reason: String },
+    /// The stored CRC does not match data and LSN.
+    CrcMismatch { stored: u32, computed: u32 },
+    /// The record's LSN is not the previous LSN + 1.
+    LsnGap { expected: u64, found: u64 },
+    /// The record's LSN is not larger than the previous one.
+    LsnRegression { previous: u64, found: u64 },
+    /// The segment could not be read.
+    Unreadable { error: String },
+}
+
+impl fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProblemKind::TruncatedPrefix { available } => {
+                write!(f, "incomplete length prefix ({available} of 4 bytes)")
+            }
+            ProblemKind::TruncatedRecord { len, available } => write!(
+                f,
+                "incomplete record (length prefix says {len} bytes, {available} present)"
+            ),
+            ProblemKind::ZeroTail { bytes } => {
+                write!(f, "{bytes} zero bytes where a record should start")
+            }
+            ProblemKind::LengthTooLarge { len, max } => {
+                write!(
+                    f,
+                    "length prefix {len} exceeds the maximum record size {max}"
+                )
+            }
+            ProblemKind::Undecodable { reason } => write!(f, "undecodable record: {reason}"),
+            ProblemKind::CrcMismatch { stored, computed } => write!(
+                f,
+                "CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"
+            ),
+            ProblemKind::LsnGap { expected, found } => {
+                write!(f, "LSN gap (expected {expected}, found {found})")
+            }
+            ProblemKind::LsnRegression { previous, found } => {
+                write!(f, "LSN regression ({found} after {previous})")
+            }
+            ProblemKind::Unreadable { error } => write!(f, "unreadable: {error}"),
+        }
+    }
+}
+
+/// One thing wrong with a log, found by the scanner, at a segment and byte offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// File name of the segment, e.g. `segment-3`.
+    pub segment: String,
+    /// Numeric id of the segment.
+    pub segment_id: u64,
+    /// Byte offset in the segment where the bad record (its length prefix) starts.
+    pub offset: u64,
+    /// Torn tail or corruption.
+    pub severity: Severity,
+    /// Details.
+    #[serde(flatten)]
+    pub kind: ProblemKind,
+    /// LSN of the last good record before the problem, if any.
+    pub last_good_lsn: Option<u64>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sev = match self.severity {
+            Severity::TornTail => "torn tail",
+            Severity::Corruption => "corruption",
+        };
+        write!(
+            f,
+            "{sev} in {} at offset {}: {}",
+            self.segment, self.offset, self.kind
+        )
+    }
+}
+
+/// Errors of the walctl library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O operation failed on a file of the log.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("read", "write", "fsync", ...).
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A writer option is out of range.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+    /// Another writer holds the directory.
+    #[error("{} is locked by another writer (lock file {}{}); readers need no lock", dir.display(), lock.display(), holder.as_deref().map(|h| format!(", held by {h}")).unwrap_or_default())]
+    Locked {
+        /// The log directory.
+        dir: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// Who holds it, when the lock file says so.
+        holder: Option<String>,
+    },
+    /// The log is damaged in a way that opening for write must not paper over.
+    #[error("{problem}; refusing to write to a damaged log: run `walctl verify` to see the damage and `walctl truncate-corrupt` to repair it")]
+    Damaged {
+        /// The first problem found.
+        problem: Box<Problem>,
+    },
+    /// A reader met a problem in the log; every record before it was delivered.
+    #[error("{problem}")]
+    Scan {
+        /// The problem.
+        problem: Box<Problem>,
+    },
+    /// A directory entry that claims to be a segment cannot be used as one.
+    #[error("{}: {reason}", path.display())]
+    BadSegment {
+        /// The entry.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The writer was closed; nothing was written.
+    #[error("the log is closed; nothing was written")]
+    Closed,
+    /// An earlier write or fsync failed; the writer accepts nothing more.
+    #[error("the writer is poisoned by an earlier failure ({0}); nothing was written. Reopen the log to continue")]
+    Poisoned(String),
+    /// A record is larger than walctl accepts.
+    #[error("record of {len} bytes exceeds the maximum of {max} bytes")]
+    RecordTooLarge {
+        /// Size asked for.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// `append_batch` was given nothing.
+    #[error("empty batch: nothing to append")]
+    EmptyBatch,
+    /// A quarantine (saved bytes) is missing or inconsistent.
+    #[error("quarantine {id}: {reason}")]
+    Quarantine {
+        /// The quarantine entry.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with the operation and the path it concerns.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The problem this error reports, if it is about damage in the log.
+    pub fn problem(&self) -> Option<&Problem> {
+        match self {
+            Error::Damaged { problem } | Error::Scan { problem } => Some(problem),
+            _ => None,
+        }
+    }
+}
+
+/// Result with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,714 @@
+//! The one segment scanner. Writer open, the readers, dump, verify, segments and
+//! repair all walk a log through [`Scanner`]: it streams records with memory bounded
+//! by the largest record, checks framing, protobuf, CRC and LSN continuity, and
+//! classifies the first problem of each segment as a torn tail or corruption.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::codec::{decode_body, LEN_PREFIX, MAX_BODY_LEN};
+use crate::error::{Error, Problem, ProblemKind, Result, Severity};
+use crate::segment::{list_segments, SegmentFile};
+use crate::storage::{ReadFile, Storage};
+
+/// Read-ahead buffer for a segment: large sequential reads, one per MiB.
+const READ_CHUNK: usize = 1 << 20;
+
+/// How a [`Scanner`] walks a log.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    /// Largest length prefix accepted; anything above is corruption, never allocated.
+    pub max_body_len: u32,
+    /// Skip whole segments whose records all come before this LSN (found by peeking
+    /// at the first record of the following segment). Records before it in the first
+    /// segment read are still returned; the caller filters them.
+    pub from_lsn: Option<u64>,
+    /// Stop at the first problem (readers) instead of going on with the next segment
+    /// (verify).
+    pub stop_at_first_problem: bool,
+    /// Follow a live log: an incomplete record at the end of the newest segment means
+    /// "not written yet", not damage; [`Scanner::poll`] looks for more.
+    pub follow: bool,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            max_body_len: MAX_BODY_LEN,
+            from_lsn: None,
+            stop_at_first_problem: false,
+            follow: false,
+        }
+    }
+}
+
+/// What the scanner learnt about one segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SegmentSummary {
+    /// Segment id.
+    pub id: u64,
+    /// File name.
+    pub name: String,
+    /// Size in bytes when scanned.
+    pub size: u64,
+    /// Intact records read.
+    pub records: u64,
+    /// LSN of the first intact record.
+    pub first_lsn: Option<u64>,
+    /// LSN of the last intact record.
+    pub last_lsn: Option<u64>,
+    /// Checkpoint records among them.
+    pub checkpoints: u64,
+    /// LSN of the last checkpoint in this segment.
+    pub last_checkpoint_lsn: Option<u64>,
+    /// Bytes from the start up to the end of the last intact record.
+    pub valid_len: u64,
+    /// The first problem, if any; nothing after it in this segment was read.
+    pub problem: Option<Problem>,
+}
+
+impl SegmentSummary {
+    fn new(seg: &SegmentFile, size: u64) -> Self {
+        SegmentSummary {
+            id: seg.id,
+            name: seg.name.clone(),
+            size,
+            records: 0,
+            first_lsn: None,
+            last_lsn: None,
+            checkpoints: 0,
+            last_checkpoint_lsn: None,
+            valid_len: 0,
+            problem: None,
+        }
+    }
+}
+
+/// A record as the scanner found it: decoded, CRC-checked, LSN-checked.
+#[derive(Debug, Clone, Copy)]
+pub struct ScannedRecord<'a> {
+    /// LSN.
+    pub lsn: u64,
+    /// Payload, borrowed from the scanner's buffer.
+    pub data: &'a [u8],
+    /// Stored (and verified) CRC.
+    pub crc: u32,
+    /// Checkpoint flag.
+    pub checkpoint: bool,
+    /// Segment id.
+    pub segment_id: u64,
+    /// Offset of the record's length prefix in its segment.
+    pub offset: u64,
+    /// Size on disk including the 4-byte prefix.
+    pub len: u64,
+}
+
+/// One step of a scan.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// An intact record.
+    Record(ScannedRecord<'a>),
+    /// A segment is done; its summary holds its problem, if any.
+    SegmentEnd(&'a SegmentSummary),
+}
+
+/// Reads one segment with a reusable buffer.
+struct SegReader {
+    file: Box<dyn ReadFile>,
+    /// File size this reader trusts (a snapshot; `poll` may raise it).
+    size: u64,
+    /// File offset of `buf[start]`.
+    offset: u64,
+    start: usize,
+    end: usize,
+}
+
+impl SegReader {
+    fn available(&self) -> u64 {
+        self.size - self.offset
+    }
+
+    /// Makes `need` bytes from `offset` contiguous in `buf`. The caller has checked
+    /// that the file holds them and that `need` is bounded.
+    fn fill(&mut self, buf: &mut Vec<u8>, need: usize) -> std::io::Result<()> {
+        if self.end - self.start >= need {
+            return Ok(());
+        }
+        if self.start + need > buf.len() {
+            buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if need > buf.len() {
+                buf.resize(need.max(READ_CHUNK), 0);
+            }
+        }
+        while self.end - self.start < need {
+            let in_buf = (self.end - self.start) as u64;
+            let file_left = self.size - self.offset - in_buf;
+            let room = (buf.len() - self.end) as u64;
+            let want = room.min(file_left) as usize;
+            if want == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "file shrank while being read",
+                ));
+            }
+            let n = self.file.read(&mut buf[self.end..self.end + want])?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "file shrank while being read",
+                ));
+            }
+            self.end += n;
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.start += n;
+        self.offset += n as u64;
+    }
+
+    /// Whether every byte from `offset` to the end of the file is zero.
+    fn rest_is_zero(&mut self, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+        let mut left = self.available();
+        while left > 0 {
+            let chunk = left.min(READ_CHUNK as u64) as usize;
+            self.fill(buf, chunk)?;
+            if buf[self.start..self.start + chunk].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            self.advance(chunk);
+            left -= chunk as u64;
+        }
+        Ok(true)
+    }
+}
+
+/// Where a step landed, without borrowing the buffer (see [`Scanner::next`]).
+enum Step {
+    Record {
+        lsn: u64,
+        crc: u32,
+        checkpoint: bool,
+        data: (usize, usize),
+        offset: u64,
+        len: u64,
+    },
+    SegmentEnd,
+    Waiting,
+    Done,
+}
+
+/// Streams every segment of a log in id order. Drive it with [`Scanner::next`]:
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use walctl::scan::{Scanner, ScanOptions, Event};
+/// # use walctl::storage::FileStorage;
+/// let storage = Arc::new(FileStorage::open("wal_data").unwrap());
+/// let mut scanner = Scanner::new(storage, ScanOptions::default()).unwrap();
+/// while let Some(event) = scanner.next().unwrap() {
+///     if let Event::Record(r) = event {
+///         println!("{} {} bytes", r.lsn, r.data.len());
+///     }
+/// }
+/// ```
+pub struct Scanner {
+    storage: Arc<dyn Storage>,
+    opts: ScanOptions,
+    segments: Vec<SegmentFile>,
+    idx: usize,
+    cur: Option<SegReader>,
+    cur_summary: Option<SegmentSummary>,
+    summaries: Vec<SegmentSummary>,
+    buf: Vec<u8>,
+    prev_lsn: Option<u64>,
+    /// The previous segment ended with a problem: the LSN break at the start of the
+    /// next one is explained by it and not reported again.
+    after_problem: bool,
+    stopped: bool,
+    waiting: bool,
+}
+
+impl std::fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scanner")
+            .field("root", &self.storage.root())
+            .field("segment_index", &self.idx)
+            .field("prev_lsn", &self.prev_lsn)
+            .finish()
+    }
+}
+
+impl Scanner {
+    /// Lists the log's segments and prepares to read them.
+    pub fn new(storage: Arc<dyn Storage>, opts: ScanOptions) -> Result<Self> {
+        let segments = list_segments(storage.as_ref())?;
+        let mut s = Scanner {
+            storage,
+            opts,
+            segments,
+            idx: 0,
+            cur: None,
+            cur_summary: None,
+            summaries: Vec::new(),
+            buf: Vec::new(),
+            prev_lsn: None,
+            after_problem: false,
+            stopped: false,
+            waiting: false,
+        };
+        if let Some(from) = s.opts.from_lsn {
+            while s.idx + 1 < s.segments.len() {
+                match s.peek_first_lsn(s.idx + 1)? {
+                    Some(first) if first <= from => s.idx += 1,
+                    _ => break,
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// The segments as listed (ids in order).
+    pub fn segments(&self) -> &[SegmentFile] {
+        &self.segments
+    }
+
+    /// Summaries of the segments finished so far.
+    pub fn summaries(&self) -> &[SegmentSummary] {
+        &self.summaries
+    }
+
+    /// The first problem met so far, in log order.
+    pub fn first_problem(&self) -> Option<&Problem> {
+        self.summaries.iter().find_map(|s| s.problem.as_ref())
+    }
+
+    /// LSN of the last intact record returned.
+    pub fn last_lsn(&self) -> Option<u64> {
+        self.prev_lsn
+    }
+
+    fn peek_first_lsn(&mut self, idx: usize) -> Result<Option<u64>> {
+        let seg = &self.segments[idx];
+        let mut file = self
+            .storage
+            .open_read(&seg.name)
+            .map_err(|e| Error::io("open", self.storage.root().join(&seg.name), e))?;
+        let size = file
+            .size()
+            .map_err(|e| Error::io("stat", self.storage.root().join(&seg.name), e))?;
+        let mut head = [0u8; 4 + 24];
+        let n = read_up_to(&mut *file, &mut head)
+            .map_err(|e| Error::io("read", self.storage.root().join(&seg.name), e))?;
+        if n < 4 || size < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+        // The LSN is the first field; a short prefix of the body is enough to read it.
+        let body = &head[4..n.min(4 + len)];
+        if body.first() != Some(&0x08) {
+            return Ok(None);
+        }
+        let mut v = 0u64;
+        for (i, &b) in body[1..].iter().enumerate().take(10) {
+            v |= ((b & 0x7f) as u64) << (7 * i);
+            if b < 0x80 {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+
+    fn is_last_segment(&self) -> bool {
+        self.idx + 1 == self.segments.len()
+    }
+
+    fn problem(&self, offset: u64, kind: ProblemKind, tornish: bool) -> Problem {
+        let seg = &self.segments[self.idx];
+        Problem {
+            segment: seg.name.clone(),
+            segment_id: seg.id,
+            offset,
+            severity: if tornish && self.is_last_segment() {
+                Severity::TornTail
+            } else {
+                Severity::Corruption
+            },
+            kind,
+            last_good_lsn: self.prev_lsn,
+        }
+    }
+
+    fn open_current(&mut self) -> Result<()> {
+        let seg = &self.segments[self.idx];
+        let path = self.storage.root().join(&seg.name);
+        let file = self
+            .storage
+            .open_read(&seg.name)
+            .map_err(|e| Error::io("open", &path, e))?;
+        let size = file.size().map_err(|e| Error::io("stat", &path, e))?;
+        if self.buf.is_empty() {
+            self.buf.resize(READ_CHUNK.min(size.max(4096) as usize), 0);
+        }
+        self.cur_summary = Some(SegmentSummary::new(seg, size));
+        self.cur = Some(SegReader {
+            file,
+            size,
+            offset: 0,
+            start: 0,
+            end: 0,
+        });
+        Ok(())
+    }
+
+    fn finish_segment(&mut self, problem: Option<Problem>) {
+        let mut summary = self.cur_summary.take().expect("a segment is open");
+        self.after_problem = problem.is_some();
+        if problem.is_some() && self.opts.stop_at_first_problem {
+            self.stopped = true;
+        }
+        summary.problem = problem;
+        self.summaries.push(summary);
+        self.cur = None;
+        self.idx += 1;
+    }
+
+    /// Reads one step without borrowing the buffer in the result.
+    fn step(&mut self) -> Result<Step> {
+        if self.stopped || self.waiting {
+            return Ok(if self.waiting {
+                Step::Waiting
+            } else {
+                Step::Done
+            });
+        }
+        if self.cur.is_none() {
+            if self.idx >= self.segments.len() {
+                return Ok(Step::Done);
+            }
+            self.open_current()?;
+        }
+        let path = self.storage.root().join(&self.segments[self.idx].name);
+        let io = |e| Error::io("read", &path, e);
+        let max = self.opts.max_body_len as u64;
+        let last = self.is_last_segment();
+        let follow = self.opts.follow;
+        let r = self.cur.as_mut().expect("opened above");
+        let offset = r.offset;
+        let available = r.available();
+        if available == 0 {
+            if follow && last {
+                self.waiting = true;
+                return Ok(Step::Waiting);
+            }
+            self.finish_segment(None);
+            return Ok(Step::SegmentEnd);
+        }
+        // Framing: a prefix, bounded, and a body the file holds.
+        let framing = if available < LEN_PREFIX as u64 {
+            Some((ProblemKind::TruncatedPrefix { available }, true))
+        } else {
+            r.fill(&mut self.buf, LEN_PREFIX).map_err(io)?;
+            let len = u32::from_le_bytes(self.buf[r.start..r.start + 4].try_into().unwrap()) as u64;
+            if len > max {
+                Some((ProblemKind::LengthTooLarge { len, max }, false))
+            } else if LEN_PREFIX as u64 + len > available {
+                Some((
+                    ProblemKind::TruncatedRecord {
+                        len,
+                        available: available - LEN_PREFIX as u64,
+                    },
+                    true,
+                ))
+            } else {
+                None
+            }
+        };
+        let kind = match framing {
+            Some((kind, tornish)) => Err((kind, tornish)),
+            None => {
+                let len =
+                    u32::from_le_bytes(self.buf[r.start..r.start + 4].try_into().unwrap()) as usize;
+                r.fill(&mut self.buf, LEN_PREFIX + len).map_err(io)?;
+                let body_start = r.start + LEN_PREFIX;
+                let body = &self.buf[body_start..body_start + len];
+                match decode_body(body) {
+                    Err(e) => Err((
+                        ProblemKind::Undecodable {
+                            reason: e.to_string(),
+                        },
+                        false,
+                    )),
+                    Ok(rec) if !rec.crc_ok() => Err((
+                        ProblemKind::CrcMismatch {
+                            stored: rec.crc,
+                            computed: rec.computed_crc(),
+                        },
+                        false,
+                    )),
+                    Ok(rec) => {
+                        let continuity = match self.prev_lsn {
+                            _ if rec.lsn == 0 => Some(ProblemKind::Undecodable {
+                                reason: "LSN 0 is never written".into(),
+                            }),
+                            Some(prev) if rec.lsn <= prev => Some(ProblemKind::LsnRegression {
+                                previous: prev,
+                                found: rec.lsn,
+                            }),
+                            Some(prev)
+                                if rec.lsn != prev + 1
+                                    && !(self.after_problem && rec.lsn > prev) =>
+                            {
+                                Some(ProblemKind::LsnGap {
+                                    expected: prev + 1,
+                                    found: rec.lsn,
+                                })
+                            }
+                            _ => None,
+                        };
+                        match continuity {
+                            Some(kind) => Err((kind, false)),
+                            None => {
+                                // An empty payload may not point into the buffer at all.
+                                let data_start = if rec.data.is_empty() {
+                                    body_start
+                                } else {
+                                    rec.data.as_ptr() as usize - self.buf.as_ptr() as usize
+                                };
+                                Ok((
+                                    rec.lsn,
+                                    rec.crc,
+                                    rec.checkpoint,
+                                    data_start,
+                                    rec.data.len(),
+                                    len,
+                                ))
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        match kind {
+            Ok((lsn, crc, checkpoint, data_start, data_len, body_len)) => {
+                let rec_len = (LEN_PREFIX + body_len) as u64;
+                r.advance(LEN_PREFIX + body_len);
+                self.prev_lsn = Some(lsn);
+                self.after_problem = false;
+                let sum = self.cur_summary.as_mut().expect("a segment is open");
+                sum.records += 1;
+                sum.first_lsn.get_or_insert(lsn);
+                sum.last_lsn = Some(lsn);
+                if checkpoint {
+                    sum.checkpoints += 1;
+                    sum.last_checkpoint_lsn = Some(lsn);
+                }
+                sum.valid_len = offset + rec_len;
+                Ok(Step::Record {
+                    lsn,
+                    crc,
+                    checkpoint,
+                    data: (data_start, data_start + data_len),
+                    offset,
+                    len: rec_len,
+                })
+            }
+            Err((kind, tornish)) => {
+                // A never-written, zero-filled tail of the newest segment is a torn tail.
+                let (kind, tornish) = if !tornish && last {
+                    let zero = r.rest_is_zero(&mut self.buf).map_err(io)?;
+                    if zero {
+                        (ProblemKind::ZeroTail { bytes: available }, true)
+                    } else {
+                        (kind, false)
+                    }
+                } else {
+                    (kind, tornish)
+                };
+                if tornish && last && follow {
+                    // Still being written: wait for the rest.
+                    let r = self.cur.as_mut().expect("a segment is open");
+                    r.file.seek_to(offset).map_err(io)?;
+                    r.offset = offset;
+                    r.start = 0;
+                    r.end = 0;
+                    self.waiting = true;
+                    return Ok(Step::Waiting);
+                }
+                let p = self.problem(offset, kind, tornish);
+                self.finish_segment(Some(p));
+                Ok(Step::SegmentEnd)
+            }
+        }
+    }
+
+    /// The next record or segment end, or `None` when the log is done (or, in follow
+    /// mode, when nothing more is there yet: call [`Scanner::poll`] and try again).
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<Event<'_>>> {
+        match self.step()? {
+            Step::Record {
+                lsn,
+                crc,
+                checkpoint,
+                data,
+                offset,
+                len,
+            } => Ok(Some(Event::Record(ScannedRecord {
+                lsn,
+                data: &self.buf[data.0..data.1],
+                crc,
+                checkpoint,
+                segment_id: self.segments[self.idx].id,
+                offset,
+                len,
+            }))),
+            Step::SegmentEnd => Ok(Some(Event::SegmentEnd(
+                self.summaries.last().expect("just pushed"),
+            ))),
+            Step::Waiting | Step::Done => Ok(None),
+        }
+    }
+
+    /// Follow mode: looks for bytes appended to the newest segment and for new
+    /// segments. Returns whether there may be more to read.
+    pub fn poll(&mut self) -> Result<bool> {
+        if !self.waiting {
+            return Ok(!self.stopped && self.idx < self.segments.len());
+        }
+        let newer: Vec<SegmentFile> = list_segments(self.storage.as_ref())?
+            .into_iter()
+            .filter(|s| self.segments.last().is_none_or(|last| s.id > last.id))
+            .collect();
+        let mut more = false;
+        if let Some(r) = self.cur.as_mut() {
+            let name = &self.segments[self.idx].name;
+            let size = self
+                .storage
+                .size(name)
+                .map_err(|e| Error::io("stat", self.storage.root().join(name), e))?;
+            if size > r.size {
+                r.size = size;
+                if let Some(s) = self.cur_summary.as_mut() {
+                    s.size = size;
+                }
+                more = true;
+            }
+        } else if self.segments.is_empty() {
+            more = !newer.is_empty();
+        }
+        if !newer.is_empty() {
+            self.segments.extend(newer);
+            more = true;
+        }
+        if more {
+            self.waiting = false;
+        }
+        Ok(more)
+    }
+}
+
+fn read_up_to(file: &mut dyn ReadFile, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// The newest checkpoint of a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CheckpointPos {
+    /// Its LSN.
+    pub lsn: u64,
+    /// The segment holding it.
+    pub segment_id: u64,
+}
+
+/// Everything a full scan learnt: per segment, and for the whole log.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanReport {
+    /// One summary per segment, in id order.
+    pub segments: Vec<SegmentSummary>,
+    /// Intact records.
+    pub records: u64,
+    /// First intact LSN.
+    pub first_lsn: Option<u64>,
+    /// Last intact LSN.
+    pub last_lsn: Option<u64>,
+    /// Checkpoint records.
+    pub checkpoints: u64,
+    /// The newest intact checkpoint.
+    pub newest_checkpoint: Option<CheckpointPos>,
+    /// Total bytes of all segments.
+    pub bytes: u64,
+}
+
+impl ScanReport {
+    /// Every problem, in log order.
+    pub fn problems(&self) -> impl Iterator<Item = &Problem> {
+        self.segments.iter().filter_map(|s| s.problem.as_ref())
+    }
+
+    /// The worst severity found, `None` for a clean log.
+    pub fn worst(&self) -> Option<Severity> {
+        self.problems().map(|p| p.severity).max()
+    }
+
+    /// The newest segment that holds at least one intact record.
+    pub fn last_lsn_segment(&self) -> Option<&SegmentSummary> {
+        self.segments.iter().rev().find(|s| s.last_lsn.is_some())
+    }
+}
+
+/// Scans a whole log and summarises it (records are read, checked and dropped).
+/// `progress` is called with the bytes done after each segment and every few MiB.
+pub fn scan_log(
+    storage: Arc<dyn Storage>,
+    opts: ScanOptions,
+    mut progress: impl FnMut(u64),
+) -> Result<ScanReport> {
+    let mut scanner = Scanner::new(storage, opts)?;
+    let mut done_before = 0u64;
+    let mut last_report = 0u64;
+    let mut newest_checkpoint = None;
+    while let Some(ev) = scanner.next()? {
+        match ev {
+            Event::Record(r) => {
+                if r.checkpoint {
+                    newest_checkpoint = Some(CheckpointPos {
+                        lsn: r.lsn,
+                        segment_id: r.segment_id,
+                    });
+                }
+                let done = done_before + r.offset + r.len;
+                if done - last_report >= 4 << 20 {
+                    last_report = done;
+                    progress(done);
+                }
+            }
+            Event::SegmentEnd(s) => {
+                done_before += s.size;
+                last_report = done_before;
+                progress(done_before);
+            }
+        }
+    }
+    let segments = scanner.summaries;
+    Ok(ScanReport {
+        records: segments.iter().map(|s| s.records).sum(),
+        first_lsn: segments.iter().find_map(|s| s.first_lsn),
+        last_lsn: segments.iter().rev().find_map(|s| s.last_lsn),
+        checkpoints: segments.iter().map(|s| s.checkpoints).sum(),
+        newest_checkpoint,
+        bytes: segments.iter().map(|s| s.size).sum(),
+        segments,
+    })
+}

@@ -1,0 +1,294 @@
+//! The small storage trait every byte of walctl goes through, and its file-backed
+//! implementation. Tests put a fault-injecting implementation behind the same trait.
+
+use std::any::Any;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Name of the writer's lock file inside a log directory.
+pub const LOCK_FILE: &str = ".walctl.lock";
+
+/// What a directory entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (never followed).
+    Symlink,
+    /// A device, socket or FIFO.
+    Other,
+}
+
+/// One entry of a listed directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// File name (UTF-8 names only; others are never segments and are skipped).
+    pub name: String,
+    /// Its kind, without following links.
+    pub kind: EntryKind,
+    /// Size in bytes (regular files).
+    pub size: u64,
+}
+
+/// A file opened for reading.
+pub trait ReadFile: Read + Send {
+    /// Moves the read position to `offset` bytes from the start.
+    fn seek_to(&mut self, offset: u64) -> io::Result<()>;
+    /// The file's current size.
+    fn size(&self) -> io::Result<u64>;
+}
+
+/// A file opened for appending.
+pub trait WriteFile: Send {
+    /// Writes all of `buf` at the end of the file, or fails.
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Makes everything written so far durable (fdatasync).
+    fn sync_data(&mut self) -> io::Result<()>;
+}
+
+/// Outcome of [`Storage::try_lock`].
+pub enum LockAttempt {
+    /// The lock is ours until the guard is dropped.
+    Acquired(Box<dyn Any + Send + Sync>),
+    /// Someone else holds it.
+    Held {
+        /// Who, when known (e.g. "pid 1234").
+        holder: Option<String>,
+    },
+}
+
+/// Where a log's bytes live. Names are relative to the log directory and may name
+/// one level of subdirectory (`quarantine/x`), separated by `/`.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// The log directory, for messages.
+    fn root(&self) -> &Path;
+    /// Entries of `dir` ("" is the log directory itself).
+    fn list(&self, dir: &str) -> io::Result<Vec<DirEntry>>;
+    /// Opens an existing file for reading.
+    fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>>;
+    /// Current size of a file.
+    fn size(&self, name: &str) -> io::Result<u64>;
+    /// Opens an existing file for appending at its end.
+    fn open_append(&self, name: &str) -> io::Result<Box<dyn WriteFile>>;
+    /// Creates a new, empty file (fails if it exists) opened for appending.
+    fn create(&self, name: &str) -> io::Result<Box<dyn WriteFile>>;
+    /// Cuts a file to `len` bytes and makes that durable.
+    fn truncate(&self, name: &str, len: u64) -> io::Result<()>;
+    /// Removes a file.
+    fn remove_file(&self, name: &str) -> io::Result<()>;
+    /// Creates a directory (fails if it exists).
+    fn create_dir(&self, name: &str) -> io::Result<()>;
+    /// Renames a file or directory.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Makes the entries of `dir` durable (fsync of the directory).
+    fn sync_dir(&self, dir: &str) -> io::Result<()>;
+    /// Takes the exclusive writer lock without waiting.
+    fn try_lock(&self) -> io::Result<LockAttempt>;
+    /// The path of the lock, for messages.
+    fn lock_path(&self) -> PathBuf {
+        self.root().join(LOCK_FILE)
+    }
+}
+
+/// The default storage: real files in a real directory, real fsync.
+#[derive(Debug, Clone)]
+pub struct FileStorage {
+    root: PathBuf,
+}
+
+impl FileStorage {
+    /// Storage over an existing directory. Fails if `root` is not a directory.
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        let meta = fs::metadata(&root)?;
+        if !meta.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            ));
+        }
+        Ok(FileStorage { root })
+    }
+
+    /// Storage over `root`, creating it (and its parents) if missing. Returns whether
+    /// it was created.
+    pub fn create(root: impl Into<PathBuf>) -> io::Result<(Self, bool)> {
+        let root = root.into();
+        let created = match fs::metadata(&root) {
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&root)?;
+                if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    sync_path_dir(parent)?;
+                }
+                true
+            }
+            Err(e) => return Err(e),
+        };
+        Ok((Self::open(root)?, created))
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        if name.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(name)
+        }
+    }
+}
+
+fn sync_path_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+struct FsRead(File);
+
+impl Read for FsRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl ReadFile for FsRead {
+    fn seek_to(&mut self, offset: u64) -> io::Result<()> {
+        self.0.seek(SeekFrom::Start(offset)).map(|_| ())
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+}
+
+struct FsWrite(File);
+
+impl WriteFile for FsWrite {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+struct FsLock(#[allow(dead_code)] File);
+
+impl Storage for FileStorage {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn list(&self, dir: &str) -> io::Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.path(dir))? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue; // not UTF-8: never a segment, never ours
+            };
+            let ft = entry.file_type()?;
+            let (kind, size) = if ft.is_symlink() {
+                (EntryKind::Symlink, 0)
+            } else if ft.is_dir() {
+                (EntryKind::Dir, 0)
+            } else if ft.is_file() {
+                (EntryKind::File, entry.metadata()?.len())
+            } else {
+                let _ = ft.is_fifo();
+                (EntryKind::Other, 0)
+            };
+            out.push(DirEntry { name, kind, size });
+        }
+        Ok(out)
+    }
+
+    fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>> {
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.path(name))?;
+        if !f.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok(Box::new(FsRead(f)))
+    }
+
+    fn size(&self, name: &str) -> io::Result<u64> {
+        Ok(fs::symlink_metadata(self.path(name))?.len())
+    }
+
+    fn open_append(&self, name: &str) -> io::Result<Box<dyn WriteFile>> {
+        let f = OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.path(name))?;
+        Ok(Box::new(FsWrite(f)))
+    }
+
+    fn create(&self, name: &str) -> io::Result<Box<dyn WriteFile>> {
+        let f = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(self.path(name))?;
+        Ok(Box::new(FsWrite(f)))
+    }
+
+    fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
+        let f = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.path(name))?;
+        f.set_len(len)?;
+        f.sync_all()
+    }
+
+    fn remove_file(&self, name: &str) -> io::Result<()> {
+        fs::remove_file(self.path(name))
+    }
+
+    fn create_dir(&self, name: &str) -> io::Result<()> {
+        fs::create_dir(self.path(name))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        fs::rename(self.path(from), self.path(to))
+    }
+
+    fn sync_dir(&self, dir: &str) -> io::Result<()> {
+        sync_path_dir(&self.path(dir))
+    }
+
+    fn try_lock(&self) -> io::Result<LockAttempt> {
+        let path = self.root.join(LOCK_FILE);
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)?;
+        // SAFETY: flock on a file descriptor we own; no memory is shared.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut s = String::new();
+                let _ = f.read_to_string(&mut s);
+                let holder = s.trim();
+                return Ok(LockAttempt::Held {
+                    holder: (!holder.is_empty() && holder.len() < 200).then(|| holder.to_string()),
+                });
+            }
+            return Err(err);
+        }
+        f.set_len(0)?;
+        write!(f, "pid {}", std::process::id())?;
+        Ok(LockAttempt::Acquired(Box::new(FsLock(f))))
+    }
+}

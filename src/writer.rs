@@ -1,0 +1,653 @@
+//! The durable writer: LSN assignment, the reference's rotation rule, group commit,
+//! sync policies, retention that never drops what recovery needs, the directory
+//! lock, and torn-tail repair on open.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::codec::{encode_record, MAX_DATA_LEN};
+use crate::error::{Error, Result, Severity};
+use crate::quarantine::{self, Cut};
+use crate::reader::WalReader;
+use crate::scan::{scan_log, ScanOptions, ScanReport};
+use crate::segment::segment_name;
+use crate::storage::{FileStorage, LockAttempt, Storage, WriteFile};
+
+/// When appended records are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// `append` returns only after an fdatasync covers the record. Concurrent
+    /// appenders share one fsync (group commit). The default.
+    Always,
+    /// A background thread flushes and fsyncs every interval; `append` returns once
+    /// the record is buffered.
+    Interval(Duration),
+    /// fsync only at rotation, checkpoint, `sync` and `close`.
+    Never,
+}
+
+/// Writer options.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// Rotate before a write when the current segment holds at least this many bytes
+    /// (the reference's rule: a segment may exceed it by one record). Default 4 MiB.
+    pub max_segment_size: u64,
+    /// Keep at most this many segments (0 = unlimited). Default 10. Retention only
+    /// deletes segments wholly before the newest checkpoint: without a checkpoint,
+    /// nothing is deleted.
+    pub max_segments: usize,
+    /// Durability policy. Default [`SyncPolicy::Always`].
+    pub sync: SyncPolicy,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            max_segment_size: 4 * 1024 * 1024,
+            max_segments: 10,
+            sync: SyncPolicy::Always,
+        }
+    }
+}
+
+impl WalOptions {
+    fn validate(&self) -> Result<()> {
+        if self.max_segment_size == 0 {
+            return Err(Error::InvalidOption(
+                "max segment size must be at least 1 byte".into(),
+            ));
+        }
+        if self.sync == SyncPolicy::Interval(Duration::ZERO) {
+            return Err(Error::InvalidOption(
+                "sync interval must be longer than zero".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A torn tail cut when the log was opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TailRepair {
+    /// Segment that was cut.
+    pub segment: String,
+    /// New length (where the torn record started).
+    pub offset: u64,
+    /// Bytes cut.
+    pub bytes: u64,
+    /// Quarantine entry holding them.
+    pub quarantine_id: String,
+    /// What the scanner saw there.
+    pub reason: String,
+}
+
+/// What opening the log found and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenReport {
+    /// The torn tail that was saved and cut, if there was one.
+    pub repaired_tail: Option<TailRepair>,
+    /// Last LSN in the log at open.
+    pub last_lsn: Option<u64>,
+    /// Segment written to.
+    pub segment: String,
+    /// Whether that segment was created by this open.
+    pub created_segment: bool,
+}
+
+/// Buffered bytes above which `Interval`/`Never` appends hand the buffer to the OS.
+const FLUSH_AT: usize = 1 << 20;
+
+struct State {
+    buf: Vec<u8>,
+    spare: Vec<u8>,
+    next_lsn: u64,
+    seg_id: u64,
+    /// Bytes in the current segment, buffered ones included.
+    seg_size: u64,
+    /// Last LSN put into `buf` (or already on disk at open).
+    appended_lsn: u64,
+    /// Last LSN known durable.
+    synced_lsn: u64,
+    syncing: bool,
+    poisoned: Option<String>,
+    closed: bool,
+    shutdown: bool,
+    segments: VecDeque<u64>,
+    /// (segment id, lsn) of the newest checkpoint.
+    newest_checkpoint: Option<(u64, u64)>,
+}
+
+struct Io {
+    file: Box<dyn WriteFile>,
+    seg_id: u64,
+    /// Set by a group commit whose write or fsync failed, before anyone else can
+    /// touch the file: a later fsync must never vouch for bytes an earlier one lost.
+    failed: Option<String>,
+}
+
+struct Inner {
+    storage: Arc<dyn Storage>,
+    opts: WalOptions,
+    state: Mutex<State>,
+    io: Mutex<Io>,
+    cond: Condvar,
+    lock: Mutex<Option<Box<dyn Any + Send + Sync>>>,
+}
+
+/// An open write-ahead log. Share it between threads with `Arc<Wal>`; every method
+/// takes `&self`.
+pub struct Wal {
+    inner: Arc<Inner>,
+    syncer: Mutex<Option<JoinHandle<()>>>,
+    report: OpenReport,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("root", &self.inner.storage.root())
+            .field("opts", &self.inner.opts)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a walctl mutex leaves no half-written state that a later
+    // caller could mistake for success: the poisoned flag in State covers I/O.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log in directory `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
+        let dir = dir.as_ref();
+        opts.validate()?;
+        let (storage, _created) =
+            FileStorage::create(dir).map_err(|e| Error::io("open directory", dir, e))?;
+        Self::open_with_storage(Arc::new(storage), opts)
+    }
+
+    /// Opens the log kept by `storage` (tests pass a fault-injecting one).
+    pub fn open_with_storage(storage: Arc<dyn Storage>, opts: WalOptions) -> Result<Wal> {
+        opts.validate()?;
+        let root = storage.root().to_path_buf();
+        let guard = match storage
+            .try_lock()
+            .map_err(|e| Error::io("lock", storage.lock_path(), e))?
+        {
+            LockAttempt::Acquired(g) => g,
+            LockAttempt::Held { holder } => {
+                return Err(Error::Locked {
+                    dir: root,
+                    lock: storage.lock_path(),
+                    holder,
+                })
+            }
+        };
+        let scan = scan_log(storage.clone(), ScanOptions::default(), |_| {})?;
+        let repaired_tail = Self::repair_torn_tail(storage.as_ref(), &scan)?;
+        let io_err = |op, name: &str| {
+            let path = root.join(name);
+            move |e| Error::io(op, path, e)
+        };
+
+        let (seg_id, file, seg_size, created_segment) = match scan.segments.last() {
+            None => {
+                let name = segment_name(0);
+                let file = storage.create(&name).map_err(io_err("create", &name))?;
+                storage.sync_dir("").map_err(io_err("fsync", ""))?;
+                (0, file, 0, true)
+            }
+            Some(last) => {
+                let mut file = storage
+                    .open_append(&last.name)
+                    .map_err(io_err("open", &last.name))?;
+                // What an earlier process left in the page cache becomes durable now,
+                // so that it is safe to build on.
+                file.sync_data().map_err(io_err("fsync", &last.name))?;
+                let size = match &repaired_tail {
+                    Some(r) => r.offset,
+                    None => last.size,
+                };
+                (last.id, file, size, false)
+            }
+        };
+        let last_lsn = scan.last_lsn;
+        let next_lsn = last_lsn.map_or(1, |l| l + 1);
+        let mut segments: VecDeque<u64> = scan.segments.iter().map(|s| s.id).collect();
+        if segments.is_empty() {
+            segments.push_back(seg_id);
+        }
+        let state = State {
+            buf: Vec::with_capacity(64 * 1024),
+            spare: Vec::with_capacity(64 * 1024),
+            next_lsn,
+            seg_id,
+            seg_size,
+            appended_lsn: next_lsn - 1,
+            synced_lsn: next_lsn - 1,
+            syncing: false,
+            poisoned: None,
+            closed: false,
+            shutdown: false,
+            segments,
+            newest_checkpoint: scan.newest_checkpoint.map(|c| (c.segment_id, c.lsn)),
+        };
+        let inner = Arc::new(Inner {
+            storage,
+            opts: opts.clone(),
+            state: Mutex::new(state),
+            io: Mutex::new(Io {
+                file,
+                seg_id,
+                failed: None,
+            }),
+            cond: Condvar::new(),
+            lock: Mutex::new(Some(guard)),
+        });
+        let syncer = match opts.sync {
+            SyncPolicy::Interval(every) => {
+                let inner = inner.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("walctl-sync".into())
+                        .spawn(move || inner.interval_loop(every))
+                        .map_err(|e| Error::io("spawn sync thread", &root, e))?,
+                )
+            }
+            _ => None,
+        };
+        Ok(Wal {
+            inner,
+            syncer: Mutex::new(syncer),
+            report: OpenReport {
+                repaired_tail,
+                last_lsn,
+                segment: segment_name(seg_id),
+                created_segment,
+            },
+        })
+    }
+
+    fn repair_torn_tail(storage: &dyn Storage, scan: &ScanReport) -> Result<Option<TailRepair>> {
+        let mut problems = scan.problems();
+        let Some(problem) = problems.next() else {
+            return Ok(None);
+        };
+        if let Some(p) = scan.problems().find(|p| p.severity == Severity::Corruption) {
+            return Err(Error::Damaged {
+                problem: Box::new(p.clone()),
+            });
+        }
+        // Only the newest segment can have a torn tail; the scanner says so.
+        let seg = scan
+            .segments
+            .iter()
+            .find(|s| s.id == problem.segment_id)
+            .expect("a problem names a scanned segment");
+        let reason = format!("torn tail found when opening for write: {problem}");
+        let manifest = quarantine::save(
+            storage,
+            &reason,
+            "open",
+            &[Cut {
+                file: seg.name.clone(),
+                offset: problem.offset,
+                whole_file: false,
+            }],
+        )?;
+        storage
+            .truncate(&seg.name, problem.offset)
+            .map_err(|e| Error::io("truncate", storage.root().join(&seg.name), e))?;
+        Ok(Some(TailRepair {
+            segment: seg.name.clone(),
+            offset: problem.offset,
+            bytes: seg.size - problem.offset,
+            quarantine_id: manifest.id,
+            reason,
+        }))
+    }
+
+    /// What opening found and did (a torn tail saved and cut, the last LSN).
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// The options this log was opened with.
+    pub fn options(&self) -> &WalOptions {
+        &self.inner.opts
+    }
+
+    /// The storage under this log.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.inner.storage
+    }
+
+    /// The LSN the next record will get.
+    pub fn next_lsn(&self) -> u64 {
+        lock(&self.inner.state).next_lsn
+    }
+
+    /// The last LSN known durable.
+    pub fn durable_lsn(&self) -> u64 {
+        lock(&self.inner.state).synced_lsn
+    }
+
+    /// Appends one record and returns its LSN. Under [`SyncPolicy::Always`] it is
+    /// durable when this returns.
+    pub fn append(&self, data: &[u8]) -> Result<u64> {
+        self.inner
+            .append_many(std::slice::from_ref(&data), false, false)
+            .map(|(_, l)| l)
+    }
+
+    /// Appends records as one batch (one write and at most one fsync) and returns the
+    /// first and last LSN.
+    pub fn append_batch<D: AsRef<[u8]>>(&self, datas: &[D]) -> Result<(u64, u64)> {
+        if datas.is_empty() {
+            return Err(Error::EmptyBatch);
+        }
+        self.inner.append_many(datas, false, false)
+    }
+
+    /// Writes a checkpoint record (the application's state snapshot) and returns its
+    /// LSN. It is durable when this returns, whatever the sync policy.
+    pub fn checkpoint(&self, data: &[u8]) -> Result<u64> {
+        self.inner
+            .append_many(std::slice::from_ref(&data), true, true)
+            .map(|(_, l)| l)
+    }
+
+    /// Makes every record appended so far durable.
+    pub fn sync(&self) -> Result<()> {
+        let st = self.inner.writable()?;
+        let target = st.appended_lsn;
+        self.inner.wait_durable(st, target)
+    }
+
+    /// Hands buffered records to the OS without an fsync (a process crash no longer
+    /// loses them; a power loss may).
+    pub fn flush(&self) -> Result<()> {
+        let mut st = self.inner.writable()?;
+        let mut io = self.inner.lock_io(&mut st)?;
+        self.inner.write_out(&mut st, &mut io)
+    }
+
+    /// Syncs everything, stops the background syncer and releases the directory lock.
+    /// Appending afterwards is an error. Closing twice is fine.
+    pub fn close(&self) -> Result<()> {
+        {
+            let mut st = lock(&self.inner.state);
+            st.shutdown = true;
+            self.inner.cond.notify_all();
+        }
+        if let Some(h) = lock(&self.syncer).take() {
+            let _ = h.join();
+        }
+        let st = lock(&self.inner.state);
+        if st.closed {
+            return Ok(());
+        }
+        let target = st.appended_lsn;
+        let res = match &st.poisoned {
+            Some(p) => Err(Error::Poisoned(p.clone())),
+            None => self.inner.wait_durable(st, target),
+        };
+        lock(&self.inner.state).closed = true;
+        lock(&self.inner.lock).take();
+        res
+    }
+
+    /// A reader over this log that sees every record appended so far.
+    pub fn reader(&self) -> Result<WalReader> {
+        self.flush()?;
+        Ok(WalReader::new(self.inner.storage.clone()))
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+impl Inner {
+    fn writable(&self) -> Result<MutexGuard<'_, State>> {
+        let st = lock(&self.state);
+        if st.closed {
+            return Err(Error::Closed);
+        }
+        if let Some(p) = &st.poisoned {
+            return Err(Error::Poisoned(p.clone()));
+        }
+        Ok(st)
+    }
+
+    fn poison(&self, st: &mut State, what: String) -> Error {
+        st.poisoned.get_or_insert(what.clone());
+        self.cond.notify_all();
+        Error::Poisoned(what)
+    }
+
+    fn append_many<D: AsRef<[u8]>>(
+        &self,
+        datas: &[D],
+        checkpoint: bool,
+        force_sync: bool,
+    ) -> Result<(u64, u64)> {
+        for d in datas {
+            if d.as_ref().len() > MAX_DATA_LEN {
+                return Err(Error::RecordTooLarge {
+                    len: d.as_ref().len() as u64,
+                    max: MAX_DATA_LEN as u64,
+                });
+            }
+        }
+        let mut st = self.writable()?;
+        let first = st.next_lsn;
+        for d in datas {
+            if st.seg_size >= self.opts.max_segment_size {
+                self.rotate(&mut st)?;
+            }
+            let lsn = st.next_lsn;
+            let n = encode_record(&mut st.buf, lsn, d.as_ref(), checkpoint);
+            st.next_lsn = lsn
+                .checked_add(1)
+                .ok_or_else(|| Error::InvalidOption("LSN space exhausted".into()))?;
+            st.appended_lsn = lsn;
+            st.seg_size += n as u64;
+            if checkpoint {
+                st.newest_checkpoint = Some((st.seg_id, lsn));
+            }
+        }
+        let last = st.appended_lsn;
+        if force_sync || self.opts.sync == SyncPolicy::Always {
+            self.wait_durable(st, last)?;
+        } else if st.buf.len() >= FLUSH_AT {
+            let mut io = self.lock_io(&mut st)?;
+            self.write_out(&mut st, &mut io)?;
+        }
+        Ok((first, last))
+    }
+
+    /// Takes the file lock on behalf of a caller holding the state lock, refusing if
+    /// an earlier group commit failed on the file.
+    fn lock_io(&self, st: &mut State) -> Result<MutexGuard<'_, Io>> {
+        let io = lock(&self.io);
+        if let Some(f) = &io.failed {
+            return Err(self.poison(st, f.clone()));
+        }
+        Ok(io)
+    }
+
+    /// Writes the buffer to the current file (no fsync). Caller holds both locks.
+    fn write_out(&self, st: &mut State, io: &mut Io) -> Result<()> {
+        if let Some(f) = &io.failed {
+            return Err(self.poison(st, f.clone()));
+        }
+        if st.buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = io.file.write_all(&st.buf) {
+            let what = format!("write to {} failed: {e}", segment_name(io.seg_id));
+            return Err(self.poison(st, what));
+        }
+        st.buf.clear();
+        Ok(())
+    }
+
+    /// Rotation: sync and leave the current segment, create the next one, fsync the
+    /// directory, then apply retention. Any failure poisons the writer.
+    fn rotate(&self, st: &mut State) -> Result<()> {
+        let mut io = self.lock_io(st)?;
+        self.write_out(st, &mut io)?;
+        if let Err(e) = io.file.sync_data() {
+            let what = format!("fsync of {} failed: {e}", segment_name(io.seg_id));
+            return Err(self.poison(st, what));
+        }
+        st.synced_lsn = st.synced_lsn.max(st.appended_lsn);
+        self.cond.notify_all();
+        let id = st.seg_id + 1;
+        let name = segment_name(id);
+        let file = match self.storage.create(&name) {
+            Ok(f) => f,
+            Err(e) => return Err(self.poison(st, format!("creating {name} failed: {e}"))),
+        };
+        if let Err(e) = self.storage.sync_dir("") {
+            return Err(self.poison(st, format!("fsync of the directory failed: {e}")));
+        }
+        io.file = file;
+        io.seg_id = id;
+        drop(io);
+        st.seg_id = id;
+        st.seg_size = 0;
+        st.segments.push_back(id);
+        self.apply_retention(st);
+        Ok(())
+    }
+
+    /// Deletes the oldest segments beyond `max_segments`, but never the segment that
+    /// holds the newest checkpoint nor any after it (recovery needs them). A failed
+    /// delete is retried at the next rotation.
+    fn apply_retention(&self, st: &mut State) {
+        let max = self.opts.max_segments;
+        if max == 0 {
+            return;
+        }
+        let mut removed = false;
+        while st.segments.len() > max {
+            let oldest = st.segments[0];
+            match st.newest_checkpoint {
+                Some((cp_seg, _)) if oldest < cp_seg => {}
+                _ => break,
+            }
+            if self.storage.remove_file(&segment_name(oldest)).is_err() {
+                break;
+            }
+            st.segments.pop_front();
+            removed = true;
+        }
+        if removed {
+            let _ = self.storage.sync_dir("");
+        }
+    }
+
+    /// Returns once `lsn` is durable, leading a group commit when nobody else is.
+    fn wait_durable<'a>(&'a self, mut st: MutexGuard<'a, State>, lsn: u64) -> Result<()> {
+        loop {
+            if st.synced_lsn >= lsn {
+                return Ok(());
+            }
+            if let Some(p) = &st.poisoned {
+                return Err(Error::Poisoned(p.clone()));
+            }
+            if st.closed {
+                return Err(Error::Closed);
+            }
+            st = if st.syncing {
+                self.cond.wait(st).unwrap_or_else(|e| e.into_inner())
+            } else {
+                self.sync_round(st)
+            };
+        }
+    }
+
+    /// One group commit: take the buffer, write and fdatasync it outside the state
+    /// lock (appenders keep filling a fresh buffer meanwhile), then publish.
+    fn sync_round<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        st.syncing = true;
+        let target = st.appended_lsn;
+        let spare = std::mem::take(&mut st.spare);
+        let mut data = std::mem::replace(&mut st.buf, spare);
+        // Taking the file lock before letting go of the state lock keeps writes in
+        // LSN order: whoever writes next waits for this round.
+        let mut io = lock(&self.io);
+        drop(st);
+        let seg = segment_name(io.seg_id);
+        let mut res: std::result::Result<(), String> = match &io.failed {
+            Some(f) => Err(f.clone()),
+            None => Ok(()),
+        };
+        if res.is_ok() && !data.is_empty() {
+            res = io
+                .file
+                .write_all(&data)
+                .map_err(|e| format!("write to {seg} failed: {e}"));
+        }
+        if res.is_ok() {
+            res = io
+                .file
+                .sync_data()
+                .map_err(|e| format!("fsync of {seg} failed: {e}"));
+        }
+        if let Err(msg) = &res {
+            io.failed.get_or_insert(msg.clone());
+        }
+        drop(io);
+        data.clear();
+        if data.capacity() > 16 << 20 {
+            data = Vec::with_capacity(64 * 1024);
+        }
+        let mut st = lock(&self.state);
+        st.spare = data;
+        st.syncing = false;
+        match res {
+            Ok(()) => st.synced_lsn = st.synced_lsn.max(target),
+            Err(msg) => {
+                st.poisoned.get_or_insert(msg);
+            }
+        }
+        self.cond.notify_all();
+        st
+    }
+
+    fn interval_loop(&self, every: Duration) {
+        let mut st = lock(&self.state);
+        let mut next = Instant::now() + every;
+        loop {
+            if st.shutdown {
+                return;
+            }
+            let now = Instant::now();
+            if now < next {
+                st = self
+                    .cond
+                    .wait_timeout(st, next - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
+            }
+            next = now + every;
+            if !st.syncing && st.poisoned.is_none() && !st.closed && st.synced_lsn < st.appended_lsn
+            {
+                st = self.sync_round(st);
+            }
+        }
+    }
+}

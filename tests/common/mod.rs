@@ -1,0 +1,143 @@
+//! Shared helpers for the integration tests: the fixtures, their EXPECTED.json, and
+//! small tools to copy, cut and flip real log files.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde_json::Value;
+
+/// Directory of a Go-reference fixture inside the project's own copy.
+pub fn fixture_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/go-reference")
+        .join(name)
+}
+
+/// The names of all Go-reference fixtures.
+pub const FIXTURES: &[&str] = &["basic", "checkpoints"];
+
+/// One entry of a fixture's EXPECTED.json.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedEntry {
+    pub lsn: u64,
+    pub checkpoint: bool,
+    pub data: Vec<u8>,
+    pub crc: u32,
+    pub segment: String,
+    pub offset: u64,
+    pub record_len: u64,
+}
+
+/// A fixture's EXPECTED.json.
+pub struct Expected {
+    pub json: Value,
+    pub entries: Vec<ExpectedEntry>,
+}
+
+impl Expected {
+    pub fn max_segment_size(&self) -> u64 {
+        self.json["wal_options"]["max_segment_size"]
+            .as_u64()
+            .unwrap()
+    }
+    pub fn max_segments(&self) -> usize {
+        self.json["wal_options"]["max_segments"].as_u64().unwrap() as usize
+    }
+    /// (name, size, sha256) of every segment.
+    pub fn segments(&self) -> Vec<(String, u64, String)> {
+        self.json["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap().to_string(),
+                    s["size"].as_u64().unwrap(),
+                    s["sha256"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+pub fn expected(name: &str) -> Expected {
+    let text = fs::read_to_string(fixture_dir(name).join("EXPECTED.json")).unwrap();
+    let json: Value = serde_json::from_str(&text).unwrap();
+    let entries = json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| ExpectedEntry {
+            lsn: e["lsn"].as_u64().unwrap(),
+            checkpoint: e["is_checkpoint"].as_bool().unwrap(),
+            data: base64::engine::general_purpose::STANDARD
+                .decode(e["data_b64"].as_str().unwrap())
+                .unwrap(),
+            crc: e["crc"].as_u64().unwrap() as u32,
+            segment: e["segment"].as_str().unwrap().to_string(),
+            offset: e["offset"].as_u64().unwrap(),
+            record_len: e["record_len"].as_u64().unwrap(),
+        })
+        .collect();
+    Expected { json, entries }
+}
+
+/// Copies the segment files of a fixture (not EXPECTED.json) into `dst`, writable.
+pub fn copy_fixture(name: &str, dst: &Path) {
+    fs::create_dir_all(dst).unwrap();
+    for entry in fs::read_dir(fixture_dir(name)).unwrap() {
+        let entry = entry.unwrap();
+        let fname = entry.file_name();
+        if fname.to_string_lossy().starts_with("segment-") {
+            let to = dst.join(&fname);
+            fs::copy(entry.path(), &to).unwrap();
+            let mut perm = fs::metadata(&to).unwrap().permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perm.set_readonly(false);
+            fs::set_permissions(&to, perm).unwrap();
+        }
+    }
+}
+
+/// A fresh temporary directory.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("walctl-test-")
+        .tempdir()
+        .unwrap()
+}
+
+/// Cuts `file` to `len` bytes.
+pub fn cut(file: &Path, len: u64) {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+/// Flips bit `bit` (0..8) of byte `offset` in `file`.
+pub fn flip_bit(file: &Path, offset: u64, bit: u8) {
+    let mut bytes = fs::read(file).unwrap();
+    bytes[offset as usize] ^= 1 << bit;
+    fs::write(file, bytes).unwrap();
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    walctl::quarantine::sha256_hex(&fs::read(path).unwrap())
+}
+
+/// Names of the segment files in `dir`, ordered by id.
+pub fn segment_names(dir: &Path) -> Vec<String> {
+    let mut ids: Vec<u64> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            walctl::segment::parse_segment_name(&e.unwrap().file_name().to_string_lossy())
+        })
+        .collect();
+    ids.sort();
+    ids.into_iter().map(walctl::segment::segment_name).collect()
+}
