@@ -1,11 +1,957 @@
-//! `walctl append`: not built yet (see its issue).
+//! `walctl append`: append entries from arguments, files or standard input, and
+//! acknowledge each one (its LSN on stdout) once it is durable per `--sync`.
+//!
+//! Standard input is acknowledged as it goes: whenever it has nothing more ready,
+//! everything read so far is appended as one batch and its LSNs are printed and
+//! flushed before append blocks for more. While input keeps coming, records group
+//! into batches bounded by [`BATCH_MAX_BYTES`] / [`BATCH_MAX_RECORDS`] /
+//! [`BATCH_MAX_AGE`], so a bulk load is one write and one fsync per batch and memory
+//! never grows with the input.
+//!
+//! The writer options, the encodings and the open-with-diagnostics step are shared
+//! with `walctl checkpoint`.
 
-use super::Exit;
+use std::ffi::OsString;
+use std::io::{self, IsTerminal, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// Options of `walctl append`.
+use anyhow::{anyhow, bail, Context};
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+use serde::Serialize;
+use walctl::codec::MAX_DATA_LEN;
+use walctl::quarantine::QUARANTINE_DIR;
+use walctl::storage::FileStorage;
+use walctl::writer::{SyncPolicy, Wal, WalOptions};
+
+use super::{output, DirArg, Exit};
+
+/// A batch is committed once it holds this many data bytes...
+const BATCH_MAX_BYTES: usize = 4 << 20;
+/// ...or this many records...
+const BATCH_MAX_RECORDS: usize = 10_000;
+/// ...or its first record has waited this long while input kept coming.
+const BATCH_MAX_AGE: Duration = Duration::from_millis(100);
+/// Bytes asked of one read(2) on standard input.
+const READ_CHUNK: usize = 256 << 10;
+
+fn append_after_help() -> String {
+    format!(
+        "\
+Examples:
+  walctl append --dir /var/lib/app/wal 'first entry' 'second entry'
+  tail -f app.log | walctl append --dir /var/lib/app/wal --sync interval
+  printf 'deadbeef\\n00ff\\n' | walctl append --dir wal --encoding hex
+  find . -type f -print0 | walctl append --dir wal -0 --json
+  walctl append --dir wal --file blob.bin
+
+{}",
+        super::EXIT_CODES
+    )
+}
+
+/// Append entries to a log and print the LSN of each, one per line.
+///
+/// Each DATA argument is one entry (use `--` before data that starts with '-'). Each
+/// --file is one entry holding that file's bytes. Otherwise standard input is read:
+/// one entry per line, its line ending (\n or \r\n) removed; an empty line is an
+/// empty entry and a last line without a newline still counts. With -0, standard
+/// input is split on NUL bytes instead and taken as raw bytes.
+///
+/// Entries are acknowledged as they go: whenever standard input has nothing more
+/// ready, everything read so far is appended as one batch, made durable per --sync
+/// (with --sync interval or never it is at least handed to the OS), and its LSNs are
+/// printed and flushed before append waits for more. A program that writes a line
+/// into `walctl append --sync always` and reads back its LSN knows that line is on
+/// disk. Exit status 0 means every entry is durable.
+///
+/// The directory is created when missing. A torn tail left by a crash is saved to
+/// the quarantine and cut (reported on stderr); any other damage refuses the write.
+/// Undecodable input stops with an error naming the line; the entries before it are
+/// appended and printed.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(after_help = append_after_help())]
+pub struct Args {
+    #[command(flatten)]
+    dir: DirArg,
 
-pub fn run(_args: Args) -> anyhow::Result<Exit> {
-    anyhow::bail!("`walctl append` is not built yet")
+    /// How each DATA argument and each input line is written [default: utf8].
+    /// With --file, the file is raw bytes unless --encoding is given; hex and base64
+    /// input may then be wrapped over several lines.
+    #[arg(long, short = 'e', value_enum, value_name = "ENCODING")]
+    encoding: Option<Encoding>,
+
+    /// Split standard input on NUL bytes (not lines) and take each piece as raw bytes.
+    #[arg(short = '0', long = "null", conflicts_with_all = ["encoding", "data", "file"])]
+    null: bool,
+
+    /// Append the bytes of this file as one entry (repeatable; appended in order, as
+    /// one batch).
+    #[arg(long, value_name = "PATH", conflicts_with = "data")]
+    file: Vec<PathBuf>,
+
+    /// Print one JSON object at the end, {"first_lsn":..,"last_lsn":..,"count":..},
+    /// instead of one LSN per line.
+    #[arg(long)]
+    json: bool,
+
+    /// Entries to append, one per argument. Without DATA or --file, standard input
+    /// is read.
+    #[arg(value_name = "DATA")]
+    data: Vec<OsString>,
+
+    #[command(flatten)]
+    writer: WriterArgs,
+}
+
+/// How entries are written on the command line and on standard input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Encoding {
+    /// Text, stored as its UTF-8 bytes (invalid UTF-8 is an error).
+    Utf8,
+    /// Hexadecimal digits, two per byte, either case.
+    Hex,
+    /// Standard base64 alphabet; the trailing '=' padding is optional.
+    Base64,
+}
+
+/// When appended entries are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncMode {
+    /// fsync before acknowledging (one fsync per batch).
+    Always,
+    /// Hand each batch to the OS before acknowledging; fsync every --sync-interval-ms.
+    Interval,
+    /// Hand each batch to the OS before acknowledging; fsync only at rotation and exit.
+    Never,
+}
+
+/// The writer options shared by `append` and `checkpoint`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Writer options")]
+pub struct WriterArgs {
+    /// Start a new segment before a write once the current one holds at least this
+    /// many bytes (a segment may exceed it by one record, as in the reference).
+    /// Suffixes K, M, G (or KiB, MiB, GiB) multiply by 1024.
+    #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_size)]
+    max_segment_size: u64,
+
+    /// Keep at most N segments (0 = unlimited). Only segments wholly before the
+    /// newest checkpoint are ever deleted.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    max_segments: usize,
+
+    /// When entries are made durable. Exit 0 always means durable: the log is
+    /// fsynced when the command ends.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = SyncMode::Always)]
+    sync: SyncMode,
+
+    /// Milliseconds between background fsyncs with --sync interval [default: 200].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    sync_interval_ms: Option<u64>,
+}
+
+impl WriterArgs {
+    /// The library options. An interval given without `--sync interval` is a usage
+    /// error (exit 2), reported before anything is opened.
+    pub fn options(&self) -> WalOptions {
+        if self.sync_interval_ms.is_some() && self.sync != SyncMode::Interval {
+            clap::Error::raw(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--sync-interval-ms applies only with --sync interval\n",
+            )
+            .exit();
+        }
+        let sync = match self.sync {
+            SyncMode::Always => SyncPolicy::Always,
+            SyncMode::Never => SyncPolicy::Never,
+            SyncMode::Interval => {
+                SyncPolicy::Interval(Duration::from_millis(self.sync_interval_ms.unwrap_or(200)))
+            }
+        };
+        WalOptions {
+            max_segment_size: self.max_segment_size,
+            max_segments: self.max_segments,
+            sync,
+        }
+    }
+}
+
+/// Parses a byte count: digits with an optional binary suffix (K, M, G, KiB, MiB, GiB,
+/// B). Zero is refused.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    if digits.is_empty() {
+        return Err(format!(
+            "{s:?} is not a byte count (e.g. 4194304, 512K, 4MiB)"
+        ));
+    }
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} (use K, M, G, KiB, MiB or GiB)"
+            ))
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{digits:?} is too large"))?;
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if v == 0 {
+        return Err("must be at least 1 byte".into());
+    }
+    Ok(v)
+}
+
+// ---------------------------------------------------------------------------------
+// Decoding
+
+fn base64_engine() -> GeneralPurpose {
+    GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    )
+}
+
+fn hex_nibble(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn describe_byte(b: u8) -> String {
+    if b.is_ascii_graphic() {
+        format!("{:?}", b as char)
+    } else {
+        format!("byte 0x{b:02x}")
+    }
+}
+
+/// Decodes `input` per `enc`, appending to `out`. On error `out` is left as it was and
+/// the message says what is wrong and where in `input`.
+pub fn decode_into(enc: Encoding, input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    let before = out.len();
+    let res = match enc {
+        Encoding::Utf8 => match std::str::from_utf8(input) {
+            Ok(_) => {
+                out.extend_from_slice(input);
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "invalid UTF-8 at byte {} (use --encoding base64 or hex, or -0, for binary data)",
+                e.valid_up_to()
+            )),
+        },
+        Encoding::Hex => {
+            if input.len() % 2 != 0 {
+                Err(format!(
+                    "invalid hex: odd number of digits ({})",
+                    input.len()
+                ))
+            } else {
+                out.reserve(input.len() / 2);
+                input
+                    .chunks_exact(2)
+                    .enumerate()
+                    .try_for_each(|(i, pair)| {
+                        let hi = hex_nibble(pair[0]).ok_or(2 * i)?;
+                        let lo = hex_nibble(pair[1]).ok_or(2 * i + 1)?;
+                        out.push(hi << 4 | lo);
+                        Ok(())
+                    })
+                    .map_err(|pos: usize| {
+                        format!(
+                            "invalid hex digit {} at byte {pos}",
+                            describe_byte(input[pos])
+                        )
+                    })
+            }
+        }
+        Encoding::Base64 => base64_engine()
+            .decode_vec(input, out)
+            .map_err(|e| format!("invalid base64: {e}")),
+    };
+    if res.is_err() {
+        out.truncate(before);
+    }
+    res
+}
+
+/// The longest encoded form of a record of at most [`MAX_DATA_LEN`] bytes.
+fn max_encoded_len(enc: Option<Encoding>) -> usize {
+    match enc {
+        None | Some(Encoding::Utf8) => MAX_DATA_LEN,
+        Some(Encoding::Hex) => 2 * MAX_DATA_LEN,
+        Some(Encoding::Base64) => MAX_DATA_LEN.div_ceil(3) * 4,
+    }
+}
+
+fn too_large(what: &str) -> anyhow::Error {
+    anyhow!("{what} is larger than the maximum record size ({MAX_DATA_LEN} bytes)")
+}
+
+/// Decodes a whole document (a file or all of standard input): raw bytes without an
+/// encoding; hex and base64 may be wrapped (ASCII whitespace is ignored).
+pub fn decode_whole(enc: Option<Encoding>, raw: Vec<u8>, what: &str) -> anyhow::Result<Vec<u8>> {
+    let data = match enc {
+        None => raw,
+        Some(Encoding::Utf8) => {
+            let mut out = Vec::new();
+            decode_into(Encoding::Utf8, &raw, &mut out).map_err(|m| anyhow!("{what}: {m}"))?;
+            out
+        }
+        Some(enc) => {
+            let compact: Vec<u8> = raw
+                .into_iter()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            let mut out = Vec::new();
+            decode_into(enc, &compact, &mut out)
+                .map_err(|m| anyhow!("{what}: {m} (counting bytes with whitespace removed)"))?;
+            out
+        }
+    };
+    if data.len() > MAX_DATA_LEN {
+        return Err(too_large(what));
+    }
+    Ok(data)
+}
+
+/// Reads all of `r`, refusing (before allocating more) anything whose encoded form
+/// could not fit a record.
+fn read_bounded(mut r: impl Read, enc: Option<Encoding>, what: &str) -> anyhow::Result<Vec<u8>> {
+    // Wrapped hex/base64 carries whitespace: allow an eighth more.
+    let limit = match enc {
+        None | Some(Encoding::Utf8) => MAX_DATA_LEN,
+        e => max_encoded_len(e) + max_encoded_len(e) / 8,
+    } as u64;
+    let mut buf = Vec::new();
+    (&mut r)
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("read {what}"))?;
+    if buf.len() as u64 > limit {
+        return Err(too_large(what));
+    }
+    Ok(buf)
+}
+
+/// Reads a file named on the command line, checking its size before reading.
+pub fn read_file_arg(path: &Path, enc: Option<Encoding>) -> anyhow::Result<Vec<u8>> {
+    let what = path.display().to_string();
+    let f = std::fs::File::open(path).with_context(|| format!("open {what}"))?;
+    let meta = f.metadata().with_context(|| format!("stat {what}"))?;
+    if meta.is_dir() {
+        bail!("{what} is a directory, not a file");
+    }
+    let raw = read_bounded(f, enc, &what)?;
+    decode_whole(enc, raw, &what)
+}
+
+/// Reads all of standard input as one document.
+pub fn read_stdin_whole(enc: Option<Encoding>) -> anyhow::Result<Vec<u8>> {
+    let raw = read_bounded(io::stdin().lock(), enc, "standard input")?;
+    decode_whole(enc, raw, "standard input")
+}
+
+/// Decodes a command-line argument (text unless an encoding says otherwise).
+pub fn decode_arg(enc: Option<Encoding>, arg: &OsString, n: usize) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    decode_into(enc.unwrap_or(Encoding::Utf8), arg.as_bytes(), &mut out)
+        .map_err(|m| anyhow!("argument {n}: {m}"))?;
+    if out.len() > MAX_DATA_LEN {
+        return Err(too_large(&format!("argument {n}")));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------
+// Opening
+
+/// Opens (creating if needed) the log for writing, saying on stderr what opening did:
+/// a created directory, a new log, a torn tail saved and cut.
+pub fn open_writer(dir: &Path, opts: WalOptions) -> anyhow::Result<Wal> {
+    let (storage, created) = FileStorage::create(dir)
+        .with_context(|| format!("open log directory {}", dir.display()))?;
+    if created {
+        output::note(format!("created log directory {}", dir.display()));
+    }
+    let wal = Wal::open_with_storage(Arc::new(storage), opts)?;
+    let report = wal.open_report();
+    if let Some(r) = &report.repaired_tail {
+        output::note(format!(
+            "repaired a torn tail in {} at offset {}: cut {} bytes, saved in quarantine {} ({})",
+            r.segment,
+            r.offset,
+            r.bytes,
+            r.quarantine_id,
+            dir.join(QUARANTINE_DIR).join(&r.quarantine_id).display()
+        ));
+    }
+    if report.created_segment && !created {
+        output::note(format!(
+            "started a new log in {} ({})",
+            dir.display(),
+            report.segment
+        ));
+    }
+    Ok(wal)
+}
+
+/// Closes the log after the work is done (or failed), so that what was acknowledged
+/// is durable, and picks the error to report. The flag says whether the close
+/// succeeded (everything appended is durable).
+pub fn close_after(wal: &Wal, work: anyhow::Result<()>) -> (anyhow::Result<()>, bool) {
+    let closed = wal
+        .close()
+        .with_context(|| format!("closing {}", wal.storage().root().display()));
+    let ok = closed.is_ok();
+    let res = match (work, closed) {
+        (Ok(()), c) => c,
+        (Err(e), Ok(())) => Err(e),
+        // A closed stdout would be reported as success: the failed close must win.
+        (Err(e), Err(c)) if output::is_broken_pipe(&e) => Err(c),
+        // The writer refuses to close after the failure the work already reports.
+        (Err(e), Err(c)) if is_poisoned(&c) => Err(e),
+        (Err(e), Err(c)) => Err(anyhow!("{e:#}; closing the log also failed: {c:#}")),
+    };
+    (res, ok)
+}
+
+fn is_poisoned(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<walctl::Error>(),
+            Some(walctl::Error::Poisoned(_))
+        )
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Batching
+
+/// Entries waiting to be appended, in one arena.
+#[derive(Debug, Default)]
+pub struct Batch {
+    arena: Vec<u8>,
+    ends: Vec<usize>,
+    started: Option<Instant>,
+}
+
+impl Batch {
+    fn push_decoded(&mut self, enc: Option<Encoding>, raw: &[u8]) -> Result<(), String> {
+        match enc {
+            None => self.arena.extend_from_slice(raw),
+            Some(enc) => decode_into(enc, raw, &mut self.arena)?,
+        }
+        let start = self.ends.last().copied().unwrap_or(0);
+        if self.arena.len() - start > MAX_DATA_LEN {
+            self.arena.truncate(start);
+            return Err(format!(
+                "entry is larger than the maximum record size ({MAX_DATA_LEN} bytes)"
+            ));
+        }
+        self.ends.push(self.arena.len());
+        self.started.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        self.arena.extend_from_slice(data);
+        self.ends.push(self.arena.len());
+    }
+
+    /// The entries, in order.
+    pub fn slices(&self) -> Vec<&[u8]> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let s = &self.arena[start..end];
+                start = end;
+                s
+            })
+            .collect()
+    }
+
+    /// Whether there is nothing to append.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn full(&self) -> bool {
+        self.arena.len() >= BATCH_MAX_BYTES || self.ends.len() >= BATCH_MAX_RECORDS
+    }
+
+    fn aged(&self) -> bool {
+        self.started.is_some_and(|t| t.elapsed() >= BATCH_MAX_AGE)
+    }
+
+    fn clear(&mut self) {
+        self.arena.clear();
+        self.ends.clear();
+        self.started = None;
+        if self.arena.capacity() > 4 * BATCH_MAX_BYTES {
+            self.arena.shrink_to(BATCH_MAX_BYTES);
+        }
+    }
+}
+
+/// Where committed batches go.
+pub trait Sink {
+    /// Appends the batch, makes it durable per the sync policy, acknowledges it, and
+    /// empties it. An empty batch is a no-op.
+    fn commit(&mut self, batch: &mut Batch) -> anyhow::Result<()>;
+}
+
+/// Appends batches to the log and prints their LSNs.
+struct Committer<'a, W: Write> {
+    wal: &'a Wal,
+    out: W,
+    json: bool,
+    /// Whether to hand each batch to the OS (the policy does not fsync it).
+    flush_os: bool,
+    first: Option<u64>,
+    last: Option<u64>,
+    count: u64,
+}
+
+impl<W: Write> Sink for Committer<'_, W> {
+    fn commit(&mut self, batch: &mut Batch) -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let dir = self.wal.storage().root();
+        let (first, last) = self
+            .wal
+            .append_batch(&batch.slices())
+            .with_context(|| format!("appending to {}", dir.display()))?;
+        if self.flush_os {
+            self.wal
+                .flush()
+                .with_context(|| format!("appending to {}", dir.display()))?;
+        }
+        batch.clear();
+        self.first.get_or_insert(first);
+        self.last = Some(last);
+        self.count += last - first + 1;
+        if !self.json {
+            for lsn in first..=last {
+                writeln!(self.out, "{lsn}")?;
+            }
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Standard input as the pump sees it.
+pub trait Input {
+    /// One read; 0 is end of input.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Whether a read would return at once (data or end of input is ready).
+    fn ready(&mut self) -> bool;
+}
+
+/// File descriptor 0, read with read(2) (no user-space buffer hides data from poll).
+struct StdinFd;
+
+fn poll_stdin(timeout_ms: libc::c_int) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd on the stack.
+        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if rc >= 0 {
+            return Ok(rc > 0 && pfd.revents != 0);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+impl Input for StdinFd {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: reads at most buf.len() bytes into memory we own.
+            let rc = unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
+            if rc >= 0 {
+                return Ok(rc as usize);
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => {}
+                // An inherited non-blocking descriptor: wait until it is readable.
+                io::ErrorKind::WouldBlock => {
+                    poll_stdin(-1)?;
+                }
+                _ => return Err(err),
+            }
+        }
+    }
+
+    fn ready(&mut self) -> bool {
+        // On a poll failure, commit now rather than sit on read input.
+        poll_stdin(0).unwrap_or(false)
+    }
+}
+
+/// How standard input is cut into entries.
+#[derive(Debug, Clone, Copy)]
+pub struct Split {
+    /// The terminator: `\n` or NUL.
+    pub sep: u8,
+    /// Remove a `\r` before the terminator.
+    pub strip_cr: bool,
+    /// Decode each piece (`None`: raw bytes).
+    pub enc: Option<Encoding>,
+}
+
+impl Split {
+    fn unit(&self) -> &'static str {
+        if self.sep == b'\n' {
+            "line"
+        } else {
+            "entry"
+        }
+    }
+
+    fn max_piece_len(&self) -> usize {
+        max_encoded_len(self.enc) + usize::from(self.strip_cr)
+    }
+}
+
+/// Reads `input` to its end, cutting it per `split` and committing batches to `sink`
+/// whenever input has nothing more ready, a batch is full or old, and at the end.
+/// On undecodable input the entries before it are committed, then it fails naming the
+/// line (or NUL-separated entry) and its byte offset.
+pub fn pump(input: &mut impl Input, split: Split, sink: &mut impl Sink) -> anyhow::Result<()> {
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // Bytes at the front of `buf` known to hold no terminator.
+    let mut searched = 0usize;
+    // Offset in the input of buf[0], and pieces completed before it.
+    let mut base: u64 = 0;
+    let mut pieces: u64 = 0;
+    let mut batch = Batch::default();
+    loop {
+        let len = buf.len();
+        buf.resize(len + READ_CHUNK, 0);
+        let n = match input.read(&mut buf[len..]) {
+            Ok(n) => n,
+            Err(e) => {
+                sink.commit(&mut batch)?;
+                return Err(anyhow::Error::new(e).context("read standard input"));
+            }
+        };
+        buf.truncate(len + n);
+        let eof = n == 0;
+
+        let mut start = 0usize;
+        while start < buf.len() {
+            let end = match memchr::memchr(split.sep, &buf[searched..]) {
+                Some(p) => searched + p,
+                None if eof => buf.len(),
+                None => break,
+            };
+            let terminated = end < buf.len();
+            let mut piece = &buf[start..end];
+            if terminated && split.strip_cr {
+                piece = piece.strip_suffix(b"\r").unwrap_or(piece);
+            }
+            pieces += 1;
+            if let Err(msg) = batch.push_decoded(split.enc, piece) {
+                sink.commit(&mut batch)?;
+                bail!(
+                    "standard input {} {pieces} (byte offset {}): {msg}",
+                    split.unit(),
+                    base + start as u64
+                );
+            }
+            start = end + usize::from(terminated);
+            searched = start;
+            if batch.full() {
+                sink.commit(&mut batch)?;
+            }
+        }
+        if start > 0 {
+            buf.drain(..start);
+            base += start as u64;
+        }
+        searched = buf.len();
+        if eof {
+            return sink.commit(&mut batch);
+        }
+        if buf.len() > split.max_piece_len() {
+            sink.commit(&mut batch)?;
+            bail!(
+                "standard input {} {} (byte offset {base}) is longer than any record can be ({MAX_DATA_LEN} bytes)",
+                split.unit(),
+                pieces + 1
+            );
+        }
+        if buf.capacity() > 4 * READ_CHUNK && buf.len() < READ_CHUNK {
+            buf.shrink_to(2 * READ_CHUNK);
+        }
+        if !batch.is_empty() && (batch.aged() || !input.ready()) {
+            sink.commit(&mut batch)?;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The command
+
+#[derive(Serialize)]
+struct Summary {
+    first_lsn: Option<u64>,
+    last_lsn: Option<u64>,
+    count: u64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let opts = args.writer.options();
+    // Arguments and files are read and decoded before the log is touched: bad input
+    // changes nothing.
+    let prepared = if !args.data.is_empty() {
+        let mut batch = Batch::default();
+        for (i, arg) in args.data.iter().enumerate() {
+            batch.push(&decode_arg(args.encoding, arg, i + 1)?);
+        }
+        Some(batch)
+    } else if !args.file.is_empty() {
+        let mut batch = Batch::default();
+        for path in &args.file {
+            batch.push(&read_file_arg(path, args.encoding)?);
+        }
+        Some(batch)
+    } else {
+        None
+    };
+
+    let wal = open_writer(&args.dir.dir, opts)?;
+    let mut committer = Committer {
+        wal: &wal,
+        out: output::stdout(),
+        json: args.json,
+        flush_os: args.writer.sync != SyncMode::Always,
+        first: None,
+        last: None,
+        count: 0,
+    };
+    let work = match prepared {
+        Some(mut batch) => committer.commit(&mut batch),
+        None => {
+            let split = if args.null {
+                Split {
+                    sep: 0,
+                    strip_cr: false,
+                    enc: None,
+                }
+            } else {
+                Split {
+                    sep: b'\n',
+                    strip_cr: true,
+                    enc: Some(args.encoding.unwrap_or(Encoding::Utf8)),
+                }
+            };
+            if io::stdin().is_terminal() {
+                output::note(if args.null {
+                    "reading NUL-separated entries from standard input; end with Ctrl-D"
+                } else {
+                    "reading entries from standard input, one per line; end with Ctrl-D"
+                });
+            }
+            pump(&mut StdinFd, split, &mut committer)
+        }
+    };
+    let (first_lsn, last_lsn, count) = (committer.first, committer.last, committer.count);
+    let mut out = committer.out;
+    let (res, durable) = close_after(&wal, work);
+    // The summary says what is durable, also when input stopped with an error.
+    let pipe_closed = res.as_ref().is_err_and(output::is_broken_pipe);
+    if args.json && durable && !pipe_closed {
+        let summary = Summary {
+            first_lsn,
+            last_lsn,
+            count,
+        };
+        let printed = output::json_line(&mut out, &summary).and_then(|()| out.flush());
+        if res.is_ok() {
+            printed?;
+        }
+    }
+    res?;
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Input delivered in fixed chunks; `ready` says whether the next chunk is
+    /// "already there".
+    struct Chunks {
+        chunks: Vec<(Vec<u8>, bool)>,
+        next: usize,
+    }
+
+    impl Input for Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some((c, _)) = self.chunks.get(self.next) else {
+                return Ok(0);
+            };
+            assert!(c.len() <= buf.len());
+            buf[..c.len()].copy_from_slice(c);
+            self.next += 1;
+            Ok(c.len())
+        }
+        fn ready(&mut self) -> bool {
+            // Whether the chunk just read was followed at once by the next one.
+            self.chunks[self.next - 1].1
+        }
+    }
+
+    #[derive(Default)]
+    struct Collect(Vec<Vec<Vec<u8>>>);
+
+    impl Sink for Collect {
+        fn commit(&mut self, batch: &mut Batch) -> anyhow::Result<()> {
+            if !batch.is_empty() {
+                self.0
+                    .push(batch.slices().iter().map(|s| s.to_vec()).collect());
+                batch.clear();
+            }
+            Ok(())
+        }
+    }
+
+    fn lines() -> Split {
+        Split {
+            sep: b'\n',
+            strip_cr: true,
+            enc: Some(Encoding::Utf8),
+        }
+    }
+
+    fn run_chunks(chunks: &[(&[u8], bool)], split: Split) -> (Collect, anyhow::Result<()>) {
+        let mut input = Chunks {
+            chunks: chunks.iter().map(|(c, r)| (c.to_vec(), *r)).collect(),
+            next: 0,
+        };
+        let mut sink = Collect::default();
+        let res = pump(&mut input, split, &mut sink);
+        (sink, res)
+    }
+
+    fn v(items: &[&[u8]]) -> Vec<Vec<u8>> {
+        items.iter().map(|s| s.to_vec()).collect()
+    }
+
+    #[test]
+    fn commits_when_input_pauses_and_keeps_partial_lines() {
+        let (sink, res) = run_chunks(
+            &[
+                (b"a\nb", true),
+                (b"c\r", false),
+                (b"\n\nd\r\n", false),
+                (b"last", false),
+            ],
+            lines(),
+        );
+        res.unwrap();
+        // "a" waits while more input is ready; the pause after "c\r" commits it alone
+        // ("bc" is still incomplete); the next pause commits "bc", "" and "d"; "last"
+        // goes at end of input.
+        assert_eq!(
+            sink.0,
+            vec![v(&[b"a"]), v(&[b"bc", b"", b"d"]), v(&[b"last"])]
+        );
+    }
+
+    #[test]
+    fn lone_cr_at_end_of_input_is_data() {
+        let (sink, res) = run_chunks(&[(b"x\r", false)], lines());
+        res.unwrap();
+        assert_eq!(sink.0, vec![v(&[b"x\r"])]);
+    }
+
+    #[test]
+    fn nul_split_takes_raw_bytes() {
+        let split = Split {
+            sep: 0,
+            strip_cr: false,
+            enc: None,
+        };
+        let (sink, res) = run_chunks(&[(b"a\r\n\xff\0\0b", false)], split);
+        res.unwrap();
+        // The complete pieces go at the pause; "b" is unterminated until input ends.
+        assert_eq!(sink.0, vec![v(&[b"a\r\n\xff", b""]), v(&[b"b"])]);
+    }
+
+    #[test]
+    fn bad_line_commits_earlier_lines_then_names_line_and_offset() {
+        let split = Split {
+            enc: Some(Encoding::Hex),
+            ..lines()
+        };
+        let (sink, res) = run_chunks(&[(b"00ff\n", true), (b"ab\nzz\n01\n", false)], split);
+        let err = format!("{:#}", res.unwrap_err());
+        assert!(err.contains("line 3 (byte offset 8)"), "{err}");
+        assert!(err.contains("'z'"), "{err}");
+        assert_eq!(sink.0, vec![v(&[b"\x00\xff", b"\xab"])]);
+    }
+
+    #[test]
+    fn decoders() {
+        let mut out = Vec::new();
+        decode_into(Encoding::Hex, b"DeadBEEF", &mut out).unwrap();
+        assert_eq!(out, b"\xde\xad\xbe\xef");
+        out.clear();
+        decode_into(Encoding::Base64, b"aGk", &mut out).unwrap();
+        decode_into(Encoding::Base64, b"aGk=", &mut out).unwrap();
+        assert_eq!(out, b"hihi");
+        assert!(decode_into(Encoding::Hex, b"abc", &mut out)
+            .unwrap_err()
+            .contains("odd"));
+        assert!(decode_into(Encoding::Base64, b"a!==", &mut out).is_err());
+        assert!(decode_into(Encoding::Utf8, b"ok\xc3", &mut out)
+            .unwrap_err()
+            .contains("at byte 2"));
+        assert_eq!(out, b"hihi", "failed decodes leave the output as it was");
+        assert_eq!(
+            decode_whole(Some(Encoding::Base64), b"aGVs\nbG8=\n".to_vec(), "x").unwrap(),
+            b"hello"
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("4MB").is_err());
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+    }
 }
