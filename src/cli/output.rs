@@ -23,9 +23,21 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Prints `walctl: error: ...` with the whole cause chain on one line.
+/// Prints `walctl: error: ...` with the whole cause chain on one line, leaving out a
+/// cause whose text the message before it already says.
 pub fn error_line(e: &anyhow::Error) {
-    let _ = writeln!(io::stderr().lock(), "walctl: error: {e:#}");
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    let _ = writeln!(io::stderr().lock(), "walctl: error: {line}");
 }
 
 /// Prints a diagnostic line on stderr.
