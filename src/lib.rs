@@ -6,6 +6,8 @@
 //!   after saving the bytes it cuts.
 //! - [`reader::WalReader`] streams records from an LSN or from the newest checkpoint.
 //! - [`scan::Scanner`] is the one scanner behind open, readers, dump, verify and repair.
+//! - [`repair`] plans and applies `truncate-corrupt` repairs that save every cut byte
+//!   in the [`quarantine`] first, and restores them.
 //! - [`codec`] is the one record codec; [`segment`] names and lists segments;
 //!   [`storage`] is the file-system seam that tests put faults behind.
 //!
@@ -24,6 +26,7 @@ pub mod codec;
 pub mod error;
 pub mod quarantine;
 pub mod reader;
+pub mod repair;
 pub mod scan;
 pub mod segment;
 pub mod storage;

@@ -13,6 +13,10 @@
 //!
 //! An entry is built under `<id>.partial`, fsynced, then renamed into place: a crash
 //! leaves either no entry or a complete one (a stray `.partial` holds only copies).
+//!
+//! [`verify`] re-reads an entry's copies against its manifest; [`restore`] puts the
+//! bytes of an entry back where they were cut, byte for byte, and only when that
+//! cannot mix old records with records written since.
 
 use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::segment::{list_segments, parse_segment_name};
 use crate::storage::{EntryKind, Storage};
 
 /// Name of the quarantine directory inside a log directory.
@@ -243,4 +248,349 @@ fn hex(bytes: &[u8]) -> String {
 /// sha256 of a byte slice, hex: the digest the manifests record.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
+}
+
+const COPY_CHUNK: usize = 1 << 20;
+
+fn quarantine_err(id: &str, reason: String) -> Error {
+    Error::Quarantine {
+        id: id.into(),
+        reason,
+    }
+}
+
+/// The segment id an item names, after checking that its names cannot point
+/// anywhere but a segment of this log and a file of this entry.
+fn item_segment(id: &str, item: &ManifestItem) -> Result<u64> {
+    let seg = parse_segment_name(&item.file).ok_or_else(|| {
+        quarantine_err(
+            id,
+            format!(
+                "manifest names {:?}, which is not a segment file",
+                item.file
+            ),
+        )
+    })?;
+    let s = &item.saved_as;
+    if s.is_empty() || s.contains('/') || s.starts_with('.') || s == MANIFEST {
+        return Err(quarantine_err(
+            id,
+            format!("manifest names {s:?} as a saved copy, which is not a file of the entry"),
+        ));
+    }
+    if item.whole_file && item.offset != 0 {
+        return Err(quarantine_err(
+            id,
+            format!(
+                "manifest says all of {} was saved, but from offset {}",
+                item.file, item.offset
+            ),
+        ));
+    }
+    Ok(seg)
+}
+
+/// Length and sha256 of a whole file, streamed.
+fn digest(storage: &dyn Storage, name: &str) -> Result<(u64, String)> {
+    let path = storage.root().join(name);
+    let mut f = storage
+        .open_read(name)
+        .map_err(|e| Error::io("open", &path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io("read", &path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((total, hex(&hasher.finalize())))
+}
+
+/// Checks that every saved copy of `manifest` is present, with the length and sha256
+/// its manifest records, and that its names are sane. Changes nothing.
+pub fn verify(storage: &dyn Storage, manifest: &Manifest) -> Result<()> {
+    for item in &manifest.items {
+        item_segment(&manifest.id, item)?;
+        let name = saved_path(&manifest.id, item);
+        let (len, sha) = digest(storage, &name)?;
+        if len != item.length || sha != item.sha256 {
+            return Err(quarantine_err(
+                &manifest.id,
+                format!(
+                    "saved copy {name} is {len} bytes with sha256 {sha}, but the manifest \
+                     records {} bytes with sha256 {}: the copy is damaged",
+                    item.length, item.sha256
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `len` bytes of `a` from `a_off` equal those of `b` from `b_off`.
+fn same_bytes(
+    storage: &dyn Storage,
+    (a, a_off): (&str, u64),
+    (b, b_off): (&str, u64),
+    len: u64,
+) -> Result<bool> {
+    let open = |name: &str, off: u64| -> Result<Box<dyn crate::storage::ReadFile>> {
+        let path = storage.root().join(name);
+        let mut f = storage
+            .open_read(name)
+            .map_err(|e| Error::io("open", &path, e))?;
+        f.seek_to(off).map_err(|e| Error::io("seek", &path, e))?;
+        Ok(f)
+    };
+    let (mut fa, mut fb) = (open(a, a_off)?, open(b, b_off)?);
+    let (mut ba, mut bb) = (vec![0u8; COPY_CHUNK], vec![0u8; COPY_CHUNK]);
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(COPY_CHUNK as u64) as usize;
+        let ra = read_full(&mut *fa, &mut ba[..want])
+            .map_err(|e| Error::io("read", storage.root().join(a), e))?;
+        let rb = read_full(&mut *fb, &mut bb[..want])
+            .map_err(|e| Error::io("read", storage.root().join(b), e))?;
+        if ra != want || rb != want || ba[..want] != bb[..want] {
+            return Ok(false);
+        }
+        left -= want as u64;
+    }
+    Ok(true)
+}
+
+fn read_full(f: &mut dyn crate::storage::ReadFile, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Appends the bytes of saved copy `src` from `from` to its end onto `dst`, and
+/// fdatasyncs `dst`.
+fn copy_out(
+    storage: &dyn Storage,
+    src: &str,
+    from: u64,
+    dst: &mut dyn crate::storage::WriteFile,
+    dst_name: &str,
+) -> Result<u64> {
+    let src_path = storage.root().join(src);
+    let dst_path = storage.root().join(dst_name);
+    let mut f = storage
+        .open_read(src)
+        .map_err(|e| Error::io("open", &src_path, e))?;
+    f.seek_to(from)
+        .map_err(|e| Error::io("seek", &src_path, e))?;
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::io("read", &src_path, e))?;
+        if n == 0 {
+            break;
+        }
+        dst.write_all(&buf[..n])
+            .map_err(|e| Error::io("write", &dst_path, e))?;
+        total += n as u64;
+    }
+    dst.sync_data()
+        .map_err(|e| Error::io("fsync", &dst_path, e))?;
+    Ok(total)
+}
+
+/// What [`restore`] did with one saved piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestoreAction {
+    /// The saved bytes were appended to the segment, which ended where the cut began
+    /// (or part-way through them, after an interrupted restore).
+    Appended,
+    /// The segment did not exist and was recreated from the saved copy.
+    Created,
+    /// The segment already holds exactly these bytes: nothing to do.
+    AlreadyPresent,
+}
+
+/// One saved piece put back by [`restore`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestoredItem {
+    /// The segment.
+    pub file: String,
+    /// Where the piece starts in it.
+    pub offset: u64,
+    /// Length of the piece.
+    pub length: u64,
+    /// What was done.
+    pub action: RestoreAction,
+    /// Bytes written now (less than `length` when an earlier restore stopped part-way).
+    pub written: u64,
+}
+
+/// Prefix of the temporary name a whole segment is rebuilt under before it is renamed
+/// into place (never a segment name).
+pub const RESTORE_TMP_PREFIX: &str = ".walctl-restore.";
+
+/// Puts the bytes of quarantine entry `id` back exactly where they were cut, so the
+/// segments become byte-identical to what they were before the cut. The caller holds
+/// the writer lock.
+///
+/// Nothing is changed, and an [`Error::Quarantine`] says why, unless every piece can
+/// go back safely:
+/// - the saved copies match their manifest ([`verify`]);
+/// - a truncated segment still ends where the cut began, or already holds a prefix
+///   of (or all of) the saved bytes there (a restore that was interrupted, or one
+///   that already happened: restoring is idempotent);
+/// - a removed segment is absent, or present with exactly the saved bytes;
+/// - no segment after the first one of the entry exists that the entry does not
+///   hold (records written since the cut would end up before older ones).
+///
+/// Pieces go back lowest segment first, a removed segment under a temporary name
+/// that is fsynced and then renamed into place, so a crash part-way leaves a shorter
+/// log with no hole in its segment ids, and running `restore` again finishes the job.
+/// The entry itself is kept.
+pub fn restore(storage: &dyn Storage, id: &str) -> Result<Vec<RestoredItem>> {
+    enum Step {
+        Append { from: u64 },
+        Create,
+        Nothing,
+    }
+    let manifest = load(storage, id)?;
+    verify(storage, &manifest)?;
+    let mut items = Vec::with_capacity(manifest.items.len());
+    for item in &manifest.items {
+        let seg = item_segment(id, item)?;
+        if items.iter().any(|(s, _)| *s == seg) {
+            return Err(quarantine_err(
+                id,
+                format!("manifest holds {} twice", item.file),
+            ));
+        }
+        items.push((seg, item));
+    }
+    items.sort_by_key(|(s, _)| *s);
+    let Some(&(lowest, _)) = items.first() else {
+        return Ok(Vec::new());
+    };
+    let segments = list_segments(storage)?;
+    if let Some(newer) = segments
+        .iter()
+        .find(|s| s.id > lowest && !items.iter().any(|(i, _)| *i == s.id))
+    {
+        return Err(quarantine_err(
+            id,
+            format!(
+                "{} exists but is not part of this entry: it was written after the cut, and \
+                 restoring would put older records after it. Nothing was changed",
+                newer.name
+            ),
+        ));
+    }
+    let mut plan = Vec::with_capacity(items.len());
+    for &(seg, item) in &items {
+        let saved = saved_path(id, item);
+        let size = segments.iter().find(|s| s.id == seg).map(|s| s.size);
+        let step = match size {
+            None if item.whole_file || item.offset == 0 => Step::Create,
+            None => {
+                return Err(quarantine_err(
+                    id,
+                    format!(
+                        "{} no longer exists, but the cut began at offset {} (a later repair \
+                         removed it? restore the later entries first). Nothing was changed",
+                        item.file, item.offset
+                    ),
+                ))
+            }
+            Some(size) if item.whole_file => {
+                if size == item.length && same_bytes(storage, (&item.file, 0), (&saved, 0), size)? {
+                    Step::Nothing
+                } else {
+                    return Err(quarantine_err(
+                        id,
+                        format!(
+                            "{} exists ({size} bytes) and differs from the saved copy ({} bytes): \
+                             it was written after the cut. Nothing was changed",
+                            item.file, item.length
+                        ),
+                    ));
+                }
+            }
+            Some(size) => {
+                let end = item.offset + item.length;
+                let done = size.wrapping_sub(item.offset);
+                if size < item.offset
+                    || size > end
+                    || !same_bytes(storage, (&item.file, item.offset), (&saved, 0), done)?
+                {
+                    return Err(quarantine_err(
+                        id,
+                        format!(
+                            "{} is {size} bytes and does not end where the cut began (offset {}, \
+                             {} bytes cut): it was written to or cut again since. Nothing was changed",
+                            item.file, item.offset, item.length
+                        ),
+                    ));
+                }
+                if done == item.length {
+                    Step::Nothing
+                } else {
+                    Step::Append { from: done }
+                }
+            }
+        };
+        plan.push((item, saved, step));
+    }
+    let root = storage.root().to_path_buf();
+    let mut out = Vec::with_capacity(plan.len());
+    for (item, saved, step) in plan {
+        let (action, written) = match step {
+            Step::Nothing => (RestoreAction::AlreadyPresent, 0),
+            Step::Append { from } => {
+                let mut f = storage
+                    .open_append(&item.file)
+                    .map_err(|e| Error::io("open", root.join(&item.file), e))?;
+                let n = copy_out(storage, &saved, from, &mut *f, &item.file)?;
+                (RestoreAction::Appended, n)
+            }
+            Step::Create => {
+                let tmp = format!("{RESTORE_TMP_PREFIX}{}", item.file);
+                // A leftover of an interrupted restore is only a copy of saved bytes.
+                match storage.remove_file(&tmp) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("remove", root.join(&tmp), e)),
+                }
+                let mut f = storage
+                    .create(&tmp)
+                    .map_err(|e| Error::io("create", root.join(&tmp), e))?;
+                let n = copy_out(storage, &saved, 0, &mut *f, &tmp)?;
+                drop(f);
+                storage
+                    .rename(&tmp, &item.file)
+                    .map_err(|e| Error::io("rename", root.join(&tmp), e))?;
+                storage
+                    .sync_dir("")
+                    .map_err(|e| Error::io("fsync", &root, e))?;
+                (RestoreAction::Created, n)
+            }
+        };
+        out.push(RestoredItem {
+            file: item.file.clone(),
+            offset: item.offset,
+            length: item.length,
+            action,
+            written,
+        });
+    }
+    Ok(out)
 }

@@ -1,11 +1,498 @@
-//! `walctl repair`: not built yet (see its issue).
+//! `walctl truncate-corrupt`: plan (dry run) or apply a repair that saves every cut
+//! byte in the quarantine first; list and restore quarantine entries.
 
-use super::Exit;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
 
-/// Options of `walctl repair`.
+use anyhow::Context;
+use serde_json::{json, Value};
+use walctl::quarantine::{Manifest, RestoreAction, QUARANTINE_DIR};
+use walctl::repair::{self, CutAction, LsnRange, Plan, PlannedCut, Policy, Verdict};
+use walctl::scan::ScanReport;
+use walctl::segment::list_segments;
+use walctl::storage::{FileStorage, LockProbe, Storage};
+use walctl::Error;
+
+use super::output;
+use super::{DirArg, Exit};
+
+/// Repair a damaged log without losing a byte: every cut byte is saved first.
+///
+/// A dry run by default: prints what it would cut (segment, byte offset, number of
+/// bytes, the LSNs of the intact records that would go, whole segments that would
+/// go) and changes nothing. --apply takes the writer lock, copies the bytes it cuts
+/// into DIR/.walctl-quarantine/<ID>/ (fsynced, with a JSON manifest), then cuts.
+/// Killed at any point, nothing is lost: run it again to finish. --restore ID puts
+/// the bytes back, byte for byte.
+///
+/// Policies:
+///   tolerate-tail (default)  cut only a torn tail of the newest segment (what a
+///                            crash mid-write leaves); refuse any other damage
+///   point-in-time            keep everything before the first problem, cut
+///                            everything from it on (the rest of that segment and
+///                            every later segment)
+///
+/// Exit codes: 0 the log is (now) clean or there is nothing to do; 3 (dry run) the
+/// only damage is a torn tail; 4 (dry run) corruption, or the policy refuses;
+/// 1 could not act (lock held, I/O error, restore refused).
+///
+/// Examples:
+///   walctl truncate-corrupt --dir /var/lib/app/wal
+///   walctl truncate-corrupt --dir /var/lib/app/wal --apply
+///   walctl truncate-corrupt --dir /var/lib/app/wal --policy point-in-time --apply
+///   walctl truncate-corrupt --dir /var/lib/app/wal --list-quarantine
+///   walctl truncate-corrupt --dir /var/lib/app/wal --restore 2026-11-25T043000Z-1234-000000001-0
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    #[command(flatten)]
+    dir: DirArg,
+    /// Make the cuts (without it: a dry run that changes nothing).
+    #[arg(long)]
+    apply: bool,
+    /// What may be cut.
+    #[arg(long, value_enum, default_value_t = PolicyArg::TolerateTail)]
+    policy: PolicyArg,
+    /// Report as JSON: one object (NDJSON, one entry a line, with --list-quarantine).
+    #[arg(long)]
+    json: bool,
+    /// Put the bytes of quarantine entry ID back exactly where they were cut. Refuses,
+    /// changing nothing, if the log was written to since the cut.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["apply", "policy", "list_quarantine"])]
+    restore: Option<String>,
+    /// List the quarantine entries (what was cut, when, why).
+    #[arg(long, conflicts_with_all = ["apply", "policy"])]
+    list_quarantine: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<Exit> {
-    anyhow::bail!("`walctl repair` is not built yet")
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PolicyArg {
+    /// Cut only a torn tail of the newest segment.
+    TolerateTail,
+    /// Cut everything from the first problem on.
+    PointInTime,
+}
+
+impl From<PolicyArg> for Policy {
+    fn from(p: PolicyArg) -> Policy {
+        match p {
+            PolicyArg::TolerateTail => Policy::TolerateTail,
+            PolicyArg::PointInTime => Policy::PointInTime,
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let dir = args.dir.dir.clone();
+    let storage: Arc<dyn Storage> =
+        Arc::new(FileStorage::open(&dir).map_err(|e| Error::io("open directory", dir.clone(), e))?);
+    if args.list_quarantine {
+        return list(&args, storage.as_ref());
+    }
+    if let Some(id) = &args.restore {
+        return restore(&args, storage, id);
+    }
+    // Before anything that could create a file (the lock): a wrong --dir is an error,
+    // never an empty log.
+    if list_segments(storage.as_ref())?.is_empty() {
+        anyhow::bail!(
+            "{} holds no segment files (segment-<N>): not a WAL directory; nothing was changed",
+            dir.display()
+        );
+    }
+    let policy = Policy::from(args.policy);
+    if args.apply {
+        let applied = repair::apply(storage, policy)?;
+        let exit = match &applied.plan.verdict {
+            Verdict::Clean => Exit::Ok,
+            Verdict::Refuse(_) => Exit::Corrupt,
+            Verdict::Cut => Exit::from_severity(applied.after.as_ref().and_then(|a| a.worst())),
+        };
+        report(&args, &dir, &applied.plan, Some(&applied), None, exit)?;
+        Ok(exit)
+    } else {
+        let writer = storage.probe_lock().unwrap_or(LockProbe::Unknown);
+        let plan = repair::plan(storage, policy)?;
+        let exit = match &plan.verdict {
+            Verdict::Clean => Exit::Ok,
+            Verdict::Refuse(_) => Exit::Corrupt,
+            Verdict::Cut => Exit::from_severity(plan.worst),
+        };
+        report(&args, &dir, &plan, None, Some(&writer), exit)?;
+        Ok(exit)
+    }
+}
+
+fn lsn_list(lsns: &[LsnRange]) -> String {
+    const SHOWN: usize = 8;
+    let mut s: Vec<String> = lsns.iter().take(SHOWN).map(|r| r.to_string()).collect();
+    if lsns.len() > SHOWN {
+        s.push(format!("and {} more ranges", lsns.len() - SHOWN));
+    }
+    s.join(", ")
+}
+
+fn cut_line(c: &PlannedCut, done: bool) -> String {
+    let what = match (c.action, done) {
+        (CutAction::Truncate, false) => format!("truncate at offset {}", c.offset),
+        (CutAction::Truncate, true) => format!("truncated at offset {}", c.offset),
+        (CutAction::Remove, false) => "remove whole segment".to_string(),
+        (CutAction::Remove, true) => "removed whole segment".to_string(),
+    };
+    let records = match c.intact_records {
+        0 => "no intact records".to_string(),
+        n => format!("{n} intact records (LSN {})", lsn_list(&c.lsns)),
+    };
+    let mut s = format!("  {}  {what}: {} bytes, {records}", c.segment, c.bytes);
+    if c.damaged_bytes > 0 {
+        s.push_str(&format!(", {} damaged bytes", c.damaged_bytes));
+    }
+    s
+}
+
+fn kept_line(plan: &Plan) -> String {
+    match (plan.kept_first_lsn, plan.kept_last_lsn) {
+        (Some(a), Some(b)) => format!(
+            "LSN {}; the next append gets LSN {}",
+            LsnRange { first: a, last: b },
+            plan.next_lsn()
+        ),
+        _ => "no records; the next append gets LSN 1".to_string(),
+    }
+}
+
+fn cuts_json(plan: &Plan) -> Value {
+    json!({
+        "policy": plan.policy,
+        "cuts": plan.cuts,
+        "bytes": plan.bytes(),
+        "intact_records": plan.intact_records(),
+        "kept_first_lsn": plan.kept_first_lsn,
+        "kept_last_lsn": plan.kept_last_lsn,
+        "next_lsn": plan.next_lsn(),
+    })
+}
+
+/// Prints a plan (dry run) or what `apply` did, as text or one JSON object.
+fn report(
+    args: &Args,
+    dir: &Path,
+    plan: &Plan,
+    applied: Option<&repair::Applied>,
+    writer: Option<&LockProbe>,
+    exit: Exit,
+) -> anyhow::Result<()> {
+    let quarantine = applied.and_then(|a| a.quarantine.as_ref());
+    let after = applied.and_then(|a| a.after.as_ref());
+    let suggested = match &plan.verdict {
+        Verdict::Refuse(s) => Some(s.as_ref()),
+        _ => None,
+    };
+    let mut out = output::stdout();
+    if args.json {
+        let status = match (&plan.verdict, applied.is_some()) {
+            (Verdict::Clean, _) => "clean",
+            (Verdict::Refuse(_), _) => "refused",
+            (Verdict::Cut, false) => "would-cut",
+            (Verdict::Cut, true) => "cut",
+        };
+        let mut v = json!({
+            "dir": dir,
+            "policy": plan.policy,
+            "apply": applied.is_some(),
+            "status": status,
+            "worst": plan.worst,
+            "problems": plan.problems,
+            "segments": plan.segments,
+            "cuts": plan.cuts,
+            "bytes": plan.bytes(),
+            "intact_records": plan.intact_records(),
+            "kept_first_lsn": plan.kept_first_lsn,
+            "kept_last_lsn": plan.kept_last_lsn,
+            "next_lsn": plan.next_lsn(),
+            "suggested_policy": suggested.map(|s| s.policy),
+            "suggested": suggested.map(cuts_json),
+            "quarantine_id": quarantine.map(|m| m.id.clone()),
+            "quarantine_dir": quarantine.map(|m| dir.join(QUARANTINE_DIR).join(&m.id)),
+            "worst_after": after.map(|a| a.worst()),
+            "exit_code": exit as i32,
+        });
+        if let Some(w) = writer {
+            v["writer_active"] = match w {
+                LockProbe::Free => json!(false),
+                LockProbe::Held { .. } => json!(true),
+                LockProbe::Unknown => Value::Null,
+            };
+        }
+        output::json_line(&mut out, &v)?;
+        out.flush()?;
+        note_writer(dir, writer);
+        return Ok(());
+    }
+
+    for p in &plan.problems {
+        writeln!(out, "found: {p}")?;
+    }
+    match (&plan.verdict, applied) {
+        (Verdict::Clean, _) => {
+            writeln!(
+                out,
+                "nothing to do: the log is clean ({} segments, {})",
+                plan.segments,
+                kept_line(plan)
+            )?;
+        }
+        (Verdict::Refuse(s), _) => {
+            writeln!(
+                out,
+                "policy {} cuts only a torn tail of the newest segment: refusing, nothing {}",
+                plan.policy,
+                if applied.is_some() {
+                    "was changed"
+                } else {
+                    "would be changed"
+                }
+            )?;
+            writeln!(
+                out,
+                "--policy {} would cut {} bytes ({} intact records):",
+                s.policy,
+                s.bytes(),
+                s.intact_records()
+            )?;
+            for c in &s.cuts {
+                writeln!(out, "{}", cut_line(c, false))?;
+            }
+            writeln!(out, "and keep {}", kept_line(s))?;
+        }
+        (Verdict::Cut, None) => {
+            writeln!(
+                out,
+                "policy {} would cut {} bytes ({} intact records):",
+                plan.policy,
+                plan.bytes(),
+                plan.intact_records()
+            )?;
+            for c in &plan.cuts {
+                writeln!(out, "{}", cut_line(c, false))?;
+            }
+            writeln!(out, "the log would keep {}", kept_line(plan))?;
+        }
+        (Verdict::Cut, Some(_)) => {
+            if let Some(m) = quarantine {
+                writeln!(
+                    out,
+                    "saved {} bytes in quarantine entry {} ({})",
+                    plan.bytes(),
+                    m.id,
+                    dir.join(QUARANTINE_DIR).join(&m.id).display()
+                )?;
+            }
+            writeln!(out, "policy {} cut:", plan.policy)?;
+            for c in &plan.cuts {
+                writeln!(out, "{}", cut_line(c, true))?;
+            }
+            match after.and_then(|a| a.worst()) {
+                None => writeln!(out, "the log is clean: {}", kept_line(plan))?,
+                Some(_) => {
+                    for p in after.into_iter().flat_map(|a| a.problems()) {
+                        writeln!(out, "still found: {p}")?;
+                    }
+                }
+            }
+            if let Some(m) = quarantine {
+                writeln!(
+                    out,
+                    "undo with: walctl truncate-corrupt --dir {} --restore {}",
+                    dir.display(),
+                    m.id
+                )?;
+            }
+        }
+    }
+    out.flush()?;
+    note_writer(dir, writer);
+    match (&plan.verdict, applied.is_some()) {
+        (Verdict::Refuse(s), _) => output::note(format_args!(
+            "refusing: {} is not a torn tail of the newest segment; rerun with --policy {} to \
+             cut from there on (every cut byte is saved in the quarantine first)",
+            plan.first_problem()
+                .map(|p| format!(
+                    "the {} in {} at offset {}",
+                    severity(p.severity),
+                    p.segment,
+                    p.offset
+                ))
+                .unwrap_or_default(),
+            s.policy
+        )),
+        (Verdict::Cut, false) => output::note(format_args!(
+            "dry run: nothing was changed. Run again with --apply to cut; the bytes are saved \
+             in {} first",
+            dir.join(QUARANTINE_DIR).display()
+        )),
+        (Verdict::Cut, true) if after.and_then(|a| a.worst()).is_some() => {
+            output::note("the log still has problems after the cut; run `walctl verify`")
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn severity(s: walctl::Severity) -> &'static str {
+    match s {
+        walctl::Severity::TornTail => "torn tail",
+        walctl::Severity::Corruption => "corruption",
+    }
+}
+
+fn note_writer(dir: &Path, writer: Option<&LockProbe>) {
+    if let Some(LockProbe::Held { holder }) = writer {
+        output::note(format_args!(
+            "a writer has {} open (lock {}{}): a torn tail may be a record it is writing right \
+             now; --apply refuses until it closes",
+            dir.display(),
+            dir.join(walctl::storage::LOCK_FILE).display(),
+            holder
+                .as_deref()
+                .map(|h| format!(", held by {h}"))
+                .unwrap_or_default()
+        ));
+    }
+}
+
+fn after_lines(after: &ScanReport) -> Vec<String> {
+    if after.worst().is_none() {
+        return vec!["the log is clean".to_string()];
+    }
+    after
+        .problems()
+        .map(|p| format!("the log now shows (as before the cut): {p}"))
+        .collect()
+}
+
+fn restore(args: &Args, storage: Arc<dyn Storage>, id: &str) -> anyhow::Result<Exit> {
+    let dir = storage.root().to_path_buf();
+    let done = repair::restore(storage, id)
+        .with_context(|| format!("restoring quarantine entry {id} into {}", dir.display()))?;
+    let mut out = output::stdout();
+    if args.json {
+        output::json_line(
+            &mut out,
+            &json!({
+                "dir": dir,
+                "restored": done.id,
+                "items": done.items,
+                "worst_after": done.after.worst(),
+                "problems_after": done.after.problems().collect::<Vec<_>>(),
+                "last_lsn_after": done.after.last_lsn,
+                "exit_code": 0,
+            }),
+        )?;
+    } else {
+        writeln!(out, "restored quarantine entry {}:", done.id)?;
+        for i in &done.items {
+            let what = match i.action {
+                RestoreAction::Appended if i.written == i.length => {
+                    format!("appended {} bytes at offset {}", i.written, i.offset)
+                }
+                RestoreAction::Appended => format!(
+                    "appended the last {} of {} bytes at offset {} (an earlier restore had done the rest)",
+                    i.written, i.length, i.offset
+                ),
+                RestoreAction::Created => format!("recreated ({} bytes)", i.written),
+                RestoreAction::AlreadyPresent => {
+                    format!("already holds these {} bytes at offset {}", i.length, i.offset)
+                }
+            };
+            writeln!(out, "  {}  {what}", i.file)?;
+        }
+        for line in after_lines(&done.after) {
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()?;
+    Ok(Exit::Ok)
+}
+
+/// The pieces of an entry, short: the truncated segments with their offsets, then
+/// the removed segments (a run of them as first..last).
+fn pieces(m: &Manifest) -> String {
+    let mut parts: Vec<String> = m
+        .items
+        .iter()
+        .filter(|i| !i.whole_file)
+        .map(|i| format!("{}@{}", i.file, i.offset))
+        .collect();
+    let whole: Vec<&str> = m
+        .items
+        .iter()
+        .filter(|i| i.whole_file)
+        .map(|i| i.file.as_str())
+        .collect();
+    match whole.as_slice() {
+        [] => {}
+        [one] => parts.push(format!("{one} (whole)")),
+        [first, .., last] => parts.push(format!("{first}..{last} ({} whole)", whole.len())),
+    }
+    parts.join(", ")
+}
+
+fn list(args: &Args, storage: &dyn Storage) -> anyhow::Result<Exit> {
+    let entries = repair::list_quarantine(storage)?;
+    let mut out = output::stdout();
+    if args.json {
+        for m in &entries {
+            output::json_line(&mut out, m)?;
+        }
+        out.flush()?;
+        return Ok(Exit::Ok);
+    }
+    if entries.is_empty() {
+        output::note(format_args!(
+            "no quarantine entries in {}",
+            storage.root().join(QUARANTINE_DIR).display()
+        ));
+        return Ok(Exit::Ok);
+    }
+    let rows: Vec<[String; 6]> = entries
+        .iter()
+        .map(|m| {
+            [
+                m.id.clone(),
+                m.time.clone(),
+                m.policy.clone(),
+                m.items.iter().map(|i| i.length).sum::<u64>().to_string(),
+                pieces(m),
+                m.reason.clone(),
+            ]
+        })
+        .collect();
+    let header = ["ID", "TIME", "POLICY", "BYTES", "PIECES", "REASON"];
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: [&str; 6]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i == 5 {
+                s.push_str(c);
+            } else if i == 3 {
+                s.push_str(&format!("{c:>w$}  ", w = widths[i]));
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s
+    };
+    writeln!(out, "{}", line(header))?;
+    for r in &rows {
+        writeln!(out, "{}", line(r.each_ref().map(String::as_str)))?;
+    }
+    out.flush()?;
+    Ok(Exit::Ok)
 }

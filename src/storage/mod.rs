@@ -94,6 +94,26 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn lock_path(&self) -> PathBuf {
         self.root().join(LOCK_FILE)
     }
+    /// Whether a writer holds the lock right now, found without creating or changing
+    /// any file (read-only tools use it to warn). Storages that cannot tell say
+    /// [`LockProbe::Unknown`].
+    fn probe_lock(&self) -> io::Result<LockProbe> {
+        Ok(LockProbe::Unknown)
+    }
+}
+
+/// Outcome of [`Storage::probe_lock`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockProbe {
+    /// Nobody holds the writer lock (or there is no lock file).
+    Free,
+    /// Someone holds it.
+    Held {
+        /// Who, when the lock file says so (e.g. "pid 1234").
+        holder: Option<String>,
+    },
+    /// This storage cannot tell.
+    Unknown,
 }
 
 /// The default storage: real files in a real directory, real fsync.
@@ -290,5 +310,34 @@ impl Storage for FileStorage {
         f.set_len(0)?;
         write!(f, "pid {}", std::process::id())?;
         Ok(LockAttempt::Acquired(Box::new(FsLock(f))))
+    }
+
+    fn probe_lock(&self) -> io::Result<LockProbe> {
+        // Read-only and never created: a missing lock file means no writer. A shared
+        // flock, released when `f` closes, conflicts only with a writer's exclusive one.
+        let mut f = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.root.join(LOCK_FILE))
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockProbe::Free),
+            Err(e) => return Err(e),
+        };
+        // SAFETY: flock on a file descriptor we own; no memory is shared.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(LockProbe::Free);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(err);
+        }
+        let mut s = String::new();
+        let _ = (&mut f).take(256).read_to_string(&mut s);
+        let holder = s.trim();
+        Ok(LockProbe::Held {
+            holder: (!holder.is_empty() && holder.len() < 200).then(|| holder.to_string()),
+        })
     }
 }

@@ -1,0 +1,649 @@
+//! Repair after a crash, losing nothing: the library behind `walctl truncate-corrupt`.
+//!
+//! Repair is two steps, so that what will happen can be read before it happens:
+//!
+//! 1. [`plan`] scans the log with the one scanner and decides, for a [`Policy`], what
+//!    would be cut: every segment touched, the byte offset and number of bytes, the
+//!    LSNs of the intact records that would go, whole segments that would go, and the
+//!    last LSN the log keeps. It changes nothing and takes no lock.
+//! 2. [`apply`] takes the writer lock, plans again from the current state (never from
+//!    a stale plan), copies every byte it is about to cut into a new quarantine entry
+//!    ([`crate::quarantine::save`]: copies and manifest fsynced), reads the copies back
+//!    against the manifest, and only then cuts: whole later segments are removed
+//!    newest first with an fsync of the directory after each (a crash never leaves a
+//!    hole in the middle of the segment ids), then the damaged segment is truncated
+//!    (file and directory fsynced).
+//!
+//! A crash at any point loses nothing: every byte is either still in the log or in a
+//! complete quarantine entry. Running [`apply`] again re-plans from what is on disk
+//! and finishes the job (the rerun saves the bytes still to be cut in a new entry).
+//! On a clean log both steps find nothing to do.
+//!
+//! [`restore`] puts the bytes of a quarantine entry back, byte for byte;
+//! [`list_quarantine`] lists the entries.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use walctl::repair::{self, Policy, Verdict};
+//! use walctl::storage::FileStorage;
+//!
+//! let storage = Arc::new(FileStorage::open("wal_data")?);
+//! let plan = repair::plan(storage.clone(), Policy::TolerateTail)?;
+//! for cut in &plan.cuts {
+//!     println!("{} from offset {}: {} bytes", cut.segment, cut.offset, cut.bytes);
+//! }
+//! if plan.verdict == Verdict::Cut {
+//!     let done = repair::apply(storage.clone(), Policy::TolerateTail)?;
+//!     println!("saved in quarantine {}", done.quarantine.unwrap().id);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Policies
+//! - [`Policy::TolerateTail`] cuts only a torn tail of the newest segment (what a
+//!   crash mid-write leaves), at the end of its last complete record. Any other
+//!   damage makes it refuse ([`Verdict::Refuse`], naming [`Policy::PointInTime`]).
+//! - [`Policy::PointInTime`] keeps everything before the first problem of the log and
+//!   cuts everything from it on: the rest of that segment and every later segment.
+
+use std::any::Any;
+use std::fmt;
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::codec::{LEN_PREFIX, MAX_BODY_LEN};
+use crate::error::{Error, Problem, ProblemKind, Result, Severity};
+use crate::quarantine::{self, Cut, Manifest, RestoredItem};
+use crate::scan::{scan_log, ScanOptions, ScanReport};
+use crate::storage::{DirEntry, EntryKind, LockAttempt, ReadFile, Storage, WriteFile};
+
+/// What a repair may cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Only a torn tail of the newest segment; refuse anything else.
+    TolerateTail,
+    /// Everything from the first problem of the log on.
+    PointInTime,
+}
+
+impl Policy {
+    /// The policy's name as the command line and manifests spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::TolerateTail => "tolerate-tail",
+            Policy::PointInTime => "point-in-time",
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a segment is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CutAction {
+    /// Cut from `offset` to the end of the segment; the segment stays.
+    Truncate,
+    /// The whole segment goes.
+    Remove,
+}
+
+/// A run of consecutive LSNs, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LsnRange {
+    /// First LSN.
+    pub first: u64,
+    /// Last LSN.
+    pub last: u64,
+}
+
+impl fmt::Display for LsnRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+/// One cut of a [`Plan`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedCut {
+    /// Segment file name.
+    pub segment: String,
+    /// Segment id.
+    pub segment_id: u64,
+    /// Truncate or remove.
+    pub action: CutAction,
+    /// First byte cut (0 for a removed segment).
+    pub offset: u64,
+    /// Bytes cut.
+    pub bytes: u64,
+    /// Size of the segment when planned.
+    pub size: u64,
+    /// Intact records (framing, CRC and LSN order fine) among the cut bytes.
+    pub intact_records: u64,
+    /// Their LSNs.
+    pub lsns: Vec<LsnRange>,
+    /// Cut bytes that are not intact records: the torn or damaged record itself, and
+    /// whatever past the damage could not be framed as records.
+    pub damaged_bytes: u64,
+}
+
+/// What a [`Plan`] decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// The log is clean: nothing to do.
+    Clean,
+    /// The plan's cuts repair the log.
+    Cut,
+    /// The policy does not allow what the damage needs; nothing would be cut. The
+    /// boxed plan is what the suggested policy would do instead.
+    Refuse(Box<Plan>),
+}
+
+/// What a repair would do, computed by [`plan`] from the log as it is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// The policy it was made for.
+    pub policy: Policy,
+    /// Clean, cut, or refuse.
+    pub verdict: Verdict,
+    /// The worst problem of the log now (`None`: clean).
+    pub worst: Option<Severity>,
+    /// Every problem the scanner found, in log order.
+    pub problems: Vec<Problem>,
+    /// What would be cut, in segment order (empty unless the verdict is
+    /// [`Verdict::Cut`]).
+    pub cuts: Vec<PlannedCut>,
+    /// Number of segments now.
+    pub segments: usize,
+    /// First LSN the log keeps (after the cuts, for [`Verdict::Cut`]).
+    pub kept_first_lsn: Option<u64>,
+    /// Last LSN the log keeps (after the cuts, for [`Verdict::Cut`]); a writer
+    /// continues at the next one.
+    pub kept_last_lsn: Option<u64>,
+}
+
+impl Plan {
+    /// The LSN a writer opened after this plan is applied will assign next.
+    pub fn next_lsn(&self) -> u64 {
+        self.kept_last_lsn.map_or(1, |l| l + 1)
+    }
+
+    /// Bytes the plan cuts.
+    pub fn bytes(&self) -> u64 {
+        self.cuts.iter().map(|c| c.bytes).sum()
+    }
+
+    /// Intact records the plan cuts.
+    pub fn intact_records(&self) -> u64 {
+        self.cuts.iter().map(|c| c.intact_records).sum()
+    }
+
+    /// The problem the plan starts cutting at: the first problem of the log.
+    pub fn first_problem(&self) -> Option<&Problem> {
+        self.problems.first()
+    }
+
+    /// Why the bytes are cut, as recorded in the quarantine manifest.
+    pub fn reason(&self) -> String {
+        let Some(p) = self.first_problem() else {
+            return "nothing to cut: the log is clean".into();
+        };
+        let removed: Vec<&str> = self
+            .cuts
+            .iter()
+            .filter(|c| c.action == CutAction::Remove)
+            .map(|c| c.segment.as_str())
+            .collect();
+        let mut s = format!(
+            "{p}; {} repair cut {} from offset {} to its end",
+            self.policy, p.segment, p.offset
+        );
+        if !removed.is_empty() {
+            s.push_str(&format!(" and removed {}", removed.join(", ")));
+        }
+        s
+    }
+}
+
+/// Plans a repair of the log kept by `storage` under `policy`. Reads only: no lock,
+/// no file created or changed.
+pub fn plan(storage: Arc<dyn Storage>, policy: Policy) -> Result<Plan> {
+    let report = scan_log(storage.clone(), ScanOptions::default(), |_| {})?;
+    plan_for(&storage, policy, &report)
+}
+
+fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> Result<Plan> {
+    let problems: Vec<Problem> = report.problems().cloned().collect();
+    let base = Plan {
+        policy,
+        verdict: Verdict::Clean,
+        worst: report.worst(),
+        problems,
+        cuts: Vec::new(),
+        segments: report.segments.len(),
+        kept_first_lsn: report.first_lsn,
+        kept_last_lsn: report.last_lsn,
+    };
+    let Some(first) = base.problems.first().cloned() else {
+        return Ok(base);
+    };
+    // A torn tail is only ever reported for the newest segment and makes the log's
+    // worst severity TornTail only when it is its one problem.
+    if policy == Policy::TolerateTail && base.worst != Some(Severity::TornTail) {
+        let suggested = plan_for(storage, Policy::PointInTime, report)?;
+        return Ok(Plan {
+            verdict: Verdict::Refuse(Box::new(suggested)),
+            ..base
+        });
+    }
+    let mut cuts = Vec::new();
+    for s in &report.segments {
+        if s.id == first.segment_id {
+            let rest = survey(storage, &s.name, first.offset, s.size)?;
+            cuts.push(PlannedCut {
+                segment: s.name.clone(),
+                segment_id: s.id,
+                action: CutAction::Truncate,
+                offset: first.offset,
+                bytes: s.size - first.offset,
+                size: s.size,
+                intact_records: rest.records,
+                lsns: rest.lsns,
+                damaged_bytes: rest.damaged,
+            });
+        } else if s.id > first.segment_id {
+            let mut found = Survey::default();
+            if let (Some(a), Some(b)) = (s.first_lsn, s.last_lsn) {
+                found.add(a, b, s.records);
+            }
+            match &s.problem {
+                Some(p) => {
+                    let rest = survey(storage, &s.name, p.offset, s.size)?;
+                    for r in &rest.lsns {
+                        found.add(r.first, r.last, 0);
+                    }
+                    found.records += rest.records;
+                    found.damaged += rest.damaged;
+                }
+                None => found.damaged += s.size - s.valid_len,
+            }
+            cuts.push(PlannedCut {
+                segment: s.name.clone(),
+                segment_id: s.id,
+                action: CutAction::Remove,
+                offset: 0,
+                bytes: s.size,
+                size: s.size,
+                intact_records: found.records,
+                lsns: found.lsns,
+                damaged_bytes: found.damaged,
+            });
+        }
+    }
+    let kept_last_lsn = first.last_good_lsn;
+    Ok(Plan {
+        verdict: Verdict::Cut,
+        cuts,
+        kept_first_lsn: kept_last_lsn.and(report.first_lsn),
+        kept_last_lsn,
+        ..base
+    })
+}
+
+/// Intact records found in a byte range that is to be cut.
+#[derive(Debug, Default)]
+struct Survey {
+    records: u64,
+    lsns: Vec<LsnRange>,
+    damaged: u64,
+}
+
+impl Survey {
+    fn add(&mut self, first: u64, last: u64, records: u64) {
+        self.records += records;
+        match self.lsns.last_mut() {
+            Some(r) if r.last.checked_add(1) == Some(first) => r.last = last,
+            _ => self.lsns.push(LsnRange { first, last }),
+        }
+    }
+}
+
+/// How many times a survey steps over a damaged record before giving up on the rest.
+const MAX_RESYNC: usize = 64;
+
+/// Finds the intact records in bytes `from..size` of segment `name` (bytes the main
+/// scan did not read because they lie after a problem). The one scanner reads them
+/// through a read-only window onto the segment; a damaged record whose framing is
+/// whole is stepped over, anything else ends the survey.
+fn survey(storage: &Arc<dyn Storage>, name: &str, from: u64, size: u64) -> Result<Survey> {
+    let mut out = Survey::default();
+    let mut pos = from;
+    for _ in 0..MAX_RESYNC {
+        if pos >= size {
+            break;
+        }
+        let window: Arc<dyn Storage> = Arc::new(Window {
+            inner: storage.clone(),
+            name: name.to_string(),
+            start: pos,
+            end: size,
+        });
+        let report = scan_log(window, ScanOptions::default(), |_| {})?;
+        let Some(s) = report.segments.first() else {
+            break;
+        };
+        if let (Some(a), Some(b)) = (s.first_lsn, s.last_lsn) {
+            out.add(a, b, s.records);
+        }
+        let Some(p) = &s.problem else {
+            pos = size;
+            break;
+        };
+        let at = pos + p.offset;
+        let next = match p.kind {
+            // An intact record out of LSN order: a fresh window starts at it (and
+            // accepts it), so it counts as intact.
+            ProblemKind::LsnGap { .. } | ProblemKind::LsnRegression { .. } => Some(at),
+            // Whole framing around a bad body: step over the record.
+            ProblemKind::CrcMismatch { .. } | ProblemKind::Undecodable { .. } => {
+                frame_len(storage.as_ref(), name, at, size)?.map(|n| {
+                    out.damaged += n;
+                    at + n
+                })
+            }
+            // Torn, zero-filled or absurd framing: nothing after it can be framed.
+            _ => None,
+        };
+        match next {
+            Some(n) => pos = n,
+            None => {
+                pos = at;
+                break;
+            }
+        }
+    }
+    out.damaged += size - pos;
+    Ok(out)
+}
+
+/// Size on disk of the record framed at `at`, when its length prefix is sane and the
+/// segment holds all of it.
+fn frame_len(storage: &dyn Storage, name: &str, at: u64, size: u64) -> Result<Option<u64>> {
+    let path = storage.root().join(name);
+    let mut f = storage
+        .open_read(name)
+        .map_err(|e| Error::io("open", &path, e))?;
+    f.seek_to(at).map_err(|e| Error::io("seek", &path, e))?;
+    let mut prefix = [0u8; LEN_PREFIX];
+    if let Err(e) = f.read_exact(&mut prefix) {
+        return match e.kind() {
+            io::ErrorKind::UnexpectedEof => Ok(None),
+            _ => Err(Error::io("read", &path, e)),
+        };
+    }
+    let len = u32::from_le_bytes(prefix) as u64;
+    let n = LEN_PREFIX as u64 + len;
+    Ok((len <= MAX_BODY_LEN as u64 && at + n <= size).then_some(n))
+}
+
+/// A read-only view of bytes `start..end` of one segment, presented as a log of that
+/// one segment, so that the one scanner can read what lies after a problem.
+#[derive(Debug)]
+struct Window {
+    inner: Arc<dyn Storage>,
+    name: String,
+    start: u64,
+    end: u64,
+}
+
+struct WindowFile {
+    file: Box<dyn ReadFile>,
+    /// Absolute offset of the next read.
+    pos: u64,
+    start: u64,
+    end: u64,
+}
+
+impl Read for WindowFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.end.saturating_sub(self.pos);
+        let want = (buf.len() as u64).min(left) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read(&mut buf[..want])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl ReadFile for WindowFile {
+    fn seek_to(&mut self, offset: u64) -> io::Result<()> {
+        let pos = self.start.saturating_add(offset).min(self.end);
+        self.file.seek_to(pos)?;
+        self.pos = pos;
+        Ok(())
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.end - self.start)
+    }
+}
+
+fn read_only() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "a repair survey window is read-only",
+    )
+}
+
+impl Storage for Window {
+    fn root(&self) -> &Path {
+        self.inner.root()
+    }
+    fn list(&self, dir: &str) -> io::Result<Vec<DirEntry>> {
+        Ok(if dir.is_empty() {
+            vec![DirEntry {
+                name: self.name.clone(),
+                kind: EntryKind::File,
+                size: self.end - self.start,
+            }]
+        } else {
+            Vec::new()
+        })
+    }
+    fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>> {
+        if name != self.name {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        let mut file = self.inner.open_read(name)?;
+        file.seek_to(self.start)?;
+        Ok(Box::new(WindowFile {
+            file,
+            pos: self.start,
+            start: self.start,
+            end: self.end,
+        }))
+    }
+    fn size(&self, name: &str) -> io::Result<u64> {
+        if name != self.name {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        Ok(self.end - self.start)
+    }
+    fn open_append(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
+        Err(read_only())
+    }
+    fn create(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
+        Err(read_only())
+    }
+    fn truncate(&self, _: &str, _: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+    fn remove_file(&self, _: &str) -> io::Result<()> {
+        Err(read_only())
+    }
+    fn create_dir(&self, _: &str) -> io::Result<()> {
+        Err(read_only())
+    }
+    fn rename(&self, _: &str, _: &str) -> io::Result<()> {
+        Err(read_only())
+    }
+    fn sync_dir(&self, _: &str) -> io::Result<()> {
+        Err(read_only())
+    }
+    fn try_lock(&self) -> io::Result<LockAttempt> {
+        Err(read_only())
+    }
+}
+
+/// What [`apply`] found and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    /// The plan made under the lock from the log as it was.
+    pub plan: Plan,
+    /// The quarantine entry holding every cut byte; `Some` exactly when the plan's
+    /// verdict was [`Verdict::Cut`] and the cuts were made.
+    pub quarantine: Option<Manifest>,
+    /// A scan of the log after the cuts (`None` when nothing was cut).
+    pub after: Option<ScanReport>,
+}
+
+fn take_lock(storage: &dyn Storage) -> Result<Box<dyn Any + Send + Sync>> {
+    match storage
+        .try_lock()
+        .map_err(|e| Error::io("lock", storage.lock_path(), e))?
+    {
+        LockAttempt::Acquired(guard) => Ok(guard),
+        LockAttempt::Held { holder } => Err(Error::Locked {
+            dir: storage.root().to_path_buf(),
+            lock: storage.lock_path(),
+            holder,
+        }),
+    }
+}
+
+/// Repairs the log under `policy`: takes the writer lock ([`Error::Locked`] while a
+/// writer has the log open), plans from the current state, saves every byte to be
+/// cut in a fsynced quarantine entry and checks the copies, then cuts (later
+/// segments removed newest first, directory fsynced after each; then the damaged
+/// segment truncated, file and directory fsynced).
+///
+/// With a clean log or a refusing policy nothing is changed and [`Applied::plan`]
+/// says why. An error part-way (or a crash) loses nothing; calling `apply` again
+/// finishes the job.
+pub fn apply(storage: Arc<dyn Storage>, policy: Policy) -> Result<Applied> {
+    let _lock = take_lock(storage.as_ref())?;
+    let plan = plan(storage.clone(), policy)?;
+    if plan.verdict != Verdict::Cut {
+        return Ok(Applied {
+            plan,
+            quarantine: None,
+            after: None,
+        });
+    }
+    let cuts: Vec<Cut> = plan
+        .cuts
+        .iter()
+        .map(|c| Cut {
+            file: c.segment.clone(),
+            offset: c.offset,
+            whole_file: c.action == CutAction::Remove,
+        })
+        .collect();
+    let manifest = quarantine::save(storage.as_ref(), &plan.reason(), policy.name(), &cuts)?;
+    check_saved(&plan, &manifest)?;
+    quarantine::verify(storage.as_ref(), &manifest)?;
+
+    let root = storage.root().to_path_buf();
+    for c in plan.cuts.iter().rev() {
+        if c.action == CutAction::Remove {
+            storage
+                .remove_file(&c.segment)
+                .map_err(|e| Error::io("remove", root.join(&c.segment), e))?;
+            storage
+                .sync_dir("")
+                .map_err(|e| Error::io("fsync", &root, e))?;
+        }
+    }
+    for c in &plan.cuts {
+        if c.action == CutAction::Truncate {
+            storage
+                .truncate(&c.segment, c.offset)
+                .map_err(|e| Error::io("truncate", root.join(&c.segment), e))?;
+            storage
+                .sync_dir("")
+                .map_err(|e| Error::io("fsync", &root, e))?;
+        }
+    }
+    let after = scan_log(storage.clone(), ScanOptions::default(), |_| {})?;
+    Ok(Applied {
+        plan,
+        quarantine: Some(manifest),
+        after: Some(after),
+    })
+}
+
+/// The saved copies must be exactly what the plan cuts; otherwise something else
+/// changed the log between the scan and the copy, and nothing is cut.
+fn check_saved(plan: &Plan, manifest: &Manifest) -> Result<()> {
+    let same = plan.cuts.len() == manifest.items.len()
+        && plan.cuts.iter().zip(&manifest.items).all(|(c, i)| {
+            c.segment == i.file
+                && c.offset == i.offset
+                && c.bytes == i.length
+                && c.size == i.original_size
+        });
+    if same {
+        Ok(())
+    } else {
+        Err(Error::Quarantine {
+            id: manifest.id.clone(),
+            reason: "the log changed while its bytes were being saved (is another program \
+                     writing to it?); nothing was cut, the entry holds only copies"
+                .into(),
+        })
+    }
+}
+
+/// What [`restore`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Restored {
+    /// The quarantine entry.
+    pub id: String,
+    /// Each saved piece and what was done with it.
+    pub items: Vec<RestoredItem>,
+    /// A scan of the log afterwards (it usually shows the damage again).
+    pub after: ScanReport,
+}
+
+/// Puts the bytes of quarantine entry `id` back where they were cut, under the writer
+/// lock; see [`quarantine::restore`] for when it refuses (nothing changed) and why
+/// it is idempotent and safe to rerun after a crash.
+pub fn restore(storage: Arc<dyn Storage>, id: &str) -> Result<Restored> {
+    let _lock = take_lock(storage.as_ref())?;
+    let items = quarantine::restore(storage.as_ref(), id)?;
+    let after = scan_log(storage.clone(), ScanOptions::default(), |_| {})?;
+    Ok(Restored {
+        id: id.to_string(),
+        items,
+        after,
+    })
+}
+
+/// Every complete quarantine entry of the log, oldest first (reads only).
+pub fn list_quarantine(storage: &dyn Storage) -> Result<Vec<Manifest>> {
+    quarantine::list(storage)
+}
