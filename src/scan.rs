@@ -388,12 +388,18 @@ impl Scanner {
         }
         if self.cur.is_none() {
             if self.idx >= self.segments.len() {
+                if self.opts.follow && self.segments.is_empty() {
+                    // A log with no segment yet: its first segment may still come.
+                    self.waiting = true;
+                    return Ok(Step::Waiting);
+                }
                 return Ok(Step::Done);
             }
             self.open_current()?;
         }
-        let path = self.storage.root().join(&self.segments[self.idx].name);
-        let io = |e| Error::io("read", &path, e);
+        // The path is only built for an error: this runs once per record.
+        let (storage, name) = (&self.storage, &self.segments[self.idx].name);
+        let io = |e| Error::io("read", storage.root().join(name), e);
         let max = self.opts.max_body_len as u64;
         let last = self.is_last_segment();
         let follow = self.opts.follow;

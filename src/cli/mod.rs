@@ -12,8 +12,10 @@ mod segments;
 mod verify;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use walctl::storage::{FileStorage, Storage};
 use walctl::{Error, Severity};
 
 /// The exit-code table, printed by `--help` and copied in README.md.
@@ -55,6 +57,25 @@ pub struct DirArg {
     /// The log directory.
     #[arg(long, short = 'd', env = "WALCTL_DIR", value_name = "DIR")]
     pub dir: PathBuf,
+}
+
+impl DirArg {
+    /// Storage over the log directory for reading: nothing is locked or created.
+    /// A missing path or one that is not a directory is "not a WAL directory".
+    pub fn open_read(&self) -> anyhow::Result<Arc<dyn Storage>> {
+        let dir = &self.dir;
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => anyhow::bail!("not a WAL directory: {} is not a directory", dir.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                anyhow::bail!("not a WAL directory: {} does not exist", dir.display())
+            }
+            Err(e) => anyhow::bail!("cannot open {}: {e}", dir.display()),
+        }
+        let storage = FileStorage::open(dir)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", dir.display()))?;
+        Ok(Arc::new(storage))
+    }
 }
 
 /// Process exit status, per [`EXIT_CODES`].

@@ -1,11 +1,179 @@
-//! `walctl segments`: not built yet (see its issue).
+//! `walctl segments`: one row per segment file with what a full scan found in it.
+//! Read-only: nothing is locked or changed.
 
-use super::Exit;
+use std::io::Write;
 
-/// Options of `walctl segments`.
+use comfy_table::{presets, Cell, CellAlignment, Color, ContentArrangement, Table};
+use serde::Serialize;
+use walctl::scan::SegmentSummary;
+use walctl::segment::segment_name;
+use walctl::Severity;
+
+use super::verify::{scan_with_progress, status_word, ProblemOut};
+use super::{output, DirArg, Exit};
+
+const EXAMPLES: &str = "\
+Examples:
+  walctl segments --dir /var/lib/app/wal
+  walctl segments --dir /var/lib/app/wal --json | jq 'select(.status != \"ok\")'
+
+Status: ok; torn tail at offset N (an incomplete record ends the newest segment);
+corrupt at offset N: what is wrong. Nothing after a problem in a segment is read.
+Exit status: 0 clean, 3 torn tail only, 4 corruption, 1 the log could not be read.";
+
+/// List the segments of a log with what each one holds.
+///
+/// Scans every segment and prints a table with one row per segment: id, file name,
+/// size in bytes, intact records, first and last LSN, checkpoints, and status (ok,
+/// torn tail at offset N, or corrupt at offset N with the kind of damage). With
+/// --json it prints one JSON object per segment (NDJSON). Nothing is locked or
+/// changed.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    #[command(flatten)]
+    dir: DirArg,
 
-pub fn run(_args: Args) -> anyhow::Result<Exit> {
-    anyhow::bail!("`walctl segments` is not built yet")
+    /// Print one JSON object per segment (NDJSON) instead of a table.
+    #[arg(long)]
+    json: bool,
+
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+#[derive(Serialize)]
+struct SegmentOut<'a> {
+    id: u64,
+    name: &'a str,
+    size: u64,
+    records: u64,
+    first_lsn: Option<u64>,
+    last_lsn: Option<u64>,
+    checkpoints: u64,
+    last_checkpoint_lsn: Option<u64>,
+    valid_len: u64,
+    status: &'static str,
+    problem: Option<ProblemOut<'a>>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let report = scan_with_progress(&args.dir, args.quiet || args.json, "segments")?;
+    let exit = Exit::from_severity(report.worst());
+    let mut out = output::stdout();
+    if args.json {
+        for s in &report.segments {
+            output::json_line(
+                &mut out,
+                &SegmentOut {
+                    id: s.id,
+                    name: &s.name,
+                    size: s.size,
+                    records: s.records,
+                    first_lsn: s.first_lsn,
+                    last_lsn: s.last_lsn,
+                    checkpoints: s.checkpoints,
+                    last_checkpoint_lsn: s.last_checkpoint_lsn,
+                    valid_len: s.valid_len,
+                    status: status_word(s.problem.as_ref().map(|p| p.severity)),
+                    problem: s.problem.as_ref().map(|p| ProblemOut::new(p, s.size)),
+                },
+            )?;
+        }
+        out.flush()?;
+        return Ok(exit);
+    }
+
+    let color = output::color_enabled();
+    let mut table = Table::new();
+    table
+        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header([
+            "ID",
+            "FILE",
+            "BYTES",
+            "RECORDS",
+            "FIRST LSN",
+            "LAST LSN",
+            "CHECKPOINTS",
+            "STATUS",
+        ]);
+    if color {
+        table.enforce_styling();
+    } else {
+        table.force_no_tty();
+    }
+    for i in [0, 2, 3, 4, 5, 6] {
+        if let Some(c) = table.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    for s in &report.segments {
+        table.add_row([
+            Cell::new(s.id),
+            Cell::new(&s.name),
+            Cell::new(s.size),
+            Cell::new(s.records),
+            Cell::new(opt(s.first_lsn)),
+            Cell::new(opt(s.last_lsn)),
+            Cell::new(s.checkpoints),
+            status_cell(s, color),
+        ]);
+    }
+    writeln!(out, "{table}")?;
+    let lsns = match (report.first_lsn, report.last_lsn) {
+        (Some(a), Some(b)) => format!(", LSN {a} ..= {b}"),
+        _ => String::new(),
+    };
+    let newest = report.newest_checkpoint.map_or_else(String::new, |c| {
+        format!(
+            "; newest checkpoint LSN {} in {}",
+            c.lsn,
+            segment_name(c.segment_id)
+        )
+    });
+    writeln!(
+        out,
+        "{}, {}{lsns}, {}, {}{newest}; status {}",
+        count(report.segments.len() as u64, "segment"),
+        count(report.records, "record"),
+        count(report.checkpoints, "checkpoint"),
+        count(report.bytes, "byte"),
+        status_word(report.worst()),
+    )?;
+    out.flush()?;
+    Ok(exit)
+}
+
+fn count(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn status_cell(s: &SegmentSummary, color: bool) -> Cell {
+    let (text, fg) = match &s.problem {
+        None => ("ok".to_string(), Color::Green),
+        Some(p) if p.severity == Severity::TornTail => {
+            (format!("torn tail at offset {}", p.offset), Color::Yellow)
+        }
+        Some(p) => (
+            format!("corrupt at offset {}: {}", p.offset, p.kind),
+            Color::Red,
+        ),
+    };
+    let cell = Cell::new(text);
+    if color {
+        cell.fg(fg)
+    } else {
+        cell
+    }
 }
