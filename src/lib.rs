@@ -8,6 +8,8 @@
 //! - [`scan::Scanner`] is the one scanner behind open, readers, dump, verify and repair.
 //! - [`codec`] is the one record codec; [`segment`] names and lists segments;
 //!   [`storage`] is the file-system seam that tests put faults behind.
+//! - [`bench`] holds the workloads of `walctl bench`, each measured beside a
+//!   plain-system-call baseline on the same disk.
 //!
 //! ```no_run
 //! use walctl::writer::{Wal, WalOptions};
@@ -20,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod codec;
 pub mod error;
 pub mod quarantine;
