@@ -392,8 +392,9 @@ impl Scanner {
             }
             self.open_current()?;
         }
-        let path = self.storage.root().join(&self.segments[self.idx].name);
-        let io = |e| Error::io("read", &path, e);
+        // The path is only built when a read fails: nothing is allocated per record.
+        let (storage, segments, idx) = (&self.storage, &self.segments, self.idx);
+        let io = |e| Error::io("read", storage.root().join(&segments[idx].name), e);
         let max = self.opts.max_body_len as u64;
         let last = self.is_last_segment();
         let follow = self.opts.follow;
