@@ -42,6 +42,10 @@ pub trait ReadFile: Read + Send {
     fn seek_to(&mut self, offset: u64) -> io::Result<()>;
     /// The file's current size.
     fn size(&self) -> io::Result<u64>;
+    /// Hints that the file is about to be read sequentially and that its first
+    /// `prefetch` bytes are wanted soon, so the OS can read ahead. Only a hint: the
+    /// default does nothing.
+    fn advise_sequential(&self, _prefetch: u64) {}
 }
 
 /// A file opened for appending.
@@ -161,6 +165,18 @@ impl ReadFile for FsRead {
     }
     fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
+    }
+    fn advise_sequential(&self, prefetch: u64) {
+        let fd = self.0.as_raw_fd();
+        let len = prefetch.min(i64::MAX as u64) as libc::off_t;
+        // SAFETY: advisory calls on a descriptor we own; no memory is shared. Failure
+        // only means no read-ahead.
+        unsafe {
+            libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+            if len > 0 {
+                libc::posix_fadvise(fd, 0, len, libc::POSIX_FADV_WILLNEED);
+            }
+        }
     }
 }
 
