@@ -472,6 +472,9 @@ impl Inner {
         } else if st.buf.len() >= FLUSH_AT {
             let mut io = self.lock_io(&mut st)?;
             self.write_out(&mut st, &mut io)?;
+            // Let the device work while appenders fill the next MiB, so that the fsync
+            // at rotation (or interval, or close) waits for a little, not for all of it.
+            io.file.start_writeback();
         }
         Ok((first, last))
     }

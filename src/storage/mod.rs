@@ -54,6 +54,10 @@ pub trait WriteFile: Send {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
     /// Makes everything written so far durable (fdatasync).
     fn sync_data(&mut self) -> io::Result<()>;
+    /// Asks the OS to start writing what was written so far to the device, without
+    /// waiting: a later [`WriteFile::sync_data`] then has little left to wait for.
+    /// Only a hint that promises nothing about durability; the default does nothing.
+    fn start_writeback(&mut self) {}
 }
 
 /// Outcome of [`Storage::try_lock`].
@@ -188,6 +192,14 @@ impl WriteFile for FsWrite {
     }
     fn sync_data(&mut self) -> io::Result<()> {
         self.0.sync_data()
+    }
+    fn start_writeback(&mut self) {
+        // SAFETY: an advisory call on a descriptor we own. SYNC_FILE_RANGE_WRITE only
+        // submits dirty pages for write-out and does not wait for them; a failure here
+        // is seen (and reported) by the next fdatasync.
+        unsafe {
+            libc::sync_file_range(self.0.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
     }
 }
 
