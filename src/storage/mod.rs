@@ -57,6 +57,7 @@ pub trait WriteFile: Send {
     /// Asks the OS to start writing what was written so far to the device, without
     /// waiting: a later [`WriteFile::sync_data`] then has little left to wait for.
     /// Only a hint that promises nothing about durability; the default does nothing.
+    #[cfg(target_os = "linux")]
     fn start_writeback(&mut self) {}
 }
 
@@ -170,6 +171,7 @@ impl ReadFile for FsRead {
     fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
+    #[cfg(target_os = "linux")]
     fn advise_sequential(&self, prefetch: u64) {
         let fd = self.0.as_raw_fd();
         let len = prefetch.min(i64::MAX as u64) as libc::off_t;
@@ -193,6 +195,7 @@ impl WriteFile for FsWrite {
     fn sync_data(&mut self) -> io::Result<()> {
         self.0.sync_data()
     }
+    #[cfg(target_os = "linux")]
     fn start_writeback(&mut self) {
         // SAFETY: an advisory call on a descriptor we own. SYNC_FILE_RANGE_WRITE only
         // submits dirty pages for write-out and does not wait for them; a failure here
