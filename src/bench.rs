@@ -115,7 +115,7 @@ pub struct Config {
     pub work_dir: PathBuf,
     /// Payload bytes per appended entry. Default 100.
     pub entry_size: Option<usize>,
-    /// How long each side of each round of an append workload runs. Default 1.5 s.
+    /// How long each side of each round of an append workload runs. Default 0.75 s.
     pub stop: Option<Stop>,
     /// Sync policy of every append workload.
     pub sync: Option<SyncPolicy>,
@@ -153,7 +153,7 @@ impl Config {
             segment_size: WalOptions::default().max_segment_size,
             scan_size: 256 << 20,
             scan_entry_size: 256,
-            rounds: 2,
+            rounds: 4,
             cold: false,
             keep: false,
             exe: None,
@@ -214,8 +214,10 @@ pub struct WorkloadResult {
     pub baseline_what: String,
     /// The baseline's numbers.
     pub baseline: Option<Measure>,
-    /// walctl entries/s ÷ baseline entries/s.
+    /// walctl entries/s ÷ baseline entries/s, over all rounds.
     pub ratio: Option<f64>,
+    /// The same ratio round by round: its spread is the noise of this machine.
+    pub round_ratios: Vec<f64>,
     /// For non-durable appends: the same bytes encoded into a 1 MiB buffer and written
     /// with one `write()` per MiB, no locks and no rotation: the most a single-threaded
     /// writer could get from this page cache.
@@ -366,10 +368,13 @@ struct Sum {
     secs: f64,
     hist: Option<Histogram>,
     rss_kib: Option<u64>,
+    /// Entries per second of each side added.
+    rates: Vec<f64>,
 }
 
 impl Sum {
     fn add(&mut self, s: Side) {
+        self.rates.push(s.entries as f64 / s.secs.max(1e-9));
         self.entries += s.entries;
         self.bytes += s.bytes;
         self.secs += s.secs;
@@ -450,7 +455,7 @@ impl Bench<'_, '_> {
         let stop = self
             .cfg
             .stop
-            .unwrap_or(Stop::Duration(Duration::from_millis(1500)));
+            .unwrap_or(Stop::Duration(Duration::from_millis(750)));
         let payload = Payload::new(p.entry_size);
         let label = format!(
             "{} append: sync {}, {} writer{}, {}{} B entries",
@@ -521,6 +526,7 @@ impl Bench<'_, '_> {
                 }
             }
         }
+        let rr = round_ratios(&ours, &base);
         let (ours, base) = (ours.measure(), base.measure());
         Ok(WorkloadResult {
             workload: w.name(),
@@ -529,6 +535,7 @@ impl Bench<'_, '_> {
             status: "ok",
             reason: None,
             ratio: ratio(&ours, &base),
+            round_ratios: rr,
             walctl: Some(ours),
             baseline_what,
             baseline: Some(base),
@@ -649,6 +656,7 @@ impl Bench<'_, '_> {
                 }
             }
         }
+        let rr = round_ratios(&ours, &base);
         let (ours, base) = (ours.measure(), base.measure());
         Ok(WorkloadResult {
             workload: name,
@@ -665,6 +673,7 @@ impl Bench<'_, '_> {
             status: "ok",
             reason: None,
             ratio: ratio(&ours, &base),
+            round_ratios: rr,
             walctl: Some(ours),
             baseline_what: "read() 1 MiB at a time".into(),
             baseline: Some(base),
@@ -700,6 +709,7 @@ impl Bench<'_, '_> {
             baseline_what: "read() 1 MiB at a time".into(),
             baseline: None,
             ratio: None,
+            round_ratios: Vec::new(),
             ceiling: None,
         };
         let end = self.done + 2 * self.rounds as u64;
@@ -738,6 +748,7 @@ impl Bench<'_, '_> {
                 }
             }
         }
+        let rr = round_ratios(&ours, &base);
         let (ours, base) = (ours.measure(), base.measure());
         Ok(WorkloadResult {
             workload: w.name(),
@@ -746,6 +757,7 @@ impl Bench<'_, '_> {
             status: "ok",
             reason: None,
             ratio: ratio(&ours, &base),
+            round_ratios: rr,
             walctl: Some(ours),
             baseline_what: "read() 1 MiB at a time".into(),
             baseline: Some(base),
@@ -756,6 +768,15 @@ impl Bench<'_, '_> {
 
 fn ratio(ours: &Measure, base: &Measure) -> Option<f64> {
     (base.entries_per_sec > 0.0).then(|| ours.entries_per_sec / base.entries_per_sec)
+}
+
+fn round_ratios(ours: &Sum, base: &Sum) -> Vec<f64> {
+    ours.rates
+        .iter()
+        .zip(&base.rates)
+        .filter(|(_, b)| **b > 0.0)
+        .map(|(o, b)| o / b)
+        .collect()
 }
 
 /// Deterministic, incompressible-looking payloads: entry `i` is a window into a
@@ -1045,6 +1066,7 @@ fn syncfs(dir: &Path) {
     }
 }
 
+#[derive(Debug)]
 struct ChildRun {
     secs: f64,
     max_rss_kib: u64,
@@ -1068,7 +1090,10 @@ fn run_child(
         .spawn()
     {
         Ok(c) => c,
-        Err(e) => return Ok(Err(format!("could not start {}: {e}", exe.display()))),
+        Err(e) => {
+            let _ = fs::remove_file(&err_path);
+            return Ok(Err(format!("could not start {}: {e}", exe.display())));
+        }
     };
     let pid = child.id() as libc::pid_t;
     let mut status: libc::c_int = 0;
@@ -1287,6 +1312,33 @@ mod tests {
         assert!((l.p99_ns as f64 - 990_000.0).abs() < 20_000.0, "{l:?}");
         assert_eq!(l.max_ns, 1_000_000);
         assert_eq!(l.calls, 1000);
+    }
+
+    #[test]
+    fn child_runs_report_time_memory_and_failures() {
+        let work = tempfile::tempdir().unwrap();
+        let sh = Path::new("/bin/sh");
+        let ok = run_child(sh, &["-c", "exit 0"], work.path())
+            .unwrap()
+            .unwrap();
+        assert!(ok.secs > 0.0);
+        assert!(ok.max_rss_kib > 0);
+        let err = run_child(sh, &["-c", "echo boom >&2; exit 3"], work.path())
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            err.contains("exit status 3") && err.contains("boom"),
+            "{err}"
+        );
+        let err = run_child(sh, &["-c", "kill -9 $$"], work.path())
+            .unwrap()
+            .unwrap_err();
+        assert!(err.contains("signal 9"), "{err}");
+        let missing = Path::new("/nonexistent/walctl");
+        let err = run_child(missing, &[], work.path()).unwrap().unwrap_err();
+        assert!(err.contains("could not start"), "{err}");
+        // The stderr capture is cleaned up.
+        assert_eq!(fs::read_dir(work.path()).unwrap().count(), 0);
     }
 
     #[test]

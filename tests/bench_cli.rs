@@ -70,6 +70,7 @@ fn json_has_every_workload_with_a_same_run_baseline_and_cleans_up() {
                 assert!(w["bytes"].as_u64().unwrap() > 0, "{name}");
                 assert!(w["entries_per_sec"].as_f64().unwrap() > 0.0, "{name}");
                 assert!(b["entries_per_sec"].as_f64().unwrap() > 0.0, "{name}");
+                assert_eq!(r["round_ratios"].as_array().unwrap().len(), 1, "{name}");
                 let ratio = r["ratio"].as_f64().unwrap();
                 let expect =
                     w["entries_per_sec"].as_f64().unwrap() / b["entries_per_sec"].as_f64().unwrap();

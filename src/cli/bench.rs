@@ -61,7 +61,7 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
 
-    /// Time per side per round of each append workload. Default 1.5s.
+    /// Time per side per round of each append workload. Default 0.75s.
     #[arg(long, value_name = "TIME", value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
 
@@ -95,7 +95,7 @@ pub struct Args {
     segment_size: u64,
 
     /// Rounds per workload; each runs the baseline and walctl once, alternating order.
-    #[arg(long, value_name = "N", default_value_t = 2,
+    #[arg(long, value_name = "N", default_value_t = 4,
           value_parser = clap::value_parser!(u64).range(1..=100))]
     rounds: u64,
 
@@ -336,7 +336,16 @@ fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
             .baseline
             .as_ref()
             .map_or_else(dash, |b: &Measure| fmt_rate(b.entries_per_sec));
-        let ratio = res.ratio.map_or_else(dash, |x| format!("{x:.2}x"));
+        let spread = match (
+            res.round_ratios.iter().copied().reduce(f64::min),
+            res.round_ratios.iter().copied().reduce(f64::max),
+        ) {
+            (Some(lo), Some(hi)) if res.round_ratios.len() > 1 => {
+                format!(" ({lo:.2}-{hi:.2})")
+            }
+            _ => String::new(),
+        };
+        let ratio = res.ratio.map_or_else(dash, |x| format!("{x:.2}x{spread}"));
         t.add_row(vec![
             res.short.clone(),
             rate,
@@ -384,7 +393,7 @@ fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
     }
     writeln!(
         out,
-        "latency: per call (one entry, or one batch); MB = 10^6 bytes on disk; peak RSS of the child process"
+        "ratio: walctl/baseline entries/s over all rounds (lowest-highest single round); latency: per call (one entry, or one batch); MB = 10^6 bytes on disk; peak RSS: the child process"
     )?;
     Ok(())
 }
