@@ -289,7 +289,10 @@ fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
     } else {
         presets::ASCII_MARKDOWN
     });
-    t.set_content_arrangement(if terminal {
+    // Fit the terminal only when its width is known (a pty may report none, and
+    // squeezing into "no width" makes one-letter columns).
+    let fit = terminal && t.width().is_some_and(|w| w >= 60);
+    t.set_content_arrangement(if fit {
         ContentArrangement::Dynamic
     } else {
         ContentArrangement::Disabled
