@@ -186,13 +186,82 @@ fn skip(buf: &[u8], pos: &mut usize, n: u64, at: usize) -> Result<(), DecodeErro
     Ok(())
 }
 
+/// Reads a varint for the fast path: `None` when it is truncated or overflows (the
+/// general decoder then reports why).
+#[inline(always)]
+fn fast_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v: u64 = 0;
+    let mut shift = 0;
+    while shift < 64 {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= ((b & 0x7f) as u64) << shift;
+        if b < 0x80 {
+            // The tenth byte may only carry the top bit of a u64.
+            return (shift < 63 || b <= 1).then_some(v);
+        }
+        shift += 7;
+    }
+    None
+}
+
+/// The layout walctl and the Go reference write: `lsn, data, crc[, checkpoint=1]`,
+/// each present once, in field order. Anything else (absent defaults, other order,
+/// unknown or repeated fields, damage) returns `None` and goes to the general decoder,
+/// which gives the same result for every body this accepts.
+#[inline(always)]
+fn decode_canonical(buf: &[u8]) -> Option<RecordRef<'_>> {
+    let mut pos = 0;
+    if *buf.first()? != TAG_LSN {
+        return None;
+    }
+    pos += 1;
+    let lsn = fast_varint(buf, &mut pos)?;
+    if *buf.get(pos)? != TAG_DATA {
+        return None;
+    }
+    pos += 1;
+    let n = fast_varint(buf, &mut pos)?;
+    if n > (buf.len() - pos) as u64 {
+        return None;
+    }
+    let data = &buf[pos..pos + n as usize];
+    pos += n as usize;
+    if *buf.get(pos)? != TAG_CRC {
+        return None;
+    }
+    pos += 1;
+    let crc = fast_varint(buf, &mut pos)? as u32;
+    let checkpoint = match &buf[pos..] {
+        [] => false,
+        [TAG_CHECKPOINT, 1] => true,
+        _ => return None,
+    };
+    Some(RecordRef {
+        lsn,
+        data,
+        crc,
+        checkpoint,
+    })
+}
+
 /// Decodes a protobuf `WAL_Entry` body (the bytes after the length prefix).
 ///
 /// Accepts what a protobuf parser accepts for this message: fields in any order,
 /// repeated scalar fields (the last one wins), unknown fields (skipped). Rejects
 /// wire-type mismatches on known fields, groups, field number 0 and anything that
-/// runs past the end. Never panics, never allocates.
+/// runs past the end. Never panics, never allocates. The layout walctl writes takes a
+/// straight-line fast path.
+#[inline]
 pub fn decode_body(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
+    match decode_canonical(buf) {
+        Some(rec) => Ok(rec),
+        None => decode_general(buf),
+    }
+}
+
+#[inline(never)]
+fn decode_general(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
     let mut rec = RecordRef {
         lsn: 0,
         data: &[],
@@ -294,6 +363,59 @@ mod tests {
             let rec = decode_body(&ours[4..]).unwrap();
             assert_eq!((rec.lsn, rec.data, rec.checkpoint), (lsn, data, cp));
             assert!(rec.crc_ok());
+        }
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_general_decoder() {
+        let mut bodies: Vec<Vec<u8>> = Vec::new();
+        for (lsn, data, cp) in [
+            (1u64, &b"abc"[..], false),
+            (u64::MAX, &[7u8; 300][..], true),
+            (0, b"x", false),
+            (5, b"", true),
+        ] {
+            let mut rec = Vec::new();
+            encode_record(&mut rec, lsn, data, cp);
+            bodies.push(rec[4..].to_vec());
+        }
+        // Checkpoint false written explicitly, a repeated LSN, an unknown field, fields
+        // out of order, a ten-byte varint that overflows, a truncated CRC.
+        bodies.push(vec![0x08, 1, 0x12, 1, b'a', 0x18, 2, 0x20, 0]);
+        bodies.push(vec![0x08, 1, 0x12, 1, b'a', 0x18, 2, 0x08, 9]);
+        bodies.push(vec![0x08, 1, 0x12, 1, b'a', 0x18, 2, 0x28, 3]);
+        bodies.push(vec![0x12, 1, b'a', 0x08, 1, 0x18, 2]);
+        bodies.push(vec![
+            0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x12, 0, 0x18, 1,
+        ]);
+        bodies.push(vec![0x08, 1, 0x12, 1, b'a', 0x18, 0x80]);
+        bodies.push(vec![0x08, 1, 0x12, 5, b'a', 0x18, 2]);
+        for b in &bodies {
+            assert_eq!(decode_body(b), decode_general(b), "{b:?}");
+            if let Some(fast) = decode_canonical(b) {
+                assert_eq!(Ok(fast), decode_general(b), "{b:?}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_path_agrees_on_arbitrary_bytes(b in proptest::collection::vec(0u8..=255, 0..40)) {
+            if let Some(fast) = decode_canonical(&b) {
+                proptest::prop_assert_eq!(Ok(fast), decode_general(&b));
+            }
+        }
+
+        #[test]
+        fn fast_path_agrees_on_mutated_records(lsn: u64, len in 0usize..200, cp: bool,
+                                               at: usize, byte: u8) {
+            let data = vec![0xa5u8; len];
+            let mut rec = Vec::new();
+            encode_record(&mut rec, lsn, &data, cp);
+            let mut body = rec[4..].to_vec();
+            let i = at % body.len();
+            body[i] = byte;
+            proptest::prop_assert_eq!(decode_body(&body), decode_general(&body));
         }
     }
 

@@ -10,6 +10,8 @@
 //!   in the [`quarantine`] first, and restores them.
 //! - [`codec`] is the one record codec; [`segment`] names and lists segments;
 //!   [`storage`] is the file-system seam that tests put faults behind.
+//! - [`bench`] holds the workloads of `walctl bench`, each measured beside a
+//!   plain-system-call baseline on the same disk.
 //!
 //! ```no_run
 //! use walctl::writer::{Wal, WalOptions};
@@ -22,6 +24,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod codec;
 pub mod error;
 pub mod quarantine;

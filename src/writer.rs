@@ -5,6 +5,7 @@
 use std::any::Any;
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -114,7 +115,15 @@ struct State {
     appended_lsn: u64,
     /// Last LSN known durable.
     synced_lsn: u64,
+    /// A group commit is in flight, or its leader is gathering records for it.
     syncing: bool,
+    /// The next group commit's leader is waiting for more appenders (see `gather`).
+    gathering: bool,
+    /// Appenders whose records are appended (in `buf`, or written out by `flush`)
+    /// and wait for the next group commit, which covers them all.
+    pending: usize,
+    /// How long the last group commit's write + fdatasync took.
+    last_sync: Duration,
     poisoned: Option<String>,
     closed: bool,
     shutdown: bool,
@@ -137,6 +146,13 @@ struct Inner {
     state: Mutex<State>,
     io: Mutex<Io>,
     cond: Condvar,
+    /// Wakes a leader gathering appenders for its group commit.
+    gather: Condvar,
+    /// Appenders that will wait for durability and have not returned yet, counted
+    /// before they take the state lock (so that one blocked on it is seen).
+    appenders: AtomicUsize,
+    /// `State::gathering`, readable without the lock.
+    gathering: AtomicBool,
     lock: Mutex<Option<Box<dyn Any + Send + Sync>>>,
 }
 
@@ -154,6 +170,39 @@ impl std::fmt::Debug for Wal {
             .field("root", &self.inner.storage.root())
             .field("opts", &self.inner.opts)
             .finish()
+    }
+}
+
+/// Counts an appender that will wait for durability from before it takes the state
+/// lock until it returns, and tells a gathering leader when it leaves (see
+/// `Inner::gather`).
+struct AppenderCount<'a>(&'a Inner);
+
+impl<'a> AppenderCount<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        inner.appenders.fetch_add(1, Ordering::SeqCst);
+        AppenderCount(inner)
+    }
+
+    /// Leaves while holding the state lock (the usual way out: no second trip
+    /// through the lock that every woken writer is queueing for).
+    fn leave(self, st: &State) {
+        self.0.appenders.fetch_sub(1, Ordering::SeqCst);
+        self.0.wake_gatherer(st);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for AppenderCount<'_> {
+    /// Leaving on an error path, without the state lock.
+    fn drop(&mut self) {
+        self.0.appenders.fetch_sub(1, Ordering::SeqCst);
+        // SeqCst on both sides: either the leader sees the new count, or this sees
+        // its flag and wakes it (taking the lock so the wake-up cannot be lost).
+        if self.0.gathering.load(Ordering::SeqCst) {
+            let st = lock(&self.0.state);
+            self.0.wake_gatherer(&st);
+        }
     }
 }
 
@@ -233,6 +282,9 @@ impl Wal {
             appended_lsn: next_lsn - 1,
             synced_lsn: next_lsn - 1,
             syncing: false,
+            gathering: false,
+            pending: 0,
+            last_sync: Duration::ZERO,
             poisoned: None,
             closed: false,
             shutdown: false,
@@ -249,6 +301,9 @@ impl Wal {
                 failed: None,
             }),
             cond: Condvar::new(),
+            gather: Condvar::new(),
+            appenders: AtomicUsize::new(0),
+            gathering: AtomicBool::new(false),
             lock: Mutex::new(Some(guard)),
         });
         let syncer = match opts.sync {
@@ -368,7 +423,7 @@ impl Wal {
     pub fn sync(&self) -> Result<()> {
         let st = self.inner.writable()?;
         let target = st.appended_lsn;
-        self.inner.wait_durable(st, target)
+        self.inner.wait_durable(st, target).map(drop)
     }
 
     /// Hands buffered records to the OS without an fsync (a process crash no longer
@@ -395,9 +450,13 @@ impl Wal {
             return Ok(());
         }
         let target = st.appended_lsn;
-        let res = match &st.poisoned {
-            Some(p) => Err(Error::Poisoned(p.clone())),
-            None => self.inner.wait_durable(st, target),
+        let res = match st.poisoned.clone() {
+            Some(p) => {
+                // Let go of the state lock before taking it again below.
+                drop(st);
+                Err(Error::Poisoned(p))
+            }
+            None => self.inner.wait_durable(st, target).map(drop),
         };
         lock(&self.inner.state).closed = true;
         lock(&self.inner.lock).take();
@@ -449,6 +508,9 @@ impl Inner {
                 });
             }
         }
+        let waits = force_sync || self.opts.sync == SyncPolicy::Always;
+        // Declared before the state guard, so dropped after it on an error path.
+        let counted = waits.then(|| AppenderCount::new(self));
         let mut st = self.writable()?;
         let first = st.next_lsn;
         for d in datas {
@@ -467,11 +529,19 @@ impl Inner {
             }
         }
         let last = st.appended_lsn;
-        if force_sync || self.opts.sync == SyncPolicy::Always {
-            self.wait_durable(st, last)?;
+        if waits {
+            st.pending += 1;
+            self.wake_gatherer(&st);
+            let st = self.wait_durable(st, last)?;
+            if let Some(c) = counted {
+                c.leave(&st);
+            }
         } else if st.buf.len() >= FLUSH_AT {
             let mut io = self.lock_io(&mut st)?;
             self.write_out(&mut st, &mut io)?;
+            // Let the device work while appenders fill the next MiB, so that the fsync
+            // at rotation (or interval, or close) waits for a little, not for all of it.
+            io.file.start_writeback();
         }
         Ok((first, last))
     }
@@ -512,6 +582,7 @@ impl Inner {
             return Err(self.poison(st, what));
         }
         st.synced_lsn = st.synced_lsn.max(st.appended_lsn);
+        st.pending = 0;
         self.cond.notify_all();
         let id = st.seg_id + 1;
         let name = segment_name(id);
@@ -558,11 +629,16 @@ impl Inner {
         }
     }
 
-    /// Returns once `lsn` is durable, leading a group commit when nobody else is.
-    fn wait_durable<'a>(&'a self, mut st: MutexGuard<'a, State>, lsn: u64) -> Result<()> {
+    /// Returns (still holding the state lock) once `lsn` is durable, leading a group
+    /// commit when nobody else is.
+    fn wait_durable<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        lsn: u64,
+    ) -> Result<MutexGuard<'a, State>> {
         loop {
             if st.synced_lsn >= lsn {
-                return Ok(());
+                return Ok(st);
             }
             if let Some(p) = &st.poisoned {
                 return Err(Error::Poisoned(p.clone()));
@@ -573,16 +649,64 @@ impl Inner {
             st = if st.syncing {
                 self.cond.wait(st).unwrap_or_else(|e| e.into_inner())
             } else {
+                st = self.gather(st);
+                if st.synced_lsn >= lsn || st.poisoned.is_some() || st.closed {
+                    // Someone else's fsync (a rotation) covered it meanwhile.
+                    st.syncing = false;
+                    self.cond.notify_all();
+                    continue;
+                }
                 self.sync_round(st)
             };
         }
+    }
+
+    /// Wakes a gathering leader once everyone it waits for is in the buffer (not at
+    /// every arrival: each wake-up is a context switch on a busy machine).
+    fn wake_gatherer(&self, st: &State) {
+        if st.gathering && self.appenders.load(Ordering::SeqCst) <= st.pending {
+            self.gather.notify_one();
+        }
+    }
+
+    /// Before a group commit, waits (at most half the last commit's time) while some
+    /// appender is inside `append` without a record in the buffer yet: one just woken
+    /// by the previous commit and about to return, or one blocked on the state lock.
+    /// Without this, writers split into two cohorts that alternate, each fsync
+    /// covering half of them. A lone writer never waits: it is the only appender and
+    /// its record is in the buffer.
+    fn gather<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        st.syncing = true;
+        let limit = (st.last_sync / 2).min(Duration::from_millis(2));
+        if limit.is_zero() || self.appenders.load(Ordering::SeqCst) <= st.pending {
+            return st;
+        }
+        let deadline = Instant::now() + limit;
+        st.gathering = true;
+        self.gathering.store(true, Ordering::SeqCst);
+        while self.appenders.load(Ordering::SeqCst) > st.pending {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            st = self
+                .gather
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        st.gathering = false;
+        self.gathering.store(false, Ordering::SeqCst);
+        st
     }
 
     /// One group commit: take the buffer, write and fdatasync it outside the state
     /// lock (appenders keep filling a fresh buffer meanwhile), then publish.
     fn sync_round<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         st.syncing = true;
+        st.pending = 0;
         let target = st.appended_lsn;
+        let started = Instant::now();
         let spare = std::mem::take(&mut st.spare);
         let mut data = std::mem::replace(&mut st.buf, spare);
         // Taking the file lock before letting go of the state lock keeps writes in
@@ -615,6 +739,7 @@ impl Inner {
             data = Vec::with_capacity(64 * 1024);
         }
         let mut st = lock(&self.state);
+        st.last_sync = started.elapsed();
         st.spare = data;
         st.syncing = false;
         match res {

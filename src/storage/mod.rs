@@ -42,6 +42,10 @@ pub trait ReadFile: Read + Send {
     fn seek_to(&mut self, offset: u64) -> io::Result<()>;
     /// The file's current size.
     fn size(&self) -> io::Result<u64>;
+    /// Hints that the file is about to be read sequentially and that its first
+    /// `prefetch` bytes are wanted soon, so the OS can read ahead. Only a hint: the
+    /// default does nothing.
+    fn advise_sequential(&self, _prefetch: u64) {}
 }
 
 /// A file opened for appending.
@@ -50,6 +54,11 @@ pub trait WriteFile: Send {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
     /// Makes everything written so far durable (fdatasync).
     fn sync_data(&mut self) -> io::Result<()>;
+    /// Asks the OS to start writing what was written so far to the device, without
+    /// waiting: a later [`WriteFile::sync_data`] then has little left to wait for.
+    /// Only a hint that promises nothing about durability; the default does nothing.
+    #[cfg(target_os = "linux")]
+    fn start_writeback(&mut self) {}
 }
 
 /// Outcome of [`Storage::try_lock`].
@@ -182,6 +191,19 @@ impl ReadFile for FsRead {
     fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
+    #[cfg(target_os = "linux")]
+    fn advise_sequential(&self, prefetch: u64) {
+        let fd = self.0.as_raw_fd();
+        let len = prefetch.min(i64::MAX as u64) as libc::off_t;
+        // SAFETY: advisory calls on a descriptor we own; no memory is shared. Failure
+        // only means no read-ahead.
+        unsafe {
+            libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+            if len > 0 {
+                libc::posix_fadvise(fd, 0, len, libc::POSIX_FADV_WILLNEED);
+            }
+        }
+    }
 }
 
 struct FsWrite(File);
@@ -192,6 +214,15 @@ impl WriteFile for FsWrite {
     }
     fn sync_data(&mut self) -> io::Result<()> {
         self.0.sync_data()
+    }
+    #[cfg(target_os = "linux")]
+    fn start_writeback(&mut self) {
+        // SAFETY: an advisory call on a descriptor we own. SYNC_FILE_RANGE_WRITE only
+        // submits dirty pages for write-out and does not wait for them; a failure here
+        // is seen (and reported) by the next fdatasync.
+        unsafe {
+            libc::sync_file_range(self.0.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
     }
 }
 

@@ -1,0 +1,226 @@
+//! Group commit under `SyncPolicy::Always`: many writers share fsyncs, every
+//! acknowledged record is on disk with its own LSN, and a failing fsync wakes every
+//! waiting writer with an error instead of leaving one asleep or acknowledging
+//! unsynced bytes.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use walctl::reader::WalReader;
+use walctl::storage::{DirEntry, FileStorage, LockAttempt, ReadFile, Storage, WriteFile};
+use walctl::writer::{SyncPolicy, Wal, WalOptions};
+
+fn always() -> WalOptions {
+    WalOptions {
+        sync: SyncPolicy::Always,
+        max_segments: 0,
+        ..WalOptions::default()
+    }
+}
+
+#[test]
+fn concurrent_durable_appends_get_unique_contiguous_lsns_and_all_land() {
+    let dir = common::tempdir();
+    let wal = Arc::new(Wal::open(dir.path(), always()).unwrap());
+    const THREADS: usize = 16;
+    const EACH: usize = 60;
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                (0..EACH)
+                    .map(|i| {
+                        let data = format!("t{t}-i{i}");
+                        let lsn = wal.append(data.as_bytes()).unwrap();
+                        // Durable when append returned.
+                        assert!(wal.durable_lsn() >= lsn);
+                        (lsn, data)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut acked: Vec<(u64, String)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    wal.close().unwrap();
+    acked.sort();
+    let lsns: Vec<u64> = acked.iter().map(|(l, _)| *l).collect();
+    assert_eq!(lsns, (1..=(THREADS * EACH) as u64).collect::<Vec<_>>());
+
+    let reader = WalReader::open(dir.path()).unwrap();
+    let on_disk: Vec<(u64, String)> = reader
+        .entries_from(1)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.lsn, String::from_utf8(e.data).unwrap())
+        })
+        .collect();
+    assert_eq!(on_disk, acked);
+}
+
+/// FileStorage whose files start failing fdatasync once `fail` is set, and that
+/// counts the fsyncs that succeeded.
+#[derive(Debug)]
+struct FailingSync {
+    inner: FileStorage,
+    fail: Arc<AtomicBool>,
+    synced: Arc<AtomicU64>,
+}
+
+struct FailingFile {
+    inner: Box<dyn WriteFile>,
+    fail: Arc<AtomicBool>,
+    synced: Arc<AtomicU64>,
+}
+
+impl WriteFile for FailingFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        self.inner.sync_data()?;
+        self.synced.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl FailingSync {
+    fn wrap(&self, f: Box<dyn WriteFile>) -> Box<dyn WriteFile> {
+        Box::new(FailingFile {
+            inner: f,
+            fail: self.fail.clone(),
+            synced: self.synced.clone(),
+        })
+    }
+}
+
+impl Storage for FailingSync {
+    fn root(&self) -> &Path {
+        self.inner.root()
+    }
+    fn list(&self, dir: &str) -> io::Result<Vec<DirEntry>> {
+        self.inner.list(dir)
+    }
+    fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>> {
+        self.inner.open_read(name)
+    }
+    fn size(&self, name: &str) -> io::Result<u64> {
+        self.inner.size(name)
+    }
+    fn open_append(&self, name: &str) -> io::Result<Box<dyn WriteFile>> {
+        self.inner.open_append(name).map(|f| self.wrap(f))
+    }
+    fn create(&self, name: &str) -> io::Result<Box<dyn WriteFile>> {
+        self.inner.create(name).map(|f| self.wrap(f))
+    }
+    fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
+        self.inner.truncate(name, len)
+    }
+    fn remove_file(&self, name: &str) -> io::Result<()> {
+        self.inner.remove_file(name)
+    }
+    fn create_dir(&self, name: &str) -> io::Result<()> {
+        self.inner.create_dir(name)
+    }
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &str) -> io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn try_lock(&self) -> io::Result<LockAttempt> {
+        self.inner.try_lock()
+    }
+    fn lock_path(&self) -> PathBuf {
+        self.inner.lock_path()
+    }
+}
+
+#[test]
+fn a_failed_fsync_wakes_every_waiting_writer_with_an_error() {
+    let dir = common::tempdir();
+    let fail = Arc::new(AtomicBool::new(false));
+    let synced = Arc::new(AtomicU64::new(0));
+    let storage = Arc::new(FailingSync {
+        inner: FileStorage::open(dir.path()).unwrap(),
+        fail: fail.clone(),
+        synced: synced.clone(),
+    });
+    let wal = Arc::new(Wal::open_with_storage(storage, always()).unwrap());
+    let (tx, rx) = mpsc::channel();
+    for t in 0..8 {
+        let (wal, tx) = (wal.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let err = loop {
+                match wal.append(format!("writer {t}").as_bytes()) {
+                    Ok(lsn) => acked.push(lsn),
+                    Err(e) => break e,
+                }
+            };
+            tx.send((acked, err.to_string())).unwrap();
+        });
+    }
+    drop(tx);
+    // Let group commits happen, then make every fsync fail.
+    while synced.load(Ordering::SeqCst) < 20 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    fail.store(true, Ordering::SeqCst);
+    let mut all_acked = HashSet::new();
+    for _ in 0..8 {
+        let (acked, err) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a writer was left waiting after the fsync failure");
+        assert!(
+            err.contains("injected fsync failure") || err.contains("poisoned"),
+            "{err}"
+        );
+        for l in acked {
+            assert!(all_acked.insert(l), "LSN {l} acknowledged twice");
+        }
+    }
+    // Nothing acknowledged beyond what a successful fsync covered.
+    let durable = wal.durable_lsn();
+    assert!(all_acked.iter().all(|&l| l <= durable));
+    assert!(wal.append(b"after").is_err());
+    assert!(wal.close().is_err());
+    drop(wal);
+
+    // Everything acknowledged is in the log, in order.
+    let reader = WalReader::open(dir.path()).unwrap();
+    let lsns: HashSet<u64> = reader
+        .entries_from(1)
+        .unwrap()
+        .map(|e| e.unwrap().lsn)
+        .collect();
+    assert!(all_acked.is_subset(&lsns));
+}
+
+#[test]
+fn a_lone_durable_writer_and_sync_still_work_between_group_commits() {
+    let dir = common::tempdir();
+    let wal = Wal::open(dir.path(), always()).unwrap();
+    for i in 0..50u64 {
+        assert_eq!(wal.append(&i.to_le_bytes()).unwrap(), i + 1);
+        assert_eq!(wal.durable_lsn(), i + 1);
+    }
+    let (first, last) = wal.append_batch(&[b"a", b"b", b"c"]).unwrap();
+    assert_eq!((first, last), (51, 53));
+    wal.flush().unwrap();
+    wal.sync().unwrap();
+    assert_eq!(wal.durable_lsn(), 53);
+    wal.close().unwrap();
+}
