@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::codec::{decode_body, LEN_PREFIX, MAX_BODY_LEN};
+use crate::codec::{decode_body, leading_lsn, LEN_PREFIX, MAX_BODY_LEN};
 use crate::error::{Error, Problem, ProblemKind, Result, Severity};
 use crate::segment::{list_segments, SegmentFile};
 use crate::storage::{ReadFile, Storage};
@@ -313,18 +313,7 @@ impl Scanner {
         }
         let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
         // The LSN is the first field; a short prefix of the body is enough to read it.
-        let body = &head[4..n.min(4 + len)];
-        if body.first() != Some(&0x08) {
-            return Ok(None);
-        }
-        let mut v = 0u64;
-        for (i, &b) in body[1..].iter().enumerate().take(10) {
-            v |= ((b & 0x7f) as u64) << (7 * i);
-            if b < 0x80 {
-                return Ok(Some(v));
-            }
-        }
-        Ok(None)
+        Ok(leading_lsn(&head[4..n.min(4 + len)]))
     }
 
     fn is_last_segment(&self) -> bool {
