@@ -268,7 +268,8 @@ impl Wal {
             }
         };
         let last_lsn = scan.last_lsn;
-        let next_lsn = last_lsn.map_or(1, |l| l + 1);
+        // Saturating: a log ending at LSN u64::MAX opens, and refuses every append.
+        let next_lsn = last_lsn.map_or(1, |l| l.saturating_add(1));
         let mut segments: VecDeque<u64> = scan.segments.iter().map(|s| s.id).collect();
         if segments.is_empty() {
             segments.push_back(seg_id);
@@ -279,8 +280,8 @@ impl Wal {
             next_lsn,
             seg_id,
             seg_size,
-            appended_lsn: next_lsn - 1,
-            synced_lsn: next_lsn - 1,
+            appended_lsn: last_lsn.unwrap_or(0),
+            synced_lsn: last_lsn.unwrap_or(0),
             syncing: false,
             gathering: false,
             pending: 0,
@@ -479,7 +480,9 @@ impl Drop for Wal {
 impl Inner {
     fn writable(&self) -> Result<MutexGuard<'_, State>> {
         let st = lock(&self.state);
-        if st.closed {
+        // `shutdown` is set as close() begins: an append racing it must fail, not
+        // land after close's final sync and be dropped.
+        if st.closed || st.shutdown {
             return Err(Error::Closed);
         }
         if let Some(p) = &st.poisoned {
@@ -513,15 +516,17 @@ impl Inner {
         let counted = waits.then(|| AppenderCount::new(self));
         let mut st = self.writable()?;
         let first = st.next_lsn;
+        // Checked before anything is encoded: a refused batch leaves nothing behind.
+        if first.checked_add(datas.len() as u64).is_none() {
+            return Err(Error::InvalidOption("LSN space exhausted".into()));
+        }
         for d in datas {
             if st.seg_size >= self.opts.max_segment_size {
                 self.rotate(&mut st)?;
             }
             let lsn = st.next_lsn;
             let n = encode_record(&mut st.buf, lsn, d.as_ref(), checkpoint);
-            st.next_lsn = lsn
-                .checked_add(1)
-                .ok_or_else(|| Error::InvalidOption("LSN space exhausted".into()))?;
+            st.next_lsn = lsn + 1;
             st.appended_lsn = lsn;
             st.seg_size += n as u64;
             if checkpoint {
@@ -584,7 +589,9 @@ impl Inner {
         st.synced_lsn = st.synced_lsn.max(st.appended_lsn);
         st.pending = 0;
         self.cond.notify_all();
-        let id = st.seg_id + 1;
+        let Some(id) = st.seg_id.checked_add(1) else {
+            return Err(self.poison(st, "segment ids are exhausted".into()));
+        };
         let name = segment_name(id);
         let file = match self.storage.create(&name) {
             Ok(f) => f,

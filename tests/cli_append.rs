@@ -515,7 +515,7 @@ fn bulk_input_is_complete_and_in_order() {
 }
 
 #[test]
-fn closed_stdout_ends_quietly_and_keeps_what_was_appended() {
+fn closed_stdout_ends_quietly_and_still_appends_all_input() {
     let tmp = tempdir();
     let dir = tmp.path().join("log");
     fs::create_dir(&dir).unwrap();
@@ -530,14 +530,24 @@ fn closed_stdout_ends_quietly_and_keeps_what_was_appended() {
         .unwrap();
     drop(child.stdout.take());
     let mut stdin = child.stdin.take().unwrap();
-    // The first acknowledgement hits the closed pipe; append stops reading then.
-    let _ = stdin.write_all(b"a\nb\n");
-    drop(stdin);
+    // The first acknowledgement hits the closed pipe; append stops printing but
+    // keeps appending: a reader that went away must not make input disappear.
+    let lines: Vec<String> = (1..=30_000).map(|i| format!("line {i}")).collect();
+    let writer = std::thread::spawn(move || {
+        for l in &lines {
+            if stdin.write_all(format!("{l}\n").as_bytes()).is_err() {
+                return false;
+            }
+        }
+        true
+    });
     let out = child.wait_with_output().unwrap();
+    assert!(writer.join().unwrap(), "append stopped reading its input");
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     assert!(!stderr_of(&out).contains("error"), "{}", stderr_of(&out));
     let got = datas(&dir);
-    assert!(!got.is_empty() && got[0] == b"a", "{got:?}");
+    assert_eq!(got.len(), 30_000);
+    assert_eq!(got[29_999], b"line 30000");
 }
 
 // ---------------------------------------------------------------------------------

@@ -518,3 +518,40 @@ fn concurrent_appenders_get_distinct_contiguous_lsns() {
         assert_eq!(data.as_bytes(), &rdata[..]);
     }
 }
+
+#[test]
+fn lsn_exhaustion_is_refused_before_anything_is_written() {
+    let dir = tempdir();
+    let mut seg = Vec::new();
+    walctl::codec::encode_record(&mut seg, u64::MAX - 2, b"nearly full", false);
+    fs::write(dir.path().join("segment-0"), &seg).unwrap();
+    let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    // The last usable LSN is u64::MAX - 1, so that "the next LSN" always exists.
+    assert_eq!(wal.append(b"last").unwrap(), u64::MAX - 1);
+    let size = fs::metadata(dir.path().join("segment-0")).unwrap().len();
+    assert!(matches!(
+        wal.append(b"one too many"),
+        Err(Error::InvalidOption(_))
+    ));
+    assert!(matches!(
+        wal.append_batch(&[b"a", b"b"]),
+        Err(Error::InvalidOption(_))
+    ));
+    wal.close().unwrap();
+    assert_eq!(
+        fs::metadata(dir.path().join("segment-0")).unwrap().len(),
+        size
+    );
+    let lsns: Vec<u64> = read_all(dir.path()).iter().map(|e| e.0).collect();
+    assert_eq!(lsns, vec![u64::MAX - 2, u64::MAX - 1]);
+
+    // A log whose last record claims LSN u64::MAX still opens (no overflow) and
+    // refuses to append.
+    let dir = tempdir();
+    let mut seg = Vec::new();
+    walctl::codec::encode_record(&mut seg, u64::MAX, b"max", false);
+    fs::write(dir.path().join("segment-0"), &seg).unwrap();
+    let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(wal.durable_lsn(), u64::MAX);
+    assert!(matches!(wal.append(b"x"), Err(Error::InvalidOption(_))));
+}

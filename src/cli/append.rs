@@ -528,6 +528,8 @@ struct Committer<'a, W: Write> {
     first: Option<u64>,
     last: Option<u64>,
     count: u64,
+    /// stdout was closed by its reader: keep appending, stop printing.
+    stdout_closed: bool,
 }
 
 impl<W: Write> Sink for Committer<'_, W> {
@@ -549,11 +551,16 @@ impl<W: Write> Sink for Committer<'_, W> {
         self.first.get_or_insert(first);
         self.last = Some(last);
         self.count += last - first + 1;
-        if !self.json {
-            for lsn in first..=last {
-                writeln!(self.out, "{lsn}")?;
+        if !self.json && !self.stdout_closed {
+            let printed = (first..=last)
+                .try_for_each(|lsn| writeln!(self.out, "{lsn}"))
+                .and_then(|()| self.out.flush());
+            match printed {
+                // Whoever read the LSNs has gone (`| head -1`). The input is still
+                // appended, all of it: a closed stdout must not drop entries.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => self.stdout_closed = true,
+                other => other?,
             }
-            self.out.flush()?;
         }
         Ok(())
     }
@@ -756,6 +763,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         first: None,
         last: None,
         count: 0,
+        stdout_closed: false,
     };
     let work = match prepared {
         Some(mut batch) => committer.commit(&mut batch),
