@@ -510,7 +510,7 @@ fn verify_flipped_bit_exits_4_naming_segment_and_offset() {
 }
 
 #[test]
-fn not_a_wal_directory_exits_1_and_empty_dir_is_an_empty_log() {
+fn not_a_wal_directory_exits_1_even_when_it_exists() {
     let tmp = tempdir();
     let missing = tmp.path().join("missing");
     let file = tmp.path().join("file");
@@ -525,20 +525,23 @@ fn not_a_wal_directory_exits_1_and_empty_dir_is_an_empty_log() {
             assert!(r.stderr.contains(says), "{}", r.stderr);
         }
     }
-    // An existing directory without segments: an empty, clean log.
+    // An existing directory without segments is not a log either: a mistyped --dir
+    // must never pass for a clean, empty log. (`dump --follow` may wait for one.)
     let empty = tmp.path().join("empty");
     fs::create_dir(&empty).unwrap();
-    let r = run(&["dump", "--json"], &empty);
-    assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (0, "", ""));
-    let r = run(&["verify", "--json"], &empty);
-    assert_eq!(r.code, 0);
-    let v = &json_lines(&r.stdout)[0];
-    assert_eq!(
-        (v["segments"].as_u64(), v["records"].as_u64()),
-        (Some(0), Some(0))
-    );
-    let r = run(&["segments", "--json"], &empty);
-    assert_eq!((r.code, r.stdout.as_str()), (0, ""));
+    fs::write(empty.join("segment-0.bak"), b"not a segment").unwrap();
+    for cmd in [
+        &["dump", "--json"][..],
+        &["verify", "--json"],
+        &["verify", "--quiet"],
+        &["segments"],
+    ] {
+        let r = run(cmd, &empty);
+        assert_eq!(r.code, 1, "{cmd:?}");
+        assert_eq!(r.stdout, "", "{cmd:?}");
+        assert!(r.stderr.contains("not a WAL directory"), "{}", r.stderr);
+        assert!(r.stderr.contains("holds no segment files"), "{}", r.stderr);
+    }
     // WALCTL_DIR works in place of --dir.
     let out = walctl()
         .args(["verify", "--json"])

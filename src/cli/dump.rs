@@ -124,7 +124,12 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             ));
         }
     }
-    let storage = args.dir.open_read()?;
+    // Following may start before the first segment exists; anything else needs a log.
+    let storage = if args.follow {
+        args.dir.open_read()?
+    } else {
+        args.dir.open_log()?
+    };
 
     let mut from = args.from.unwrap_or(0);
     if args.since_checkpoint {

@@ -76,6 +76,26 @@ impl DirArg {
             .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", dir.display()))?;
         Ok(Arc::new(storage))
     }
+
+    /// [`DirArg::open_read`] for a log that must exist: a directory holding no
+    /// segment file is "not a WAL directory" (exit 1), so that a mistyped `--dir`
+    /// never passes for a clean, empty log.
+    pub fn open_log(&self) -> anyhow::Result<Arc<dyn Storage>> {
+        let storage = self.open_read()?;
+        require_segments(storage.as_ref())?;
+        Ok(storage)
+    }
+}
+
+/// Fails unless the directory behind `storage` holds at least one segment file.
+pub fn require_segments(storage: &dyn Storage) -> anyhow::Result<()> {
+    if walctl::segment::list_segments(storage)?.is_empty() {
+        anyhow::bail!(
+            "not a WAL directory: {} holds no segment files (segment-<N>); nothing was changed",
+            storage.root().display()
+        );
+    }
+    Ok(())
 }
 
 /// Process exit status, per [`EXIT_CODES`].

@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 use walctl::quarantine::{Manifest, RestoreAction, QUARANTINE_DIR};
 use walctl::repair::{self, CutAction, LsnRange, Plan, PlannedCut, Policy, Verdict};
 use walctl::scan::ScanReport;
-use walctl::segment::list_segments;
 use walctl::storage::{FileStorage, LockProbe, Storage};
 use walctl::Error;
 
@@ -95,12 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     }
     // Before anything that could create a file (the lock): a wrong --dir is an error,
     // never an empty log.
-    if list_segments(storage.as_ref())?.is_empty() {
-        anyhow::bail!(
-            "{} holds no segment files (segment-<N>): not a WAL directory; nothing was changed",
-            dir.display()
-        );
-    }
+    super::require_segments(storage.as_ref())?;
     let policy = Policy::from(args.policy);
     if args.apply {
         let applied = repair::apply(storage, policy)?;

@@ -77,7 +77,7 @@ pub fn status_word(worst: Option<Severity>) -> &'static str {
 /// Scans the whole log behind `dir` with a progress bar (hidden when `quiet`, and
 /// unless stderr is a terminal and the log large).
 pub fn scan_with_progress(dir: &DirArg, quiet: bool, what: &str) -> anyhow::Result<ScanReport> {
-    let storage = dir.open_read()?;
+    let storage = dir.open_log()?;
     let total: u64 = list_segments(storage.as_ref())?
         .iter()
         .map(|s| s.size)
