@@ -245,17 +245,6 @@ fn decode_canonical(buf: &[u8]) -> Option<RecordRef<'_>> {
     })
 }
 
-/// The LSN of a record from the first bytes of its body, when the body starts with
-/// the LSN field (as every record walctl or the reference writes does). Lets a reader
-/// find where a segment starts without reading its first record whole.
-pub fn leading_lsn(body_prefix: &[u8]) -> Option<u64> {
-    if body_prefix.first() != Some(&TAG_LSN) {
-        return None;
-    }
-    let mut pos = 1;
-    get_varint(body_prefix, &mut pos).ok()
-}
-
 /// Decodes a protobuf `WAL_Entry` body (the bytes after the length prefix).
 ///
 /// Accepts what a protobuf parser accepts for this message: fields in any order,
@@ -428,16 +417,6 @@ mod tests {
             body[i] = byte;
             proptest::prop_assert_eq!(decode_body(&body), decode_general(&body));
         }
-    }
-
-    #[test]
-    fn leading_lsn_reads_only_the_first_field() {
-        let mut rec = Vec::new();
-        encode_record(&mut rec, 300_000, b"payload", false);
-        assert_eq!(leading_lsn(&rec[4..8]), Some(300_000));
-        assert_eq!(leading_lsn(&rec[4..5]), None, "truncated varint");
-        assert_eq!(leading_lsn(&[0x12, 0x01, 0x00]), None, "data field first");
-        assert_eq!(leading_lsn(&[]), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::codec::{decode_body, leading_lsn, LEN_PREFIX, MAX_BODY_LEN};
+use crate::codec::{decode_body, LEN_PREFIX, MAX_BODY_LEN};
 use crate::error::{Error, Problem, ProblemKind, Result, Severity};
 use crate::segment::{list_segments, SegmentFile};
 use crate::storage::{ReadFile, Storage};
@@ -305,15 +305,27 @@ impl Scanner {
         let size = file
             .size()
             .map_err(|e| Error::io("stat", self.storage.root().join(&seg.name), e))?;
-        let mut head = [0u8; 4 + 24];
-        let n = read_up_to(&mut *file, &mut head)
-            .map_err(|e| Error::io("read", self.storage.root().join(&seg.name), e))?;
-        if n < 4 || size < 4 {
+        let io = |e| Error::io("read", self.storage.root().join(&seg.name), e);
+        let mut prefix = [0u8; LEN_PREFIX];
+        if size < LEN_PREFIX as u64 || read_up_to(&mut *file, &mut prefix).map_err(io)? < LEN_PREFIX
+        {
             return Ok(None);
         }
-        let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
-        // The LSN is the first field; a short prefix of the body is enough to read it.
-        Ok(leading_lsn(&head[4..n.min(4 + len)]))
+        let len = u32::from_le_bytes(prefix) as u64;
+        // Bounded before allocating: by the record cap and by the file.
+        if len > self.opts.max_body_len as u64 || LEN_PREFIX as u64 + len > size {
+            return Ok(None);
+        }
+        let mut body = vec![0u8; len as usize];
+        if read_up_to(&mut *file, &mut body).map_err(io)? < body.len() {
+            return Ok(None);
+        }
+        // Only an intact record may decide to skip a segment: a damaged first LSN
+        // must not hide records at or after `from`.
+        Ok(decode_body(&body)
+            .ok()
+            .filter(|r| r.crc_ok())
+            .map(|r| r.lsn))
     }
 
     fn is_last_segment(&self) -> bool {

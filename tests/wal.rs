@@ -555,3 +555,35 @@ fn lsn_exhaustion_is_refused_before_anything_is_written() {
     assert_eq!(wal.durable_lsn(), u64::MAX);
     assert!(matches!(wal.append(b"x"), Err(Error::InvalidOption(_))));
 }
+
+#[test]
+fn a_damaged_first_record_never_makes_a_reader_skip_a_segment() {
+    let dir = tempdir();
+    let wal = Wal::open(dir.path(), opts(1024, 0)).unwrap();
+    for i in 1..=60 {
+        wal.append(&payload(i)).unwrap();
+    }
+    wal.close().unwrap();
+    let report = scan(dir.path());
+    let (s1, s2) = (&report.segments[1], &report.segments[2]);
+    let from = s1.last_lsn.unwrap(); // in segment 1
+                                     // Segment 2's first record is LSN s2.first_lsn: make its varint claim LSN 1
+                                     // (`08 <lsn>` starts the body); the CRC no longer matches.
+    let path = dir.path().join(&s2.name);
+    let mut bytes = fs::read(&path).unwrap();
+    assert_eq!(bytes[4], 0x08);
+    bytes[5] = 1;
+    fs::write(&path, bytes).unwrap();
+    let mut it = WalReader::open(dir.path())
+        .unwrap()
+        .entries_from(from)
+        .unwrap();
+    assert_eq!(
+        it.next().unwrap().unwrap().lsn,
+        from,
+        "segment 1 was not skipped"
+    );
+    let err = it.next().unwrap().unwrap_err();
+    assert_eq!(err.problem().unwrap().segment, s2.name);
+    assert_eq!(err.problem().unwrap().offset, 0);
+}
