@@ -351,9 +351,9 @@ fn same_bytes(
     let mut left = len;
     while left > 0 {
         let want = left.min(COPY_CHUNK as u64) as usize;
-        let ra = read_full(&mut *fa, &mut ba[..want])
+        let ra = crate::storage::read_up_to(&mut *fa, &mut ba[..want])
             .map_err(|e| Error::io("read", storage.root().join(a), e))?;
-        let rb = read_full(&mut *fb, &mut bb[..want])
+        let rb = crate::storage::read_up_to(&mut *fb, &mut bb[..want])
             .map_err(|e| Error::io("read", storage.root().join(b), e))?;
         if ra != want || rb != want || ba[..want] != bb[..want] {
             return Ok(false);
@@ -361,17 +361,6 @@ fn same_bytes(
         left -= want as u64;
     }
     Ok(true)
-}
-
-fn read_full(f: &mut dyn crate::storage::ReadFile, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// Appends the bytes of saved copy `src` from `from` to its end onto `dst`, and
@@ -526,7 +515,15 @@ pub fn restore(storage: &dyn Storage, id: &str) -> Result<Vec<RestoredItem>> {
                 }
             }
             Some(size) => {
-                let end = item.offset + item.length;
+                let Some(end) = item.offset.checked_add(item.length) else {
+                    return Err(quarantine_err(
+                        id,
+                        format!(
+                            "manifest says {} bytes at offset {} of {}: past any file. Nothing was changed",
+                            item.length, item.offset, item.file
+                        ),
+                    ));
+                };
                 let done = size.wrapping_sub(item.offset);
                 if size < item.offset
                     || size > end

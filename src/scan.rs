@@ -307,7 +307,8 @@ impl Scanner {
             .map_err(|e| Error::io("stat", self.storage.root().join(&seg.name), e))?;
         let io = |e| Error::io("read", self.storage.root().join(&seg.name), e);
         let mut prefix = [0u8; LEN_PREFIX];
-        if size < LEN_PREFIX as u64 || read_up_to(&mut *file, &mut prefix).map_err(io)? < LEN_PREFIX
+        if size < LEN_PREFIX as u64
+            || crate::storage::read_up_to(&mut *file, &mut prefix).map_err(io)? < LEN_PREFIX
         {
             return Ok(None);
         }
@@ -317,7 +318,7 @@ impl Scanner {
             return Ok(None);
         }
         let mut body = vec![0u8; len as usize];
-        if read_up_to(&mut *file, &mut body).map_err(io)? < body.len() {
+        if crate::storage::read_up_to(&mut *file, &mut body).map_err(io)? < body.len() {
             return Ok(None);
         }
         // Only an intact record may decide to skip a segment: a damaged first LSN
@@ -631,17 +632,6 @@ impl Scanner {
         }
         Ok(more)
     }
-}
-
-fn read_up_to(file: &mut dyn ReadFile, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// The newest checkpoint of a log.

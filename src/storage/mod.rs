@@ -372,3 +372,17 @@ impl Storage for FileStorage {
         })
     }
 }
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+pub fn read_up_to(file: &mut dyn ReadFile, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
