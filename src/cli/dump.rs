@@ -249,6 +249,8 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
 fn usage_error(msg: &str) -> ! {
     use clap::CommandFactory;
     let mut cmd = super::Cli::command();
+    // Build first so the subcommand's usage line says "walctl dump".
+    cmd.build();
     let sub = cmd.find_subcommand_mut("dump").cloned();
     let mut cmd = sub.unwrap_or(cmd);
     cmd.error(clap::error::ErrorKind::ArgumentConflict, msg)
