@@ -6,14 +6,11 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use common::sim::SimDisk;
 use walctl::reader::WalReader;
-use walctl::storage::{DirEntry, FileStorage, LockAttempt, ReadFile, Storage, WriteFile};
 use walctl::writer::{SyncPolicy, Wal, WalOptions};
 
 fn always() -> WalOptions {
@@ -67,98 +64,11 @@ fn concurrent_durable_appends_get_unique_contiguous_lsns_and_all_land() {
     assert_eq!(on_disk, acked);
 }
 
-/// FileStorage whose files start failing fdatasync once `fail` is set, and that
-/// counts the fsyncs that succeeded.
-#[derive(Debug)]
-struct FailingSync {
-    inner: FileStorage,
-    fail: Arc<AtomicBool>,
-    synced: Arc<AtomicU64>,
-}
-
-struct FailingFile {
-    inner: Box<dyn WriteFile>,
-    fail: Arc<AtomicBool>,
-    synced: Arc<AtomicU64>,
-}
-
-impl WriteFile for FailingFile {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.inner.write_all(buf)
-    }
-    fn sync_data(&mut self) -> io::Result<()> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(io::Error::other("injected fsync failure"));
-        }
-        self.inner.sync_data()?;
-        self.synced.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
-
-impl FailingSync {
-    fn wrap(&self, f: Box<dyn WriteFile>) -> Box<dyn WriteFile> {
-        Box::new(FailingFile {
-            inner: f,
-            fail: self.fail.clone(),
-            synced: self.synced.clone(),
-        })
-    }
-}
-
-impl Storage for FailingSync {
-    fn root(&self) -> &Path {
-        self.inner.root()
-    }
-    fn list(&self, dir: &str) -> io::Result<Vec<DirEntry>> {
-        self.inner.list(dir)
-    }
-    fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>> {
-        self.inner.open_read(name)
-    }
-    fn size(&self, name: &str) -> io::Result<u64> {
-        self.inner.size(name)
-    }
-    fn open_append(&self, name: &str) -> io::Result<Box<dyn WriteFile>> {
-        self.inner.open_append(name).map(|f| self.wrap(f))
-    }
-    fn create(&self, name: &str) -> io::Result<Box<dyn WriteFile>> {
-        self.inner.create(name).map(|f| self.wrap(f))
-    }
-    fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
-        self.inner.truncate(name, len)
-    }
-    fn remove_file(&self, name: &str) -> io::Result<()> {
-        self.inner.remove_file(name)
-    }
-    fn create_dir(&self, name: &str) -> io::Result<()> {
-        self.inner.create_dir(name)
-    }
-    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn sync_dir(&self, dir: &str) -> io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn try_lock(&self) -> io::Result<LockAttempt> {
-        self.inner.try_lock()
-    }
-    fn lock_path(&self) -> PathBuf {
-        self.inner.lock_path()
-    }
-}
-
 #[test]
 fn a_failed_fsync_wakes_every_waiting_writer_with_an_error() {
     let dir = common::tempdir();
-    let fail = Arc::new(AtomicBool::new(false));
-    let synced = Arc::new(AtomicU64::new(0));
-    let storage = Arc::new(FailingSync {
-        inner: FileStorage::open(dir.path()).unwrap(),
-        fail: fail.clone(),
-        synced: synced.clone(),
-    });
-    let wal = Arc::new(Wal::open_with_storage(storage, always()).unwrap());
+    let disk = SimDisk::new(dir.path());
+    let wal = Arc::new(Wal::open_with_storage(Arc::new(disk.clone()), always()).unwrap());
     let (tx, rx) = mpsc::channel();
     for t in 0..8 {
         let (wal, tx) = (wal.clone(), tx.clone());
@@ -175,10 +85,10 @@ fn a_failed_fsync_wakes_every_waiting_writer_with_an_error() {
     }
     drop(tx);
     // Let group commits happen, then make every fsync fail.
-    while synced.load(Ordering::SeqCst) < 20 {
+    while disk.syncs() < 20 {
         std::thread::sleep(Duration::from_millis(1));
     }
-    fail.store(true, Ordering::SeqCst);
+    disk.fail_file_sync(true);
     let mut all_acked = HashSet::new();
     for _ in 0..8 {
         let (acked, err) = rx

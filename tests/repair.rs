@@ -8,7 +8,6 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use assert_cmd::cargo::CommandCargoExt;
@@ -18,9 +17,7 @@ use walctl::quarantine::{self, RestoreAction, QUARANTINE_DIR};
 use walctl::reader::WalReader;
 use walctl::repair::{self, CutAction, LsnRange, Policy, Verdict};
 use walctl::scan::{Event, ScanOptions, Scanner};
-use walctl::storage::{
-    DirEntry, FileStorage, LockAttempt, ReadFile, Storage, WriteFile, LOCK_FILE,
-};
+use walctl::storage::{FileStorage, Storage, LOCK_FILE};
 use walctl::writer::{SyncPolicy, Wal, WalOptions};
 use walctl::{Error, Severity};
 
@@ -817,113 +814,8 @@ fn restore_refuses_a_segment_written_after_the_cut_and_a_damaged_copy() {
 }
 
 // ---------------------------------------------------------------------------------
-// Crashes: a storage that fails its N-th mutating call, after which nothing more
-// happens (as if the process were killed there).
-
-#[derive(Debug)]
-struct Faulty {
-    inner: FileStorage,
-    calls: Arc<AtomicU64>,
-    fail_at: u64,
-}
-
-impl Faulty {
-    fn new(dir: &Path, fail_at: u64) -> Self {
-        Faulty {
-            inner: FileStorage::open(dir).unwrap(),
-            calls: Arc::new(AtomicU64::new(0)),
-            fail_at,
-        }
-    }
-}
-
-fn tick(calls: &AtomicU64, fail_at: u64) -> io::Result<()> {
-    if calls.fetch_add(1, Ordering::SeqCst) == fail_at {
-        Err(io::Error::other("injected crash"))
-    } else {
-        Ok(())
-    }
-}
-
-struct FaultyWrite {
-    inner: Box<dyn WriteFile>,
-    calls: Arc<AtomicU64>,
-    fail_at: u64,
-}
-
-impl WriteFile for FaultyWrite {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        if let Err(e) = tick(&self.calls, self.fail_at) {
-            // Killed part-way through the write.
-            self.inner.write_all(&buf[..buf.len() / 2])?;
-            return Err(e);
-        }
-        self.inner.write_all(buf)
-    }
-    fn sync_data(&mut self) -> io::Result<()> {
-        tick(&self.calls, self.fail_at)?;
-        self.inner.sync_data()
-    }
-}
-
-impl Faulty {
-    fn tick(&self) -> io::Result<()> {
-        tick(&self.calls, self.fail_at)
-    }
-    fn wrap(&self, inner: Box<dyn WriteFile>) -> Box<dyn WriteFile> {
-        Box::new(FaultyWrite {
-            inner,
-            calls: self.calls.clone(),
-            fail_at: self.fail_at,
-        })
-    }
-}
-
-impl Storage for Faulty {
-    fn root(&self) -> &Path {
-        self.inner.root()
-    }
-    fn list(&self, dir: &str) -> io::Result<Vec<DirEntry>> {
-        self.inner.list(dir)
-    }
-    fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>> {
-        self.inner.open_read(name)
-    }
-    fn size(&self, name: &str) -> io::Result<u64> {
-        self.inner.size(name)
-    }
-    fn open_append(&self, name: &str) -> io::Result<Box<dyn WriteFile>> {
-        self.tick()?;
-        Ok(self.wrap(self.inner.open_append(name)?))
-    }
-    fn create(&self, name: &str) -> io::Result<Box<dyn WriteFile>> {
-        self.tick()?;
-        Ok(self.wrap(self.inner.create(name)?))
-    }
-    fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
-        self.tick()?;
-        self.inner.truncate(name, len)
-    }
-    fn remove_file(&self, name: &str) -> io::Result<()> {
-        self.tick()?;
-        self.inner.remove_file(name)
-    }
-    fn create_dir(&self, name: &str) -> io::Result<()> {
-        self.tick()?;
-        self.inner.create_dir(name)
-    }
-    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        self.tick()?;
-        self.inner.rename(from, to)
-    }
-    fn sync_dir(&self, dir: &str) -> io::Result<()> {
-        self.tick()?;
-        self.inner.sync_dir(dir)
-    }
-    fn try_lock(&self) -> io::Result<LockAttempt> {
-        self.inner.try_lock()
-    }
-}
+// Crashes: `SimDisk::crash_at(dir, n)` fails the n-th mutating call (a write lands
+// half-way) and every call after it, as if the process were killed there.
 
 /// Kills `apply` before each of its mutating steps in turn; each time, nothing may be
 /// lost, and a rerun must finish the job with the same result as an uninterrupted
@@ -940,7 +832,7 @@ fn crash_at_every_step(damaged_dir: &Path, policy: Policy, expect_kept: &[Pos]) 
     loop {
         let ctx = format!("{policy} killed at step {n}");
         let (_t, dir) = copy_of(damaged_dir);
-        let faulty: Arc<dyn Storage> = Arc::new(Faulty::new(&dir, n));
+        let faulty: Arc<dyn Storage> = Arc::new(common::sim::SimDisk::crash_at(&dir, n));
         match apply(faulty, policy) {
             Ok(done) => {
                 // Every step ran: the uninterrupted repair.
@@ -1026,7 +918,7 @@ fn killed_restore_loses_nothing_and_a_rerun_finishes() {
     loop {
         let ctx = format!("restore killed at step {n}");
         let (_t, dir) = copy_of(&repaired);
-        let faulty: Arc<dyn Storage> = Arc::new(Faulty::new(&dir, n));
+        let faulty: Arc<dyn Storage> = Arc::new(common::sim::SimDisk::crash_at(&dir, n));
         let finished = restore(faulty, &id).is_ok();
         // Whatever was restored so far is the original, and the rest is still saved.
         assert_nothing_lost(&dir, &want, &ctx);
