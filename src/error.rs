@@ -160,8 +160,9 @@ pub enum Error {
     /// The writer was closed; nothing was written.
     #[error("the log is closed; nothing was written")]
     Closed,
-    /// An earlier write or fsync failed; the writer accepts nothing more.
-    #[error("the writer is poisoned by an earlier failure ({0}); nothing was written. Reopen the log to continue")]
+    /// A write or fsync failed (in this call or an earlier one); the writer accepts
+    /// nothing more. Records not acknowledged may be partly on disk.
+    #[error("the writer failed ({0}) and accepts nothing more: records not yet acknowledged may be partly on disk (the next open saves and cuts a torn tail); reopen the log to continue")]
     Poisoned(String),
     /// A record is larger than walctl accepts.
     #[error("record of {len} bytes exceeds the maximum of {max} bytes")]
