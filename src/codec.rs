@@ -186,6 +186,74 @@ fn skip(buf: &[u8], pos: &mut usize, n: u64, at: usize) -> Result<(), DecodeErro
     Ok(())
 }
 
+/// Whether `present`, the bytes found after a length prefix that claims `len` body
+/// bytes (more than `present` holds), can be what a write cut short leaves of such a
+/// record: the fields writers emit (LSN, data, CRC, checkpoint flag), in that order,
+/// each cut off or consistent with `len`, possibly followed by zero bytes (blocks a
+/// crash left unwritten). A whole record in fewer bytes than claimed, or anything
+/// else, means the length prefix itself is damaged: corruption, not a torn tail.
+/// Never allocates; reads only `present`.
+pub fn could_be_cut_short(present: &[u8], len: u64) -> bool {
+    // Trailing zeros may be unwritten blocks: what is left must be a cut-short record.
+    // (Zeros that belong to the record only make it a shorter prefix of itself.)
+    let end = present.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let present = &present[..end];
+    // A varint: Some(value), or None when the bytes run out inside it (cut short);
+    // Err(()) when it is malformed.
+    let varint = |pos: &mut usize| -> Result<Option<u64>, ()> {
+        let at = *pos;
+        match get_varint(present, pos) {
+            Ok(v) => Ok(Some(v)),
+            // get_varint fails at the end of the bytes or on an overlong varint.
+            Err(_) if present.len() - at < 10 => Ok(None),
+            Err(_) => Err(()),
+        }
+    };
+    let mut pos = 0;
+    match present.first() {
+        None => return true,
+        Some(&TAG_LSN) => pos += 1,
+        Some(_) => return false,
+    }
+    match varint(&mut pos) {
+        Ok(Some(lsn)) if lsn != 0 => {}
+        Ok(None) => return true,
+        _ => return false,
+    }
+    let Some(&tag) = present.get(pos) else {
+        return true;
+    };
+    if tag == TAG_DATA {
+        pos += 1;
+        let n = match varint(&mut pos) {
+            Ok(Some(n)) => n,
+            Ok(None) => return true,
+            Err(()) => return false,
+        };
+        // After the data come the CRC field (absent when 0, else 2..=6 bytes) and the
+        // checkpoint flag (absent, or 2 bytes): 0 or 2..=8 bytes in all.
+        let end = (pos as u64).saturating_add(n);
+        match len.checked_sub(end) {
+            Some(rest) if rest <= 8 && rest != 1 => {}
+            _ => return false,
+        }
+        if end >= present.len() as u64 {
+            return true;
+        }
+        pos = end as usize;
+    }
+    if present[pos] == TAG_CRC {
+        pos += 1;
+        match varint(&mut pos) {
+            Ok(Some(crc)) if crc <= u32::MAX as u64 => {}
+            Ok(None) => return true,
+            _ => return false,
+        }
+    }
+    // Only the checkpoint flag can be missing now.
+    len.checked_sub(pos as u64) == Some(2) && [TAG_CHECKPOINT, 1].starts_with(&present[pos..])
+}
+
 /// Reads a varint for the fast path: `None` when it is truncated or overflows (the
 /// general decoder then reports why).
 #[inline(always)]
@@ -231,7 +299,7 @@ fn decode_canonical(buf: &[u8]) -> Option<RecordRef<'_>> {
         return None;
     }
     pos += 1;
-    let crc = fast_varint(buf, &mut pos)? as u32;
+    let crc = u32::try_from(fast_varint(buf, &mut pos)?).ok()?;
     let checkpoint = match &buf[pos..] {
         [] => false,
         [TAG_CHECKPOINT, 1] => true,
@@ -250,7 +318,10 @@ fn decode_canonical(buf: &[u8]) -> Option<RecordRef<'_>> {
 /// Accepts what a protobuf parser accepts for this message: fields in any order,
 /// repeated scalar fields (the last one wins), unknown fields (skipped). Rejects
 /// wire-type mismatches on known fields, groups, field number 0 and anything that
-/// runs past the end. Never panics, never allocates. The layout walctl writes takes a
+/// runs past the end; and, stricter than protobuf, two encodings no writer produces,
+/// so that a flipped bit in them is seen: a CRC varint above `u32::MAX` (protobuf
+/// would truncate it) and an `isCheckpoint` other than 0 or 1 (protobuf reads any
+/// non-zero value as true). Never panics, never allocates. The layout walctl writes takes a
 /// straight-line fast path.
 #[inline]
 pub fn decode_body(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
@@ -288,8 +359,28 @@ fn decode_general(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
                 skip(buf, &mut pos, n, at)?;
                 rec.data = &buf[start..pos];
             }
-            (3, 0) => rec.crc = get_varint(buf, &mut pos)? as u32,
-            (4, 0) => rec.checkpoint = get_varint(buf, &mut pos)? != 0,
+            (3, 0) => {
+                // A uint32 varint that does not fit 32 bits is never written; reading
+                // it truncated would hide a flipped bit in the CRC's fifth byte.
+                rec.crc = u32::try_from(get_varint(buf, &mut pos)?).map_err(|_| DecodeError {
+                    at,
+                    reason: "CRC does not fit 32 bits",
+                })?
+            }
+            (4, 0) => {
+                // FORMAT.md: absent and false are both a regular record. A bool other
+                // than 0 or 1 is never written: it is damage, not `true`.
+                rec.checkpoint = match get_varint(buf, &mut pos)? {
+                    0 => false,
+                    1 => true,
+                    _ => {
+                        return Err(DecodeError {
+                            at,
+                            reason: "isCheckpoint is neither 0 nor 1",
+                        })
+                    }
+                }
+            }
             (1..=4, _) => {
                 return Err(DecodeError {
                     at,
@@ -420,6 +511,45 @@ mod tests {
     }
 
     #[test]
+    fn cut_short_records_are_told_from_damaged_length_prefixes() {
+        for (lsn, data, cp) in [
+            (1u64, &b""[..], false),
+            (7, b"x", true),
+            (300, &[0xffu8; 200][..], false),
+            (u64::MAX, b"abc", true),
+        ] {
+            let rec = prost_bytes(lsn, data, cp);
+            let body = &rec[LEN_PREFIX..];
+            let len = body.len() as u64;
+            // Every proper prefix of a body is what a cut-short write leaves, and so
+            // is one followed by zeros (unwritten blocks).
+            for cut in 0..body.len() {
+                assert!(could_be_cut_short(&body[..cut], len), "{lsn} cut {cut}");
+                let mut z = body[..cut].to_vec();
+                z.resize(body.len() - 1, 0);
+                assert!(could_be_cut_short(&z, len), "{lsn} cut {cut} + zeros");
+            }
+            // A whole body under a length prefix that claims more is a damaged prefix,
+            // and so is a whole body followed by the start of the next record (except
+            // the one ambiguous case: a regular record whose length grew by exactly
+            // the 2 bytes of a checkpoint flag).
+            for extra in [1u64, 3, 4, 100, 1 << 20] {
+                assert!(!could_be_cut_short(body, len + extra), "{lsn} +{extra}");
+            }
+            assert_eq!(could_be_cut_short(body, len + 2), !cp, "{lsn} +2");
+            let mut two = body.to_vec();
+            two.extend_from_slice(&prost_bytes(lsn.saturating_add(1), data, cp)[..6]);
+            assert!(!could_be_cut_short(&two, len + 50), "{lsn} then the next");
+        }
+        // Garbage is not a cut-short record.
+        assert!(!could_be_cut_short(&[0x12, 0x05, 1], 40));
+        assert!(!could_be_cut_short(
+            &[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+            40
+        ));
+    }
+
+    #[test]
     fn decode_rejects_bad_bodies_without_panicking() {
         // Truncated varint, data running past the end, group wire type, field 0.
         for bad in [
@@ -430,6 +560,25 @@ mod tests {
         ] {
             assert!(decode_body(bad).is_err(), "{bad:?}");
         }
+        // Stricter than protobuf: a CRC above 32 bits (here 2^32 + 5: its fifth byte
+        // 0x10 holds bit 32) and a checkpoint flag of 2 are damage.
+        let crc_33_bits = [0x08u8, 1, 0x18, 0x85, 0x80, 0x80, 0x80, 0x10];
+        assert!(decode_body(&crc_33_bits).is_err());
+        let mut crc_32_bits = crc_33_bits;
+        crc_32_bits[7] = 0x0f;
+        assert_eq!(decode_body(&crc_32_bits).unwrap().crc, 0xf000_0005);
+        assert!(decode_body(&[0x08, 1, 0x18, 5, 0x20, 2]).is_err());
+        // An explicit false is a regular record (FORMAT.md), an explicit true a checkpoint.
+        assert!(
+            !decode_body(&[0x08, 1, 0x18, 5, 0x20, 0])
+                .unwrap()
+                .checkpoint
+        );
+        assert!(
+            decode_body(&[0x08, 1, 0x18, 5, 0x20, 1])
+                .unwrap()
+                .checkpoint
+        );
         // Unknown fields are skipped.
         let rec = decode_body(&[0x08, 0x05, 0x28, 0x07, 0x35, 1, 2, 3, 4]).unwrap();
         assert_eq!(rec.lsn, 5);

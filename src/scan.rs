@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::codec::{decode_body, LEN_PREFIX, MAX_BODY_LEN};
+use crate::codec::{could_be_cut_short, decode_body, LEN_PREFIX, MAX_BODY_LEN};
 use crate::error::{Error, Problem, ProblemKind, Result, Severity};
 use crate::segment::{list_segments, SegmentFile};
 use crate::storage::{ReadFile, Storage};
@@ -233,6 +233,13 @@ pub struct Scanner {
     /// The previous segment ended with a problem: the LSN break at the start of the
     /// next one is explained by it and not reported again.
     after_problem: bool,
+    /// Segments listed at the start (or found by `poll`) that were gone when their
+    /// turn came, retired by retention from the front of the log while it was read.
+    retired: Vec<SegmentFile>,
+    /// Retired segments were skipped and no segment was opened since.
+    skipped_retired: bool,
+    /// Id of the segment the last intact record came from.
+    prev_segment: Option<u64>,
     stopped: bool,
     waiting: bool,
 }
@@ -262,6 +269,9 @@ impl Scanner {
             buf: Vec::new(),
             prev_lsn: None,
             after_problem: false,
+            retired: Vec::new(),
+            skipped_retired: false,
+            prev_segment: None,
             stopped: false,
             waiting: false,
         };
@@ -296,12 +306,39 @@ impl Scanner {
         self.prev_lsn
     }
 
+    /// Segments that were listed but had been deleted from the front of the log (by
+    /// a live writer's retention) by the time the scan reached them; they were
+    /// skipped. A segment missing while an older one is still there is never
+    /// skipped: that is an error.
+    pub fn retired(&self) -> &[SegmentFile] {
+        &self.retired
+    }
+
+    /// Whether segment `idx`, which could not be opened because it does not exist
+    /// (any more), was retired by retention: retention deletes segments oldest
+    /// first, so a segment retired from the front leaves no older segment behind. A
+    /// segment missing from the middle of the log is damage, not retirement.
+    fn retired_from_front(&self, idx: usize, err: &Error) -> Result<bool> {
+        let Error::Io { source, .. } = err else {
+            return Ok(false);
+        };
+        if source.kind() != std::io::ErrorKind::NotFound {
+            return Ok(false);
+        }
+        let id = self.segments[idx].id;
+        let now = list_segments(self.storage.as_ref())?;
+        Ok(!now.iter().any(|s| s.id <= id))
+    }
+
     fn peek_first_lsn(&mut self, idx: usize) -> Result<Option<u64>> {
         let seg = &self.segments[idx];
-        let mut file = self
-            .storage
-            .open_read(&seg.name)
-            .map_err(|e| Error::io("open", self.storage.root().join(&seg.name), e))?;
+        let mut file = match self.storage.open_read(&seg.name) {
+            Ok(f) => f,
+            // Deleted (by retention) since it was listed: it cannot decide a skip;
+            // reading it in turn finds out what happened to it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", self.storage.root().join(&seg.name), e)),
+        };
         let size = file
             .size()
             .map_err(|e| Error::io("stat", self.storage.root().join(&seg.name), e))?;
@@ -402,22 +439,33 @@ impl Scanner {
                 Step::Done
             });
         }
-        if self.cur.is_none() {
+        while self.cur.is_none() {
             if self.idx >= self.segments.len() {
-                if self.opts.follow && self.segments.is_empty() {
+                if self.opts.follow && (self.segments.is_empty() || self.skipped_retired) {
                     // A log with no segment yet: its first segment may still come.
+                    // Or every segment known was retired before it could be read:
+                    // newer ones exist, and `poll` finds them.
                     self.waiting = true;
                     return Ok(Step::Waiting);
                 }
                 return Ok(Step::Done);
             }
-            self.open_current()?;
+            match self.open_current() {
+                Ok(()) => self.skipped_retired = false,
+                Err(e) if self.retired_from_front(self.idx, &e)? => {
+                    let seg = self.segments.remove(self.idx);
+                    self.retired.push(seg);
+                    self.skipped_retired = true;
+                }
+                Err(e) => return Err(e),
+            }
         }
         // The path is only built for an error: this runs once per record.
         let (storage, name) = (&self.storage, &self.segments[self.idx].name);
         let io = |e| Error::io("read", storage.root().join(name), e);
         let max = self.opts.max_body_len as u64;
         let last = self.is_last_segment();
+        let seg_id = self.segments[self.idx].id;
         let follow = self.opts.follow;
         let r = self.cur.as_mut().expect("opened above");
         let offset = r.offset;
@@ -439,12 +487,24 @@ impl Scanner {
             if len > max {
                 Some((ProblemKind::LengthTooLarge { len, max }, false))
             } else if LEN_PREFIX as u64 + len > available {
+                // A torn tail only where the bytes present can be the start of a record
+                // of that length: a complete record in fewer bytes means the prefix is
+                // damaged, and cutting there would drop good records and reuse their
+                // LSNs. (Following, the record may still be being written.) The read
+                // is bounded by the file, which is shorter than the bounded length.
+                let tornish = last
+                    && (follow || {
+                        r.fill(&mut self.buf, available as usize).map_err(io)?;
+                        let start = r.start + LEN_PREFIX;
+                        let present = &self.buf[start..r.start + available as usize];
+                        could_be_cut_short(present, len)
+                    });
                 Some((
                     ProblemKind::TruncatedRecord {
                         len,
                         available: available - LEN_PREFIX as u64,
                     },
-                    true,
+                    tornish,
                 ))
             } else {
                 None
@@ -473,6 +533,23 @@ impl Scanner {
                         false,
                     )),
                     Ok(rec) => {
+                        // An LSN jump at the start of a segment whose predecessors
+                        // (by id) were never read is explained when they were retired
+                        // from the front of the log while it was read (a live
+                        // writer's retention): nothing older is left on disk. If
+                        // anything older is still there, the jump is a real gap.
+                        let retired_gap = match (self.prev_lsn, self.prev_segment) {
+                            (Some(prev), Some(prev_seg))
+                                if offset == 0
+                                    && rec.lsn > prev.saturating_add(1)
+                                    && prev_seg.saturating_add(1) < seg_id =>
+                            {
+                                !list_segments(self.storage.as_ref())?
+                                    .iter()
+                                    .any(|s| s.id < seg_id)
+                            }
+                            _ => false,
+                        };
                         let continuity = match self.prev_lsn {
                             _ if rec.lsn == 0 => Some(ProblemKind::Undecodable {
                                 reason: "LSN 0 is never written".into(),
@@ -483,7 +560,8 @@ impl Scanner {
                             }),
                             Some(prev)
                                 if rec.lsn != prev + 1
-                                    && !(self.after_problem && rec.lsn > prev) =>
+                                    && !(self.after_problem && rec.lsn > prev)
+                                    && !(retired_gap && rec.lsn > prev) =>
                             {
                                 Some(ProblemKind::LsnGap {
                                     expected: prev + 1,
@@ -521,6 +599,7 @@ impl Scanner {
                 r.advance(LEN_PREFIX + body_len);
                 self.prev_lsn = Some(lsn);
                 self.after_problem = false;
+                self.prev_segment = Some(seg_id);
                 let sum = self.cur_summary.as_mut().expect("a segment is open");
                 sum.records += 1;
                 sum.first_lsn.get_or_insert(lsn);
@@ -608,11 +687,15 @@ impl Scanner {
             .collect();
         let mut more = false;
         if let Some(r) = self.cur.as_mut() {
-            let name = &self.segments[self.idx].name;
-            let size = self
-                .storage
-                .size(name)
-                .map_err(|e| Error::io("stat", self.storage.root().join(name), e))?;
+            // The open file, not its name: retention may delete a segment a slow
+            // follower is still reading, and its bytes stay readable through it.
+            let size = r.file.size().map_err(|e| {
+                Error::io(
+                    "stat",
+                    self.storage.root().join(&self.segments[self.idx].name),
+                    e,
+                )
+            })?;
             if size > r.size {
                 r.size = size;
                 if let Some(s) = self.cur_summary.as_mut() {

@@ -55,10 +55,12 @@ pub fn stdout() -> io::BufWriter<io::StdoutLock<'static>> {
     io::BufWriter::with_capacity(64 * 1024, io::stdout().lock())
 }
 
-/// Writes one value as one JSON line.
+/// Writes one value as one JSON line. The line is built whole first: a value that
+/// cannot be serialized is an error with nothing written, never half a line.
 pub fn json_line(out: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, value).map_err(io::Error::other)?;
-    out.write_all(b"\n")
+    let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
+    line.push(b'\n');
+    out.write_all(&line)
 }
 
 /// A byte-progress bar on stderr when stderr is a terminal, the work is large, and

@@ -192,7 +192,8 @@ fn report(
             (Verdict::Cut, true) => "cut",
         };
         let mut v = json!({
-            "dir": dir,
+            // A path that is not UTF-8 is shown with U+FFFD, never a panic in json!.
+            "dir": dir.to_string_lossy(),
             "policy": plan.policy,
             "apply": applied.is_some(),
             "status": status,
@@ -208,7 +209,9 @@ fn report(
             "suggested_policy": suggested.map(|s| s.policy),
             "suggested": suggested.map(cuts_json),
             "quarantine_id": quarantine.map(|m| m.id.clone()),
-            "quarantine_dir": quarantine.map(|m| dir.join(QUARANTINE_DIR).join(&m.id)),
+            "quarantine_dir": quarantine.map(|m| {
+                dir.join(QUARANTINE_DIR).join(&m.id).to_string_lossy().into_owned()
+            }),
             "worst_after": after.map(|a| a.worst()),
             "exit_code": exit as i32,
         });
@@ -375,7 +378,7 @@ fn restore(args: &Args, storage: Arc<dyn Storage>, id: &str) -> anyhow::Result<E
         output::json_line(
             &mut out,
             &json!({
-                "dir": dir,
+                "dir": dir.to_string_lossy(),
                 "restored": done.id,
                 "items": done.items,
                 "worst_after": done.after.worst(),

@@ -99,7 +99,9 @@ struct CheckpointOut {
 
 #[derive(Serialize)]
 struct Report<'a> {
-    dir: &'a Path,
+    /// The directory as given; a name that is not UTF-8 is shown with U+FFFD for
+    /// the bytes that are not (JSON strings cannot hold them).
+    dir: String,
     status: &'static str,
     exit_code: i32,
     segments: usize,
@@ -126,7 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             .filter_map(|s| s.problem.as_ref().map(|p| ProblemOut::new(p, s.size)))
             .collect();
         let json = Report {
-            dir: &args.dir.dir,
+            dir: args.dir.dir.to_string_lossy().into_owned(),
             status: status_word(report.worst()),
             exit_code: exit as i32,
             segments: report.segments.len(),

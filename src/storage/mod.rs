@@ -240,13 +240,24 @@ impl Storage for FileStorage {
             let Ok(name) = entry.file_name().into_string() else {
                 continue; // not UTF-8: never a segment, never ours
             };
-            let ft = entry.file_type()?;
+            // An entry deleted between readdir and its stat (a live writer's
+            // retention) is simply no longer there: it is left out, not an error.
+            let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+            let ft = match entry.file_type() {
+                Ok(ft) => ft,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e),
+            };
             let (kind, size) = if ft.is_symlink() {
                 (EntryKind::Symlink, 0)
             } else if ft.is_dir() {
                 (EntryKind::Dir, 0)
             } else if ft.is_file() {
-                (EntryKind::File, entry.metadata()?.len())
+                match entry.metadata() {
+                    Ok(m) => (EntryKind::File, m.len()),
+                    Err(e) if gone(&e) => continue,
+                    Err(e) => return Err(e),
+                }
             } else {
                 let _ = ft.is_fifo();
                 (EntryKind::Other, 0)
@@ -257,9 +268,12 @@ impl Storage for FileStorage {
     }
 
     fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>> {
+        // O_NONBLOCK: a FIFO put where a segment was listed must fail below, not block
+        // the reader forever waiting for a writer. It changes nothing for regular
+        // files, the only kind read past the check.
         let f = OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(self.path(name))?;
         if !f.metadata()?.is_file() {
             return Err(io::Error::new(

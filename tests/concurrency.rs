@@ -1,0 +1,969 @@
+//! Concurrency (the "Reliability" issue): one writer at a time, and readers that run
+//! beside a live writer (`verify`, `dump`, `dump --follow`, the library readers)
+//! while it appends, rotates and retires segments, never mistaking a record still
+//! being written, or a segment deleted by retention, for damage.
+//!
+//! Every payload is a function of its LSN, so any record a reader prints can be
+//! checked byte for byte.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use walctl::error::{Error, Severity};
+use walctl::reader::WalReader;
+use walctl::scan::{Event, ScanOptions, Scanner};
+use walctl::storage::FileStorage;
+use walctl::writer::{SyncPolicy, Wal, WalOptions};
+
+// ---------------------------------------------------------------- helpers
+
+/// `Wal::open`, retried while the lock looks held: a child another test thread is
+/// forking holds a copy of this process's descriptors (a lock just released
+/// included) until it execs, for a moment.
+fn wal_open(dir: &Path, opts: WalOptions) -> walctl::Result<Wal> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match Wal::open(dir, opts.clone()) {
+            Err(Error::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            r => return r,
+        }
+    }
+}
+
+fn walctl() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_walctl"));
+    c.env_remove("WALCTL_DIR").env_remove("NO_COLOR");
+    c
+}
+
+fn run(args: &[&str], dir: &Path) -> Output {
+    walctl()
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Size of the payload of LSN `lsn`: mostly small, every 19th one over 64 KiB (so a
+/// reader can catch it half-written: it takes many pages and a long write).
+fn data_len(lsn: u64) -> usize {
+    if lsn % 19 == 0 {
+        64 * 1024 + 1 + (lsn as usize * 7919) % 40_000
+    } else {
+        1 + (lsn as usize * 31) % 1500
+    }
+}
+
+/// The payload of LSN `lsn`: printable ASCII (one line, no escaping in JSON).
+fn data_for(lsn: u64) -> Vec<u8> {
+    let seed = format!("<{lsn}>");
+    let n = data_len(lsn);
+    let mut s = seed.repeat(n / seed.len() + 1).into_bytes();
+    s.truncate(n);
+    s
+}
+
+fn checkpoint_data(lsn: u64) -> Vec<u8> {
+    format!("checkpoint at {lsn}").into_bytes()
+}
+
+/// Checks one `dump --json` record against the payload its LSN must have.
+fn check_record(v: &Value, ctx: &str) -> u64 {
+    let lsn = v["lsn"].as_u64().unwrap_or_else(|| panic!("{ctx}: {v}"));
+    assert!(v.get("data_encoding").is_none(), "{ctx}: {v}");
+    let data = v["data"].as_str().unwrap().as_bytes();
+    let want = if v["checkpoint"] == true {
+        checkpoint_data(lsn)
+    } else {
+        data_for(lsn)
+    };
+    assert!(
+        data == want.as_slice(),
+        "{ctx}: LSN {lsn} holds {} bytes that are not its payload ({} bytes)",
+        data.len(),
+        want.len()
+    );
+    lsn
+}
+
+fn json_lines(stdout: &[u8], ctx: &str) -> Vec<Value> {
+    text(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{ctx}: {e}: {:.200}", l)))
+        .collect()
+}
+
+/// A `walctl append` child fed from a thread, its printed LSNs collected.
+struct AppendProcess {
+    child: Child,
+    feeder: Option<JoinHandle<u64>>,
+    acks: Option<JoinHandle<Vec<u64>>>,
+    stop: Arc<AtomicBool>,
+    fed: Arc<AtomicU64>,
+}
+
+impl AppendProcess {
+    /// Starts `walctl append` with `opts` and feeds it `data_for(1..)` one line each,
+    /// in small groups, until `stop` is set or `max` records were fed.
+    fn start(dir: &Path, opts: &[&str], max: u64) -> AppendProcess {
+        let mut child = walctl()
+            .arg("append")
+            .arg("--dir")
+            .arg(dir)
+            .args(opts)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let fed = Arc::new(AtomicU64::new(0));
+        let mut stdin: ChildStdin = child.stdin.take().unwrap();
+        let (s, f) = (stop.clone(), fed.clone());
+        let feeder = std::thread::spawn(move || {
+            let mut lsn = 0;
+            while lsn < max && !s.load(Ordering::SeqCst) {
+                let mut group = Vec::new();
+                for _ in 0..4 {
+                    lsn += 1;
+                    group.extend_from_slice(&data_for(lsn));
+                    group.push(b'\n');
+                }
+                stdin.write_all(&group).unwrap();
+                stdin.flush().unwrap();
+                f.store(lsn, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(4));
+            }
+            drop(stdin); // EOF: append finishes and exits
+            lsn
+        });
+        let stdout = child.stdout.take().unwrap();
+        let acks = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map(|l| l.unwrap().trim().parse::<u64>().unwrap())
+                .collect()
+        });
+        AppendProcess {
+            child,
+            feeder: Some(feeder),
+            acks: Some(acks),
+            stop,
+            fed,
+        }
+    }
+
+    fn fed(&self) -> u64 {
+        self.fed.load(Ordering::SeqCst)
+    }
+
+    /// Stops feeding (at once when `stop`, else after `max` records), waits for the
+    /// writer; returns how many records it appended.
+    fn finish(mut self, stop: bool) -> u64 {
+        self.stop.store(stop, Ordering::SeqCst);
+        let n = self.feeder.take().unwrap().join().unwrap();
+        let status = self.child.wait().unwrap();
+        let mut stderr = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(status.code(), Some(0), "append: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        let acks = self.acks.take().unwrap().join().unwrap();
+        assert_eq!(acks, (1..=n).collect::<Vec<_>>(), "acknowledged LSNs");
+        n
+    }
+}
+
+impl Drop for AppendProcess {
+    fn drop(&mut self) {
+        // A failed test must not leave a writer behind.
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asserts what a `verify --json` run beside a live writer may say: clean, or a torn
+/// tail at the very end (a record being written); never corruption, never failure.
+/// Returns (exit code, last LSN).
+fn check_live_verify(out: &Output, from_one: bool, ctx: &str) -> (i32, Option<u64>) {
+    let code = out.status.code().unwrap_or(-1);
+    let stderr = text(&out.stderr);
+    assert!(
+        code == 0 || code == 3,
+        "{ctx}: verify exited {code} beside a live writer: {stderr}\n{}",
+        text(&out.stdout)
+    );
+    assert!(!stderr.contains("panicked"), "{ctx}: {stderr}");
+    let v = &json_lines(&out.stdout, ctx)[0];
+    assert_eq!(v["exit_code"], code, "{ctx}: {v}");
+    let problems = v["problems"].as_array().unwrap();
+    if code == 0 {
+        assert!(problems.is_empty(), "{ctx}: {v}");
+        assert_eq!(v["status"], "ok");
+    } else {
+        assert_eq!(problems.len(), 1, "{ctx}: {v}");
+        assert_eq!(problems[0]["severity"], "torn_tail", "{ctx}: {v}");
+        assert_eq!(problems[0]["last_good_lsn"], v["last_lsn"], "{ctx}: {v}");
+    }
+    let last = v["last_lsn"].as_u64();
+    if let (true, Some(last)) = (from_one, last) {
+        assert_eq!(v["first_lsn"], 1, "{ctx}: {v}");
+        assert_eq!(v["records"].as_u64(), Some(last), "{ctx}: {v}");
+    }
+    (code, last)
+}
+
+/// Checks a `dump --json` run beside a live writer: exit 0 or 3 (a torn tail being
+/// written), every printed record exact, LSNs strictly increasing. Returns the LSNs.
+fn check_live_dump(out: &Output, ctx: &str) -> Vec<u64> {
+    let code = out.status.code().unwrap_or(-1);
+    let stderr = text(&out.stderr);
+    assert!(
+        code == 0 || code == 3,
+        "{ctx}: dump exited {code} beside a live writer: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{ctx}: {stderr}");
+    if code == 3 {
+        assert!(stderr.contains("torn tail"), "{ctx}: {stderr}");
+    }
+    let lsns: Vec<u64> = json_lines(&out.stdout, ctx)
+        .iter()
+        .map(|v| check_record(v, ctx))
+        .collect();
+    assert!(
+        lsns.windows(2).all(|w| w[0] < w[1]),
+        "{ctx}: LSNs out of order"
+    );
+    lsns
+}
+
+// ---------------------------------------------------------------- one writer
+
+#[test]
+fn a_writer_process_keeps_out_the_library_and_other_processes() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let mut holder = walctl()
+        .args(["append", "--dir"])
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = holder.id();
+    let mut stdin = holder.stdin.take().unwrap();
+    let mut acks = BufReader::new(holder.stdout.take().unwrap());
+    stdin.write_all(b"first\n").unwrap();
+    stdin.flush().unwrap();
+    let mut line = String::new();
+    acks.read_line(&mut line).unwrap();
+    assert_eq!(line, "1\n"); // acknowledged: the process holds the lock now
+
+    // The library is refused, naming the directory, the lock file and the holder.
+    let err = Wal::open(dir, WalOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&dir.display().to_string()), "{msg}");
+    assert!(msg.contains(".walctl.lock"), "{msg}");
+    assert!(msg.contains(&format!("pid {pid}")), "{msg}");
+
+    // So are other processes: a second append, a checkpoint, a repair.
+    for args in [
+        &["append", "second writer"][..],
+        &["checkpoint", "state"],
+        &["truncate-corrupt", "--apply"],
+        &["truncate-corrupt", "--apply", "--policy", "point-in-time"],
+    ] {
+        let out = run(args, dir);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(".walctl.lock"), "{args:?}: {err}");
+        assert!(err.contains("locked by another writer"), "{args:?}: {err}");
+        assert!(err.contains(&format!("pid {pid}")), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!text(&out.stdout).contains("LSN"), "{args:?}");
+    }
+
+    // The holder is undisturbed and goes on with the next LSN.
+    stdin.write_all(b"second\n").unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    acks.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "2\n");
+    assert_eq!(holder.wait().unwrap().code(), Some(0));
+
+    // Nothing the refused writers were given reached the log.
+    let got: Vec<Vec<u8>> = WalReader::open(dir)
+        .unwrap()
+        .entries_from(0)
+        .unwrap()
+        .map(|e| e.unwrap().data)
+        .collect();
+    assert_eq!(got, vec![b"first".to_vec(), b"second".to_vec()]);
+    // The holder is gone: the lock is free.
+    let wal = wal_open(dir, WalOptions::default()).unwrap();
+    assert_eq!(wal.append(b"third").unwrap(), 3);
+    wal.close().unwrap();
+}
+
+// ---------------------------------------------------------------- readers beside a writer
+
+/// A `walctl append` process writes continuously (rotating often, records up to
+/// ~100 KiB) while `verify --json` and `dump --json` run beside it, over and over.
+fn readers_beside_an_append_process(sync: &str) {
+    let tmp = tempdir();
+    let dir = tmp.path().join("wal");
+    let writer = AppendProcess::start(
+        &dir,
+        &[
+            "--sync",
+            sync,
+            "--max-segment-size",
+            "128KiB",
+            "--max-segments",
+            "0",
+        ],
+        3000,
+    );
+    // Wait for the log to exist (a hang guard, not a timing assertion).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while segment_names_or_none(&dir).is_none_or(|n| n.is_empty()) || writer.fed() < 20 {
+        assert!(Instant::now() < deadline, "the writer never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut last_seen = 0u64;
+    let mut torn = 0;
+    // At least 12 rounds, and until the writer is well into the log (a count, so
+    // that a fast machine still reads beside many rotations).
+    let mut round = 0;
+    while round < 12 || writer.fed() < 600 {
+        round += 1;
+        let ctx = format!("sync {sync}, round {round}");
+        let (code, last) = check_live_verify(&run(&["verify", "--json"], &dir), true, &ctx);
+        torn += usize::from(code == 3);
+        let last = last.unwrap_or(0);
+        assert!(last >= last_seen, "{ctx}: the log went back");
+        last_seen = last;
+
+        let out = run(&["dump", "--json"], &dir);
+        torn += usize::from(out.status.code() == Some(3));
+        let lsns = check_live_dump(&out, &ctx);
+        assert_eq!(
+            lsns,
+            (1..=lsns.len() as u64).collect::<Vec<_>>(),
+            "{ctx}: not a contiguous prefix"
+        );
+        assert!(lsns.len() as u64 >= last_seen, "{ctx}");
+        last_seen = lsns.len() as u64;
+    }
+    let n = writer.finish(true);
+    assert!(n >= last_seen);
+    assert!(
+        segment_names(&dir).len() >= 5,
+        "the log rotated while being read"
+    );
+    // Done: the whole log, exactly, clean.
+    let out = run(&["dump", "--json"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(check_live_dump(&out, "final"), (1..=n).collect::<Vec<_>>());
+    let (code, last) = check_live_verify(&run(&["verify", "--json"], &dir), true, "final");
+    assert_eq!((code, last), (0, Some(n)));
+    eprintln!("sync {sync}: {n} records, {torn} reads saw a record mid-write");
+}
+
+fn segment_names_or_none(dir: &Path) -> Option<Vec<String>> {
+    dir.is_dir().then(|| segment_names(dir))
+}
+
+#[test]
+fn verify_and_dump_beside_an_append_process_sync_never() {
+    readers_beside_an_append_process("never");
+}
+
+#[test]
+fn verify_and_dump_beside_an_append_process_sync_always() {
+    readers_beside_an_append_process("always");
+}
+
+/// The library writer, with retention, in a thread: appends `data_for`, a checkpoint
+/// every 16 records, until told to stop. Returns the last LSN.
+fn retention_writer(
+    dir: PathBuf,
+    stop: Arc<AtomicBool>,
+    progress: Arc<AtomicU64>,
+) -> JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let wal = wal_open(
+            &dir,
+            WalOptions {
+                max_segment_size: 32 * 1024,
+                max_segments: 3,
+                sync: SyncPolicy::Never,
+            },
+        )
+        .unwrap();
+        let mut lsn = 0;
+        while !stop.load(Ordering::SeqCst) && lsn < 200_000 {
+            for _ in 0..4 {
+                lsn += 1;
+                let got = if lsn % 16 == 0 {
+                    wal.checkpoint(&checkpoint_data(lsn)).unwrap()
+                } else {
+                    wal.append(&data_for(lsn)).unwrap()
+                };
+                assert_eq!(got, lsn);
+            }
+            wal.flush().unwrap();
+            progress.store(lsn, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        wal.close().unwrap();
+        lsn
+    })
+}
+
+/// LSN jumps in a reader's output are only allowed where retention removed whole
+/// segments: the record after a jump starts its segment.
+fn check_jumps(records: &[Value], ctx: &str) {
+    for w in records.windows(2) {
+        let (a, b) = (w[0]["lsn"].as_u64().unwrap(), w[1]["lsn"].as_u64().unwrap());
+        if b != a + 1 {
+            assert!(b > a, "{ctx}: LSN {b} after {a}");
+            assert_eq!(
+                w[1]["offset"], 0,
+                "{ctx}: LSN {a} -> {b} inside a segment: {}",
+                w[1]
+            );
+            assert_ne!(w[0]["segment"], w[1]["segment"], "{ctx}");
+        }
+    }
+}
+
+#[test]
+fn readers_survive_retention_deleting_segments_under_them() {
+    let tmp = tempdir();
+    let dir = tmp.path().to_path_buf();
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicU64::new(0));
+    let writer = retention_writer(dir.clone(), stop.clone(), progress.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while progress.load(Ordering::SeqCst) < 200 {
+        assert!(Instant::now() < deadline, "the writer never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // A follower, started while retention is already deleting.
+    let follower = Follower::start(&dir);
+
+    // The library readers, in a thread of their own.
+    let lib_stop = Arc::new(AtomicBool::new(false));
+    let lib = {
+        let (dir, stop) = (dir.clone(), lib_stop.clone());
+        std::thread::spawn(move || {
+            let mut rounds = 0;
+            while !stop.load(Ordering::SeqCst) || rounds < 3 {
+                rounds += 1;
+                // WalReader: every record exact, stops only at a torn tail.
+                let mut prev = None;
+                for e in WalReader::open(&dir).unwrap().entries_from(0).unwrap() {
+                    match e {
+                        Ok(e) => {
+                            let want = if e.checkpoint {
+                                checkpoint_data(e.lsn)
+                            } else {
+                                data_for(e.lsn)
+                            };
+                            assert!(e.data == want, "WalReader: LSN {} is wrong", e.lsn);
+                            if let Some(p) = prev {
+                                assert!(e.lsn > p, "WalReader: {} after {p}", e.lsn);
+                                assert!(e.lsn == p + 1 || e.offset == 0, "WalReader: gap");
+                            }
+                            prev = Some(e.lsn);
+                        }
+                        Err(Error::Scan { problem }) => {
+                            assert_eq!(problem.severity, Severity::TornTail, "{problem}");
+                        }
+                        Err(e) => panic!("WalReader beside retention: {e}"),
+                    }
+                }
+                // The raw scanner, which goes on after problems (as verify does).
+                let storage = Arc::new(FileStorage::open(&dir).unwrap());
+                let mut scanner = Scanner::new(storage, ScanOptions::default()).unwrap();
+                while let Some(ev) = scanner.next().unwrap() {
+                    if let Event::SegmentEnd(s) = ev {
+                        if let Some(p) = &s.problem {
+                            assert_eq!(p.severity, Severity::TornTail, "Scanner: {p}");
+                        }
+                    }
+                }
+            }
+            rounds
+        })
+    };
+
+    let mut last_seen = 0;
+    let mut round = 0;
+    while round < 10 || progress.load(Ordering::SeqCst) < 600 {
+        round += 1;
+        let ctx = format!("retention, round {round}");
+        let (_, last) = check_live_verify(&run(&["verify", "--json"], &dir), false, &ctx);
+        let last = last.expect("records");
+        assert!(last >= last_seen, "{ctx}");
+        last_seen = last;
+
+        let out = run(&["dump", "--json"], &dir);
+        check_live_dump(&out, &ctx);
+        let records = json_lines(&out.stdout, &ctx);
+        check_jumps(&records, &ctx);
+        let last = records.last().unwrap()["lsn"].as_u64().unwrap();
+        assert!(last >= last_seen, "{ctx}");
+        last_seen = last;
+
+        let out = run(&["segments", "--json"], &dir);
+        let code = out.status.code();
+        assert!(
+            code == Some(0) || code == Some(3),
+            "{ctx}: segments exited {code:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    lib_stop.store(true, Ordering::SeqCst);
+    let lib_rounds = lib.join().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let n = writer.join().unwrap();
+    assert!(n > last_seen);
+    let names = segment_names(&dir);
+    assert!(
+        names[0] != "segment-0" && names.len() <= 3 + 16,
+        "retention deleted segments: {names:?}"
+    );
+
+    // The final log is clean; the follower saw all of it, each record once.
+    let out = run(&["dump", "--json"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let fin = json_lines(&out.stdout, "final");
+    assert_eq!(fin.last().unwrap()["lsn"], n);
+    check_jumps(&fin, "final");
+    let first = fin[0]["lsn"].as_u64().unwrap();
+    let (seen, code, stderr) = follower.collect_until(n);
+    assert_eq!(code, Some(0), "follower: {stderr}");
+    assert!(
+        !stderr.contains("corrupt") && !stderr.contains("torn"),
+        "{stderr}"
+    );
+    let got: Vec<&Value> = seen
+        .iter()
+        .filter(|v| v["lsn"].as_u64().unwrap() >= first)
+        .collect();
+    assert_eq!(
+        got,
+        fin.iter().collect::<Vec<_>>(),
+        "follower vs final dump"
+    );
+    check_jumps(&seen, "follower");
+    for v in &seen {
+        check_record(v, "follower");
+    }
+    eprintln!(
+        "retention: {n} records, log now {names:?}, {lib_rounds} library rounds, follower saw {}",
+        seen.len()
+    );
+}
+
+// ---------------------------------------------------------------- follow
+
+/// A `dump --follow --json` child whose stdout lines arrive on a channel.
+struct Follower {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Follower {
+    fn start(dir: &Path) -> Follower {
+        let mut child = walctl()
+            .args(["dump", "--follow", "--json", "--dir"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if tx.send(line.unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        Follower { child, lines }
+    }
+
+    /// Reads records until LSN `last` arrives (a 60 s hang guard, not a timing
+    /// assertion), then SIGTERM; returns every record printed, the exit status and
+    /// stderr. Anything printed after `last` is returned too.
+    fn collect_until(mut self, last: u64) -> (Vec<Value>, Option<i32>, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match self.lines.recv_timeout(left) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = self.child.kill();
+                    let mut stderr = String::new();
+                    let _ = self
+                        .child
+                        .stderr
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut stderr);
+                    panic!(
+                        "follower: LSN {last} never came ({e}); got {} records; {stderr}",
+                        seen.len()
+                    );
+                }
+            };
+            let v: Value = serde_json::from_str(&line).unwrap();
+            let lsn = v["lsn"].as_u64().unwrap();
+            seen.push(v);
+            if lsn >= last {
+                break;
+            }
+        }
+        // SAFETY: plain kill(2) of our own child.
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) },
+            0
+        );
+        let status = self.child.wait().unwrap();
+        // Whatever it printed before it ended.
+        seen.extend(
+            self.lines
+                .iter()
+                .map(|l| serde_json::from_str::<Value>(&l).unwrap()),
+        );
+        let mut stderr = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (seen, status.code(), stderr)
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn follow_beside_an_append_process(sync: &str) {
+    let tmp = tempdir();
+    let dir = tmp.path().join("wal");
+    std::fs::create_dir(&dir).unwrap();
+    // Started before the log has its first segment.
+    let follower = Follower::start(&dir);
+    let writer = AppendProcess::start(
+        &dir,
+        &[
+            "--sync",
+            sync,
+            "--max-segment-size",
+            "64KiB",
+            "--max-segments",
+            "0",
+        ],
+        700,
+    );
+    let n = writer.finish(false);
+    assert_eq!(n, 700);
+    let (seen, code, stderr) = follower.collect_until(n);
+    assert_eq!(code, Some(0), "follower: {stderr}");
+    assert_eq!(stderr, "", "follower");
+    let lsns: Vec<u64> = seen.iter().map(|v| check_record(v, "follower")).collect();
+    assert_eq!(
+        lsns,
+        (1..=n).collect::<Vec<_>>(),
+        "each record once, in order"
+    );
+    let segments: BTreeSet<&str> = seen
+        .iter()
+        .map(|v| v["segment"].as_str().unwrap())
+        .collect();
+    assert!(segments.len() >= 10, "rotations: {}", segments.len());
+    // Exactly what a dump of the finished log prints.
+    let out = run(&["dump", "--json"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(seen, json_lines(&out.stdout, "final"));
+}
+
+#[test]
+fn follow_sees_every_record_once_beside_a_writer_sync_never() {
+    follow_beside_an_append_process("never");
+}
+
+#[test]
+fn follow_sees_every_record_once_beside_a_writer_sync_always() {
+    follow_beside_an_append_process("always");
+}
+
+// ---------------------------------------------------------------- retention, step by step
+
+/// A log of `n` records of `data_for` in 16 KiB segments, no retention.
+fn library_log(dir: &Path, n: u64) {
+    let wal = wal_open(
+        dir,
+        WalOptions {
+            max_segment_size: 16 * 1024,
+            max_segments: 0,
+            sync: SyncPolicy::Never,
+        },
+    )
+    .unwrap();
+    for lsn in 1..=n {
+        assert_eq!(wal.append(&data_for(lsn)).unwrap(), lsn);
+    }
+    wal.close().unwrap();
+}
+
+/// (lsn, segment id, offset) of a record.
+type Pos = (u64, u64, u64);
+
+/// (lsn, segment id, offset) of every record a scanner returns until it ends, with the
+/// first problem.
+fn drain(scanner: &mut Scanner) -> walctl::Result<(Vec<Pos>, Option<String>)> {
+    let mut out = Vec::new();
+    while let Some(ev) = scanner.next()? {
+        match ev {
+            Event::Record(r) => {
+                assert_eq!(r.data, data_for(r.lsn).as_slice());
+                out.push((r.lsn, r.segment_id, r.offset));
+            }
+            Event::SegmentEnd(_) => {}
+        }
+    }
+    Ok((out, scanner.first_problem().map(|p| p.to_string())))
+}
+
+/// Reads events up to the end of the first segment.
+fn read_first_segment(scanner: &mut Scanner) -> Vec<u64> {
+    let mut lsns = Vec::new();
+    loop {
+        match scanner.next().unwrap().unwrap() {
+            Event::Record(r) => lsns.push(r.lsn),
+            Event::SegmentEnd(s) => {
+                assert!(s.problem.is_none());
+                return lsns;
+            }
+        }
+    }
+}
+
+#[test]
+fn segments_retired_from_the_front_mid_scan_are_skipped_a_hole_is_not() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    library_log(dir, 120);
+    let names = segment_names(dir);
+    assert!(names.len() >= 6, "{names:?}");
+    let storage = || Arc::new(FileStorage::open(dir).unwrap());
+    let first_lsn_of = |name: &str| {
+        let id = walctl::segment::parse_segment_name(name).unwrap();
+        let mut s = Scanner::new(storage(), ScanOptions::default()).unwrap();
+        drain(&mut s)
+            .unwrap()
+            .0
+            .into_iter()
+            .find(|r| r.1 == id)
+            .unwrap()
+            .0
+    };
+    let resume_at = first_lsn_of(&names[3]);
+
+    // Retention deletes segments 0..=2 after segment 0 was read: the scan goes on
+    // at segment 3, with no problem, and says what it skipped.
+    let mut scanner = Scanner::new(storage(), ScanOptions::default()).unwrap();
+    let seg0 = read_first_segment(&mut scanner);
+    for name in &names[..3] {
+        std::fs::remove_file(dir.join(name)).unwrap();
+    }
+    let (rest, problem) = drain(&mut scanner).unwrap();
+    assert_eq!(problem, None);
+    assert_eq!(rest[0], (resume_at, 3, 0));
+    assert_eq!(rest.last().unwrap().0, 120);
+    assert!(rest.windows(2).all(|w| w[1].0 == w[0].0 + 1));
+    assert_eq!(seg0, (1..=seg0.len() as u64).collect::<Vec<_>>());
+    let retired: Vec<&str> = scanner.retired().iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(retired, [names[1].as_str(), names[2].as_str()]);
+    // The same log, read afresh, is clean too (a log starting at a later segment).
+    for args in [&["verify"][..], &["dump", "--json"], &["segments"]] {
+        let out = run(args, dir);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+
+    // A segment deleted from the middle (an older one is still there) is damage:
+    // the scan fails naming it, it does not skip it.
+    let tmp = tempdir();
+    let dir = tmp.path();
+    library_log(dir, 120);
+    let storage = Arc::new(FileStorage::open(dir).unwrap());
+    let mut scanner = Scanner::new(storage, ScanOptions::default()).unwrap();
+    read_first_segment(&mut scanner);
+    std::fs::remove_file(dir.join(&names[2])).unwrap();
+    let err = drain(&mut scanner).unwrap_err();
+    assert!(err.to_string().contains(&names[2]), "{err}");
+    // Missing before the scan started: an LSN gap, corruption (exit 4).
+    let out = run(&["verify"], dir);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("LSN gap"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stdout).contains(&names[3]),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn a_follower_whose_segments_were_retired_moves_on_to_the_newer_ones() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    library_log(dir, 40);
+    let storage = Arc::new(FileStorage::open(dir).unwrap());
+    let mut scanner = Scanner::new(
+        storage,
+        ScanOptions {
+            follow: true,
+            stop_at_first_problem: true,
+            ..ScanOptions::default()
+        },
+    )
+    .unwrap();
+    let (first, problem) = drain(&mut scanner).unwrap();
+    assert_eq!(problem, None);
+    assert_eq!(first.last().unwrap().0, 40);
+    assert!(!scanner.poll().unwrap());
+
+    // The writer goes on, rotating; retention then deletes everything the follower
+    // knew, the segment it is reading included.
+    let wal = wal_open(
+        dir,
+        WalOptions {
+            max_segment_size: 16 * 1024,
+            max_segments: 0,
+            sync: SyncPolicy::Never,
+        },
+    )
+    .unwrap();
+    for lsn in 41..=120 {
+        wal.append(&data_for(lsn)).unwrap();
+    }
+    wal.close().unwrap();
+    let names = segment_names(dir);
+    let keep_from = names.len() - 3;
+    for name in &names[..keep_from] {
+        std::fs::remove_file(dir.join(name)).unwrap();
+    }
+    let resume_at = {
+        let mut s = Scanner::new(
+            Arc::new(FileStorage::open(dir).unwrap()),
+            ScanOptions::default(),
+        )
+        .unwrap();
+        drain(&mut s).unwrap().0[0].0
+    };
+    assert!(resume_at > 41);
+    // What was appended to the segment it holds open is still read, then it jumps
+    // to the first segment left, without calling it damage.
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        scanner.poll().unwrap();
+        let (more, problem) = drain(&mut scanner).unwrap();
+        assert_eq!(problem, None);
+        seen.extend(more.into_iter().map(|r| r.0));
+    }
+    assert_eq!(seen.last(), Some(&120));
+    let after: Vec<u64> = seen.iter().copied().filter(|&l| l >= resume_at).collect();
+    assert_eq!(after, (resume_at..=120).collect::<Vec<_>>());
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+}
+
+/// What a reader sees of a record > 64 KiB caught at any point of its write: a torn
+/// tail (exit 3) with every earlier record intact, never corruption.
+#[test]
+fn a_large_record_caught_mid_write_is_a_torn_tail_at_every_cut() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    library_log(dir, 30);
+    let newest = dir.join(segment_names(dir).pop().unwrap());
+    let base = std::fs::metadata(&newest).unwrap().len();
+    let mut rec = Vec::new();
+    walctl::codec::encode_record(&mut rec, 31, &data_for(38).repeat(2)[..100_000], false);
+    let mut cuts: Vec<usize> = (1..8).collect();
+    cuts.extend((4096..rec.len()).step_by(4096));
+    cuts.push(rec.len() - 1);
+    for (i, &cut) in cuts.iter().enumerate() {
+        let mut f = std::fs::read(&newest).unwrap();
+        f.truncate(base as usize);
+        f.extend_from_slice(&rec[..cut]);
+        std::fs::write(&newest, &f).unwrap();
+        let report = WalReader::open(dir).unwrap().scan().unwrap();
+        let problems: Vec<_> = report.problems().collect();
+        assert_eq!(problems.len(), 1, "cut {cut}");
+        assert_eq!(
+            problems[0].severity,
+            Severity::TornTail,
+            "cut {cut}: {}",
+            problems[0]
+        );
+        assert_eq!(problems[0].offset, base, "cut {cut}");
+        assert_eq!(report.last_lsn, Some(30));
+        if i % 6 == 0 {
+            let out = run(&["verify", "--quiet"], dir);
+            assert_eq!(out.status.code(), Some(3), "cut {cut}");
+            let out = run(&["dump", "--json"], dir);
+            assert_eq!(out.status.code(), Some(3), "cut {cut}");
+            assert_eq!(
+                check_live_dump(&out, "mid-write"),
+                (1..=30).collect::<Vec<_>>()
+            );
+        }
+    }
+}
