@@ -117,6 +117,38 @@ pub fn save(storage: &dyn Storage, reason: &str, policy: &str, cuts: &[Cut]) -> 
     let partial = format!("{id}{PARTIAL}");
     let pdir = format!("{QUARANTINE_DIR}/{partial}");
     storage.create_dir(&pdir).map_err(io("create", &pdir))?;
+    let saved = fill_entry(storage, &id, &partial, reason, policy, cuts);
+    if saved.is_err() {
+        // A half-made copy is useless (the log still holds every byte) and takes
+        // space on what may be a full disk: remove it, as far as that goes. A crash
+        // here leaves it behind instead, which is harmless: `.partial` entries are
+        // never listed or restored.
+        if let Ok(entries) = storage.list(&pdir) {
+            for e in entries {
+                let _ = storage.remove_file(&entry_path(&partial, &e.name));
+            }
+        }
+        let _ = storage.remove_dir(&pdir);
+    }
+    saved
+}
+
+/// Writes the copies and the manifest of entry `id` into its `.partial` directory,
+/// fsyncs them, and renames the directory to its final name.
+fn fill_entry(
+    storage: &dyn Storage,
+    id: &str,
+    partial: &str,
+    reason: &str,
+    policy: &str,
+    cuts: &[Cut],
+) -> Result<Manifest> {
+    let root = storage.root().to_path_buf();
+    let io = |op: &'static str, name: &str| {
+        let path = root.join(name);
+        move |e| Error::io(op, path, e)
+    };
+    let pdir = format!("{QUARANTINE_DIR}/{partial}");
     let mut items = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
     for cut in cuts {
@@ -135,7 +167,7 @@ pub fn save(storage: &dyn Storage, reason: &str, policy: &str, cuts: &[Cut]) -> 
         } else {
             format!("{}@{offset}", cut.file)
         };
-        let dst_name = entry_path(&partial, &saved_as);
+        let dst_name = entry_path(partial, &saved_as);
         let mut dst = storage.create(&dst_name).map_err(io("create", &dst_name))?;
         let mut hasher = Sha256::new();
         let mut left = size - offset;
@@ -144,7 +176,7 @@ pub fn save(storage: &dyn Storage, reason: &str, policy: &str, cuts: &[Cut]) -> 
             let n = src.read(&mut buf[..want]).map_err(io("read", &cut.file))?;
             if n == 0 {
                 return Err(Error::Quarantine {
-                    id: id.clone(),
+                    id: id.to_string(),
                     reason: format!("{} shrank while being copied", cut.file),
                 });
             }
@@ -164,7 +196,7 @@ pub fn save(storage: &dyn Storage, reason: &str, policy: &str, cuts: &[Cut]) -> 
         });
     }
     let manifest = Manifest {
-        id: id.clone(),
+        id: id.to_string(),
         time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         reason: reason.to_string(),
         policy: policy.to_string(),
@@ -172,7 +204,7 @@ pub fn save(storage: &dyn Storage, reason: &str, policy: &str, cuts: &[Cut]) -> 
         items,
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("a manifest always serializes");
-    let mname = entry_path(&partial, MANIFEST);
+    let mname = entry_path(partial, MANIFEST);
     let mut m = storage.create(&mname).map_err(io("create", &mname))?;
     m.write_all(&json).map_err(io("write", &mname))?;
     m.sync_data().map_err(io("fsync", &mname))?;

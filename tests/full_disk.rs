@@ -720,9 +720,12 @@ fn torn_tail_repair_on_a_full_disk_refuses_and_changes_nothing() {
                 .collect()
         })
         .unwrap_or_default();
-    if !leftovers.is_empty() {
-        eprintln!("truncate_corrupt: half-made quarantine entries left behind: {leftovers:?}");
-    }
+    // A failed save removes its half-made copy: it would only take space on a disk
+    // that is already full (the log still holds every byte).
+    assert!(
+        leftovers.is_empty(),
+        "half-made quarantine entries left behind: {leftovers:?}"
+    );
 
     // Space freed: the repair goes through, the bytes are saved, the log is clean.
     fs::remove_file(&filler).unwrap();

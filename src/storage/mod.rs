@@ -93,6 +93,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn remove_file(&self, name: &str) -> io::Result<()>;
     /// Creates a directory (fails if it exists).
     fn create_dir(&self, name: &str) -> io::Result<()>;
+    /// Removes an empty directory. Only used to clean up after a failed step; the
+    /// default says it is not supported.
+    fn remove_dir(&self, _name: &str) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
     /// Renames a file or directory.
     fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Makes the entries of `dir` durable (fsync of the directory).
@@ -319,6 +324,10 @@ impl Storage for FileStorage {
 
     fn create_dir(&self, name: &str) -> io::Result<()> {
         fs::create_dir(self.path(name))
+    }
+
+    fn remove_dir(&self, name: &str) -> io::Result<()> {
+        fs::remove_dir(self.path(name))
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {

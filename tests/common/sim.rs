@@ -282,6 +282,13 @@ impl Storage for SimDisk {
         st.unsynced_entries.push(name.to_string());
         Ok(())
     }
+    fn remove_dir(&self, name: &str) -> io::Result<()> {
+        let mut st = self.state();
+        st.tick()?;
+        self.inner.remove_dir(name)?;
+        st.unsynced_entries.retain(|e| e != name);
+        Ok(())
+    }
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let mut st = self.state();
         st.tick()?;
