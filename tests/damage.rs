@@ -34,20 +34,18 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 
 use assert_cmd::cargo::CommandCargoExt;
+use common::mem::MemStorage;
 use common::*;
 use serde_json::Value;
 use walctl::codec::{decode_body, MAX_BODY_LEN};
 use walctl::quarantine;
 use walctl::scan::{Event, ScanOptions, Scanner};
-use walctl::storage::{
-    DirEntry, EntryKind, FileStorage, LockAttempt, ReadFile, Storage, WriteFile,
-};
+use walctl::storage::{FileStorage, Storage};
 use walctl::writer::{SyncPolicy, Wal, WalOptions};
 use walctl::{Problem, Severity};
 
@@ -193,101 +191,6 @@ fn chosen_records(log: &Log) -> [usize; 3] {
     [older, newest_mid, last]
 }
 
-// ---------------------------------------------------------------------------------
-// An in-memory storage: a flip costs no disk I/O.
-
-#[derive(Debug)]
-struct Mem {
-    root: PathBuf,
-    files: Vec<(String, Arc<Vec<u8>>)>,
-}
-
-struct MemRead {
-    data: Arc<Vec<u8>>,
-    pos: usize,
-}
-
-impl Read for MemRead {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = buf.len().min(self.data.len().saturating_sub(self.pos));
-        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl ReadFile for MemRead {
-    fn seek_to(&mut self, offset: u64) -> io::Result<()> {
-        self.pos = offset as usize;
-        Ok(())
-    }
-    fn size(&self) -> io::Result<u64> {
-        Ok(self.data.len() as u64)
-    }
-}
-
-fn read_only<T>() -> io::Result<T> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "read-only"))
-}
-
-impl Storage for Mem {
-    fn root(&self) -> &Path {
-        &self.root
-    }
-    fn list(&self, dir: &str) -> io::Result<Vec<DirEntry>> {
-        if !dir.is_empty() {
-            return Err(io::ErrorKind::NotFound.into());
-        }
-        Ok(self
-            .files
-            .iter()
-            .map(|(n, d)| DirEntry {
-                name: n.clone(),
-                kind: EntryKind::File,
-                size: d.len() as u64,
-            })
-            .collect())
-    }
-    fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>> {
-        let (_, d) = self
-            .files
-            .iter()
-            .find(|(n, _)| n == name)
-            .ok_or(io::ErrorKind::NotFound)?;
-        Ok(Box::new(MemRead {
-            data: d.clone(),
-            pos: 0,
-        }))
-    }
-    fn size(&self, name: &str) -> io::Result<u64> {
-        self.open_read(name)?.size()
-    }
-    fn open_append(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
-        read_only()
-    }
-    fn create(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
-        read_only()
-    }
-    fn truncate(&self, _: &str, _: u64) -> io::Result<()> {
-        read_only()
-    }
-    fn remove_file(&self, _: &str) -> io::Result<()> {
-        read_only()
-    }
-    fn create_dir(&self, _: &str) -> io::Result<()> {
-        read_only()
-    }
-    fn rename(&self, _: &str, _: &str) -> io::Result<()> {
-        read_only()
-    }
-    fn sync_dir(&self, _: &str) -> io::Result<()> {
-        Ok(())
-    }
-    fn try_lock(&self) -> io::Result<LockAttempt> {
-        read_only()
-    }
-}
-
 /// What the library scanner delivered: every intact record and every problem.
 struct Scan {
     recs: Vec<Rec>,
@@ -319,14 +222,9 @@ fn scan_storage(storage: Arc<dyn Storage>) -> Scan {
 }
 
 fn scan_mem(names: &[String], files: &[Vec<u8>]) -> Scan {
-    scan_storage(Arc::new(Mem {
-        root: PathBuf::from("/mem/wal"),
-        files: names
-            .iter()
-            .cloned()
-            .zip(files.iter().cloned().map(Arc::new))
-            .collect(),
-    }))
+    scan_storage(Arc::new(MemStorage::new(
+        names.iter().cloned().zip(files.iter().cloned()).collect(),
+    )))
 }
 
 // ---------------------------------------------------------------------------------

@@ -22,17 +22,16 @@
 //! `WALCTL_FUZZ_CASES` sets the number of cases of each property (default 4000).
 
 mod common;
+use common::mem::MemStorage;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use proptest::prelude::*;
 use walctl::codec::{decode_body, encode_record, record_crc, MAX_BODY_LEN};
 use walctl::scan::{Event, ScanOptions, Scanner};
-use walctl::storage::{DirEntry, EntryKind, LockAttempt, ReadFile, Storage, WriteFile};
+use walctl::storage::Storage;
 use walctl::Severity;
 
 // ---------------------------------------------------------------------------------
@@ -107,112 +106,6 @@ fn config() -> ProptestConfig {
 }
 
 // ---------------------------------------------------------------------------------
-// An in-memory, read-only storage
-
-#[derive(Debug)]
-struct Mem {
-    root: PathBuf,
-    files: Vec<(String, Arc<Vec<u8>>)>,
-}
-
-impl Mem {
-    fn new(segments: &[Vec<u8>]) -> Self {
-        Mem {
-            root: PathBuf::from("/fuzz/wal"),
-            files: segments
-                .iter()
-                .enumerate()
-                .map(|(i, b)| (format!("segment-{i}"), Arc::new(b.clone())))
-                .collect(),
-        }
-    }
-}
-
-struct MemRead {
-    data: Arc<Vec<u8>>,
-    pos: usize,
-}
-
-impl Read for MemRead {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = buf.len().min(self.data.len().saturating_sub(self.pos));
-        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl ReadFile for MemRead {
-    fn seek_to(&mut self, offset: u64) -> io::Result<()> {
-        self.pos = offset as usize;
-        Ok(())
-    }
-    fn size(&self) -> io::Result<u64> {
-        Ok(self.data.len() as u64)
-    }
-}
-
-fn read_only<T>() -> io::Result<T> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "read-only"))
-}
-
-impl Storage for Mem {
-    fn root(&self) -> &Path {
-        &self.root
-    }
-    fn list(&self, dir: &str) -> io::Result<Vec<DirEntry>> {
-        if !dir.is_empty() {
-            return Err(io::ErrorKind::NotFound.into());
-        }
-        Ok(self
-            .files
-            .iter()
-            .map(|(n, d)| DirEntry {
-                name: n.clone(),
-                kind: EntryKind::File,
-                size: d.len() as u64,
-            })
-            .collect())
-    }
-    fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>> {
-        let (_, d) = self
-            .files
-            .iter()
-            .find(|(n, _)| n == name)
-            .ok_or(io::ErrorKind::NotFound)?;
-        Ok(Box::new(MemRead {
-            data: d.clone(),
-            pos: 0,
-        }))
-    }
-    fn size(&self, name: &str) -> io::Result<u64> {
-        self.open_read(name)?.size()
-    }
-    fn open_append(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
-        read_only()
-    }
-    fn create(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
-        read_only()
-    }
-    fn truncate(&self, _: &str, _: u64) -> io::Result<()> {
-        read_only()
-    }
-    fn remove_file(&self, _: &str) -> io::Result<()> {
-        read_only()
-    }
-    fn create_dir(&self, _: &str) -> io::Result<()> {
-        read_only()
-    }
-    fn rename(&self, _: &str, _: &str) -> io::Result<()> {
-        read_only()
-    }
-    fn sync_dir(&self, _: &str) -> io::Result<()> {
-        Ok(())
-    }
-    fn try_lock(&self) -> io::Result<LockAttempt> {
-        read_only()
-    }
-}
 
 // ---------------------------------------------------------------------------------
 // Inputs
@@ -483,7 +376,7 @@ fn body_strategy() -> impl Strategy<Value = Vec<u8>> {
 
 /// Scans `segs` and checks every property, the allocation bound included.
 fn check_scan(segs: &[Vec<u8>], opts: ScanOptions) -> Result<(), TestCaseError> {
-    let storage: Arc<dyn Storage> = Arc::new(Mem::new(segs));
+    let storage: Arc<dyn Storage> = Arc::new(MemStorage::segments(segs));
     let stop = opts.stop_at_first_problem;
     let from = opts.from_lsn;
     let (result, largest) = largest_allocation(|| {
@@ -624,7 +517,7 @@ fn the_allocation_tracker_works() {
     let ((), largest) = largest_allocation(|| {});
     assert_eq!(largest, 0);
     let segs = generated_log(1, &[10, 500, 0, 70, 3000, 5], 3, &[2]);
-    let storage: Arc<dyn Storage> = Arc::new(Mem::new(&segs));
+    let storage: Arc<dyn Storage> = Arc::new(MemStorage::segments(&segs));
     let (records, largest) = largest_allocation(|| {
         let mut scanner = Scanner::new(storage, ScanOptions::default()).unwrap();
         let mut n = 0;

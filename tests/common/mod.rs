@@ -142,6 +142,7 @@ pub fn segment_names(dir: &Path) -> Vec<String> {
     ids.into_iter().map(walctl::segment::segment_name).collect()
 }
 
+pub mod mem;
 pub mod sim;
 
 /// A small seeded random number generator (xorshift64*): tests print the seed so a
