@@ -209,6 +209,15 @@ impl Checker {
         }
         let acked = acks.len() as u64;
         assert!(acked <= sent, "{ctx}: {acked} acks for {sent} lines sent");
+        if segment_names(&self.dir).is_empty() {
+            // Killed before the first writer created the log (or its first segment):
+            // nothing can have been acknowledged.
+            assert!(
+                self.log.is_empty() && acks.is_empty(),
+                "{ctx}: log vanished"
+            );
+            return;
+        }
 
         let reader = WalReader::open(&self.dir).unwrap();
         let scan = reader.scan().unwrap();

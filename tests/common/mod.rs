@@ -130,10 +130,14 @@ pub fn sha256_file(path: &Path) -> String {
     walctl::quarantine::sha256_hex(&fs::read(path).unwrap())
 }
 
-/// Names of the segment files in `dir`, ordered by id.
+/// Names of the segment files in `dir`, ordered by id (none if `dir` does not exist,
+/// e.g. a writer killed before it created it).
 pub fn segment_names(dir: &Path) -> Vec<String> {
-    let mut ids: Vec<u64> = fs::read_dir(dir)
-        .unwrap()
+    let rd = match fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        rd => rd.unwrap(),
+    };
+    let mut ids: Vec<u64> = rd
         .filter_map(|e| {
             walctl::segment::parse_segment_name(&e.unwrap().file_name().to_string_lossy())
         })
