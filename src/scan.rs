@@ -696,7 +696,33 @@ impl Scanner {
                     e,
                 )
             })?;
-            if size > r.size {
+            if size < r.offset {
+                // Cut below records already delivered: a repair ran under us.
+                let name = &self.segments[self.idx].name;
+                return Err(Error::BadSegment {
+                    path: self.storage.root().join(name),
+                    reason: format!(
+                        "was cut to {size} bytes while being followed, below the {} bytes \
+                         already read",
+                        r.offset
+                    ),
+                });
+            }
+            if size < r.size {
+                // A writer opening the log saved and cut the torn tail we were waiting
+                // at, and may have written new records there: forget what was
+                // buffered and read again from the first unread byte.
+                r.file.seek_to(r.offset).map_err(|e| {
+                    Error::io(
+                        "seek",
+                        self.storage.root().join(&self.segments[self.idx].name),
+                        e,
+                    )
+                })?;
+                r.start = 0;
+                r.end = 0;
+            }
+            if size != r.size {
                 r.size = size;
                 if let Some(s) = self.cur_summary.as_mut() {
                     s.size = size;

@@ -971,6 +971,49 @@ fn follow_prints_new_records_across_rotation_until_sigterm() {
     assert_eq!(stderr, "");
 }
 
+/// A follower waiting at a torn tail keeps going when a writer opening the log saves
+/// and cuts that tail and writes new records where it was (fewer bytes than the torn
+/// tail, then a rotation): it prints the new records, never an error.
+#[test]
+fn follow_goes_on_when_a_writer_cuts_the_torn_tail_it_waits_at() {
+    let tmp = tempdir();
+    write_log(tmp.path(), 5, 4096);
+    let newest = segment_names(tmp.path()).pop().unwrap();
+    let mut torn = Vec::new();
+    walctl::codec::encode_record(&mut torn, 6, &[b'x'; 200], false);
+    torn.truncate(150);
+    fs::OpenOptions::new()
+        .append(true)
+        .open(tmp.path().join(&newest))
+        .unwrap()
+        .write_all(&torn)
+        .unwrap();
+    let f = Follower::start(tmp.path(), &[]);
+    assert_eq!(lsns(&f.records(5)), vec![1, 2, 3, 4, 5]);
+    f.nothing_for(Duration::from_millis(300));
+
+    let wal = Wal::open(
+        tmp.path(),
+        WalOptions {
+            max_segment_size: 1,
+            max_segments: 0,
+            sync: SyncPolicy::Always,
+        },
+    )
+    .unwrap();
+    assert!(wal.open_report().repaired_tail.is_some());
+    wal.append(b"short").unwrap();
+    wal.append(b"next segment").unwrap();
+    let got = f.records(2);
+    assert_eq!(lsns(&got), vec![6, 7]);
+    assert_eq!(payload(&got[0]), b"short");
+    assert_eq!(payload(&got[1]), b"next segment");
+    wal.close().unwrap();
+    let (code, stderr) = f.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+}
+
 #[test]
 fn follow_an_empty_directory_and_stop_at_to() {
     let tmp = tempdir();
