@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
-use walctl::scan::{scan_log, Event, ScanOptions, ScannedRecord, Scanner};
+use walctl::scan::{Event, ScanOptions, ScannedRecord, Scanner};
 use walctl::segment::SEGMENT_PREFIX;
 
 use super::{output, DirArg, Exit};
@@ -133,15 +133,12 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
 
     let mut from = args.from.unwrap_or(0);
     if args.since_checkpoint {
-        let report = scan_log(
-            storage.clone(),
-            ScanOptions {
-                stop_at_first_problem: true,
-                ..ScanOptions::default()
-            },
-            |_| {},
-        )?;
-        match report.newest_checkpoint {
+        // The same newest checkpoint as the library's recovery: found by a full scan,
+        // also past damage earlier in the log.
+        match walctl::reader::WalReader::new(storage.clone())
+            .scan()?
+            .newest_checkpoint
+        {
             Some(c) => from = from.max(c.lsn),
             None if !args.quiet => {
                 output::note("no checkpoint in the log: dumping from its first record")
