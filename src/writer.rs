@@ -606,17 +606,17 @@ impl Inner {
         st.seg_id = id;
         st.seg_size = 0;
         st.segments.push_back(id);
-        self.apply_retention(st);
-        Ok(())
+        self.apply_retention(st)
     }
 
     /// Deletes the oldest segments beyond `max_segments`, but never the segment that
     /// holds the newest checkpoint nor any after it (recovery needs them). A failed
-    /// delete is retried at the next rotation.
-    fn apply_retention(&self, st: &mut State) {
+    /// delete is retried at the next rotation; a failed fsync of the directory after
+    /// deleting poisons the writer, like every failed fsync.
+    fn apply_retention(&self, st: &mut State) -> Result<()> {
         let max = self.opts.max_segments;
         if max == 0 {
-            return;
+            return Ok(());
         }
         let mut removed = false;
         while st.segments.len() > max {
@@ -632,8 +632,13 @@ impl Inner {
             removed = true;
         }
         if removed {
-            let _ = self.storage.sync_dir("");
+            if let Err(e) = self.storage.sync_dir("") {
+                let what =
+                    format!("fsync of the directory after deleting old segments failed: {e}");
+                return Err(self.poison(st, what));
+            }
         }
+        Ok(())
     }
 
     /// Returns (still holding the state lock) once `lsn` is durable, leading a group

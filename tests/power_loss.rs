@@ -15,7 +15,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::sim::SimDisk;
-use common::{env_count, Rng};
+use common::{env_count, segment_names, Rng};
 use walctl::reader::WalReader;
 use walctl::storage::Storage;
 use walctl::writer::{SyncPolicy, Wal, WalOptions};
@@ -470,4 +470,38 @@ fn failed_fsync_at_rotation_and_failed_directory_fsync_fail_the_append() {
         disk.fail_file_sync(false);
         assert_dead_and_acked_kept(wal, dir.path(), &acked, ctx);
     }
+}
+
+#[test]
+fn failed_directory_fsync_after_retention_deletes_fails_the_append() {
+    let dir = common::tempdir();
+    let disk = SimDisk::new(dir.path());
+    let o = WalOptions {
+        max_segment_size: 300,
+        max_segments: 2,
+        sync: SyncPolicy::Never,
+    };
+    let wal = Wal::open_with_storage(Arc::new(disk.clone()), o).unwrap();
+    let d = vec![7u8; 100];
+    let mut acked = Vec::new();
+    // segment-0 and segment-1 fill up; a checkpoint in segment-2 lets retention go.
+    for _ in 0..6 {
+        acked.push((wal.append(&d).unwrap(), d.clone()));
+    }
+    acked.push((wal.checkpoint(&d).unwrap(), d.clone()));
+    assert_eq!(segment_names(dir.path()).len(), 3);
+    for _ in 0..2 {
+        acked.push((wal.append(&d).unwrap(), d.clone()));
+    }
+    wal.sync().unwrap();
+    // The next rotation creates segment-3 (its directory fsync succeeds), deletes the
+    // oldest segment, and the directory fsync after that fails.
+    disk.fail_dir_sync_after(1);
+    let err = wal.append(&d).unwrap_err().to_string();
+    assert!(err.contains("after deleting old segments"), "{err}");
+    disk.fail_dir_sync(false);
+    assert!(!segment_names(dir.path()).contains(&"segment-0".to_string()));
+    // Recovery needs only what follows the checkpoint; that must all be there.
+    let kept: Vec<(u64, Vec<u8>)> = acked.into_iter().filter(|(l, _)| *l >= 7).collect();
+    assert_dead_and_acked_kept(wal, dir.path(), &kept, "retention");
 }

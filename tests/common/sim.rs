@@ -35,6 +35,8 @@ struct SimState {
     crashed: bool,
     fail_file_sync: bool,
     fail_dir_sync: bool,
+    /// Directory fsyncs left to succeed before they start failing.
+    dir_syncs_until_failure: Option<u64>,
     /// Successful fdatasyncs.
     syncs: u64,
     files: HashMap<String, Tracked>,
@@ -99,6 +101,11 @@ impl SimDisk {
     /// Makes every later fsync of a directory fail (or succeed again).
     pub fn fail_dir_sync(&self, on: bool) {
         self.state().fail_dir_sync = on;
+    }
+
+    /// Lets the next `n` directory fsyncs succeed, then makes every later one fail.
+    pub fn fail_dir_sync_after(&self, n: u64) {
+        self.state().dir_syncs_until_failure = Some(n);
     }
 
     /// Successful fdatasyncs so far.
@@ -317,6 +324,11 @@ impl Storage for SimDisk {
     fn sync_dir(&self, dir: &str) -> io::Result<()> {
         let mut st = self.state();
         st.tick()?;
+        match &mut st.dir_syncs_until_failure {
+            Some(0) => st.fail_dir_sync = true,
+            Some(n) => *n -= 1,
+            None => {}
+        }
         if st.fail_dir_sync {
             return Err(io::Error::other("injected directory fsync failure"));
         }
