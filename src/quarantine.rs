@@ -247,8 +247,16 @@ pub fn load(storage: &dyn Storage, id: &str) -> Result<Manifest> {
     })
 }
 
-/// Every complete quarantine entry, oldest first.
+/// Every complete quarantine entry, oldest first; an entry that cannot be read is
+/// an error (see [`entries`] to list around it).
 pub fn list(storage: &dyn Storage) -> Result<Vec<Manifest>> {
+    entries(storage)?.into_iter().map(|(_, m)| m).collect()
+}
+
+/// Every entry of the quarantine by id, in id order, each with its manifest or the
+/// reason it cannot be read: one damaged entry (or a stray directory) does not hide
+/// the others. Half-made (`.partial`) entries are not listed.
+pub fn entries(storage: &dyn Storage) -> Result<Vec<(String, Result<Manifest>)>> {
     let entries = match storage.list(QUARANTINE_DIR) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -260,7 +268,13 @@ pub fn list(storage: &dyn Storage) -> Result<Vec<Manifest>> {
         .map(|e| e.name)
         .collect();
     ids.sort();
-    ids.iter().map(|id| load(storage, id)).collect()
+    Ok(ids
+        .into_iter()
+        .map(|id| {
+            let m = load(storage, &id);
+            (id, m)
+        })
+        .collect())
 }
 
 /// Path (relative to the log directory) of a saved piece, for readers of the entry.

@@ -643,7 +643,8 @@ pub fn restore(storage: Arc<dyn Storage>, id: &str) -> Result<Restored> {
     })
 }
 
-/// Every complete quarantine entry of the log, oldest first (reads only).
-pub fn list_quarantine(storage: &dyn Storage) -> Result<Vec<Manifest>> {
-    quarantine::list(storage)
+/// Every quarantine entry of the log, oldest first, each with its manifest or why it
+/// cannot be read (reads only).
+pub fn list_quarantine(storage: &dyn Storage) -> Result<Vec<(String, Result<Manifest>)>> {
+    quarantine::entries(storage)
 }

@@ -711,6 +711,25 @@ fn restore_returns_byte_identical_files() {
     assert_eq!(lines[0]["id"], id.as_str());
     assert_eq!(lines[0]["items"].as_array().unwrap().len(), names.len() - 1);
 
+    // A stray directory and an entry with a broken manifest do not hide the good one:
+    // each is named on stderr and skipped.
+    let q = dir.join(QUARANTINE_DIR);
+    fs::create_dir(q.join("notes")).unwrap();
+    fs::create_dir(q.join("broken")).unwrap();
+    fs::write(q.join("broken/manifest.json"), b"{").unwrap();
+    for extra in [&[][..], &["--json"][..]] {
+        let mut args = vec!["--list-quarantine"];
+        args.extend_from_slice(extra);
+        let o = run(&dir, &args);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert!(stdout(&o).contains(&id), "{}", stdout(&o));
+        assert!(!stdout(&o).contains("notes") && !stdout(&o).contains("broken"));
+        let err = stderr(&o);
+        assert!(err.contains("notes") && err.contains("broken"), "{err}");
+    }
+    fs::remove_dir_all(q.join("notes")).unwrap();
+    fs::remove_dir_all(q.join("broken")).unwrap();
+
     let o = run(&dir, &["--restore", &id]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stdout(&o).contains("recreated"), "{}", stdout(&o));

@@ -437,7 +437,14 @@ fn pieces(m: &Manifest) -> String {
 }
 
 fn list(args: &Args, storage: &dyn Storage) -> anyhow::Result<Exit> {
-    let entries = repair::list_quarantine(storage)?;
+    let mut entries = Vec::new();
+    for (id, m) in repair::list_quarantine(storage)? {
+        match m {
+            Ok(m) => entries.push(m),
+            // One damaged entry (or a stray directory) must not hide the others.
+            Err(e) => output::note(format_args!("warning: skipping quarantine entry {id}: {e}")),
+        }
+    }
     let mut out = output::stdout();
     if args.json {
         for m in &entries {
