@@ -461,10 +461,19 @@ fn ack_as_it_goes(sync: &[&str]) {
             }
         };
         assert_eq!(ack, i.to_string(), "{sync:?}");
-        // The acknowledged line is in the log while append is still running.
-        let got = entries(&dir);
+        // The acknowledged line is in the log while append is still running, as a
+        // separate `walctl dump` process sees it.
+        let out = cmd("dump", &dir, &["--json"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{sync:?}");
+        let got: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(got.len() as u64, i, "{sync:?}");
-        assert_eq!(got.last().unwrap().data, format!("line {i}").into_bytes());
+        let last = got.last().unwrap();
+        assert_eq!(last["lsn"], i, "{sync:?}");
+        assert_eq!(last["data"], format!("line {i}"), "{sync:?}");
         assert!(
             child.try_wait().unwrap().is_none(),
             "append is still running"
