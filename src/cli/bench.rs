@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use comfy_table::{presets, CellAlignment, ContentArrangement, Table};
+use comfy_table::{presets, CellAlignment, Table};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use walctl::bench::{self, Config, Measure, Report, Stop, Workload};
 use walctl::codec::MAX_DATA_LEN;
@@ -289,14 +289,7 @@ fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
     } else {
         presets::ASCII_MARKDOWN
     });
-    // Fit the terminal only when its width is known (a pty may report none, and
-    // squeezing into "no width" makes one-letter columns).
-    let fit = terminal && t.width().is_some_and(|w| w >= 60);
-    t.set_content_arrangement(if fit {
-        ContentArrangement::Dynamic
-    } else {
-        ContentArrangement::Disabled
-    });
+    output::fit_to_terminal(&mut t);
     t.set_header(vec![
         "workload",
         "entries/s",

@@ -79,3 +79,14 @@ pub fn progress(total_bytes: u64, quiet: bool, what: &str) -> ProgressBar {
     pb.set_message(what.to_string());
     pb
 }
+
+/// Lets a table fit the terminal only when stdout is one and its width is known: a pty
+/// may report no width, and fitting into "no width" makes one-letter columns.
+pub fn fit_to_terminal(table: &mut comfy_table::Table) {
+    let fit = io::stdout().is_terminal() && table.width().is_some_and(|w| w >= 60);
+    table.set_content_arrangement(if fit {
+        comfy_table::ContentArrangement::Dynamic
+    } else {
+        comfy_table::ContentArrangement::Disabled
+    });
+}

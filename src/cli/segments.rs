@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use comfy_table::{presets, Cell, CellAlignment, Color, ContentArrangement, Table};
+use comfy_table::{presets, Cell, CellAlignment, Color, Table};
 use serde::Serialize;
 use walctl::scan::SegmentSummary;
 use walctl::segment::segment_name;
@@ -87,19 +87,17 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
 
     let color = output::color_enabled();
     let mut table = Table::new();
-    table
-        .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header([
-            "ID",
-            "FILE",
-            "BYTES",
-            "RECORDS",
-            "FIRST LSN",
-            "LAST LSN",
-            "CHECKPOINTS",
-            "STATUS",
-        ]);
+    output::fit_to_terminal(&mut table);
+    table.load_preset(presets::UTF8_FULL_CONDENSED).set_header([
+        "ID",
+        "FILE",
+        "BYTES",
+        "RECORDS",
+        "FIRST LSN",
+        "LAST LSN",
+        "CHECKPOINTS",
+        "STATUS",
+    ]);
     if color {
         table.enforce_styling();
     } else {
