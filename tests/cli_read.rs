@@ -1044,6 +1044,46 @@ fn follow_goes_on_when_a_writer_cuts_the_torn_tail_it_waits_at() {
     assert_eq!(stderr, "");
 }
 
+/// `walctl dump --follow | head -1`: once the reader is gone, the follower ends by
+/// itself with exit 0 and nothing on stderr, without waiting for another record.
+#[test]
+fn follow_ends_quietly_when_its_reader_goes() {
+    let tmp = tempdir();
+    write_log(tmp.path(), 3, 4096);
+    let mut child = StdCommand::cargo_bin("walctl")
+        .unwrap()
+        .args(["dump", "--follow", "--json", "--dir"])
+        .arg(tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["lsn"], 1);
+    drop(lines); // like `head -1` exiting
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the follower kept running after its reader went away");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+}
+
 #[test]
 fn follow_an_empty_directory_and_stop_at_to() {
     let tmp = tempdir();

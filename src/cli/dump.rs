@@ -211,7 +211,8 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             // Following: everything there is has been printed; wait for more.
             printer.flush()?;
             loop {
-                if STOP.load(Ordering::SeqCst) {
+                // Interrupted, or nobody reads our output any more: a quiet end.
+                if STOP.load(Ordering::SeqCst) || output::stdout_closed() {
                     break 'scan;
                 }
                 if scanner.poll()? {

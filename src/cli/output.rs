@@ -90,3 +90,17 @@ pub fn fit_to_terminal(table: &mut comfy_table::Table) {
         comfy_table::ContentArrangement::Disabled
     });
 }
+
+/// Whether stdout's reader has gone (`walctl dump --follow | head -1` after `head`
+/// exited): a follower waiting for records checks it, since otherwise it would only
+/// notice at its next write, which may never come.
+pub fn stdout_closed() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: poll(2) on one pollfd we own, with no timeout.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
