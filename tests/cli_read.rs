@@ -1137,6 +1137,34 @@ fn completions_man_version_and_usage_errors() {
         &man[..40]
     );
     assert!(man.contains("walctl"));
+    // One page per command, with its examples and exit status kept line by line.
+    let out = walctl().args(["man", "dump"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains(".TH walctl-dump 1"), "{}", &page[..200]);
+    assert!(page.contains("--since-checkpoint"));
+    let nf = page.find(".nf").expect("examples kept as written");
+    assert!(page[nf..].contains("\n  walctl dump --dir /var/lib/app/wal\n"));
+    let mandir = tempdir();
+    let out = walctl()
+        .args(["man", "--out-dir"])
+        .arg(mandir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    for cmd in [
+        "walctl",
+        "walctl-append",
+        "walctl-checkpoint",
+        "walctl-dump",
+        "walctl-verify",
+        "walctl-segments",
+        "walctl-truncate-corrupt",
+        "walctl-bench",
+    ] {
+        let text = fs::read_to_string(mandir.path().join(format!("{cmd}.1"))).unwrap();
+        assert!(text.contains(&format!(".TH {cmd} 1")), "{cmd}");
+    }
 
     let out = walctl().arg("--version").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
@@ -1152,12 +1180,37 @@ fn completions_man_version_and_usage_errors() {
         &["dump", "--dir", ".", "--data-format", "rot13"],
         &["dump", "--dir", ".", "--limit", "-1"],
         &["completions", "tcsh"],
+        &["man", "no-such-command"],
         &["no-such-command"],
     ] {
         let out = walctl().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(out.stdout.is_empty(), "{args:?}");
         assert!(!out.stderr.is_empty(), "{args:?}");
+    }
+
+    // Every command's help gives its exit status, usage errors included.
+    for cmd in [
+        "append",
+        "checkpoint",
+        "dump",
+        "verify",
+        "segments",
+        "truncate-corrupt",
+        "bench",
+        "completions",
+        "man",
+    ] {
+        let out = walctl().args([cmd, "--help"]).output().unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        let at = help
+            .find("Exit status")
+            .or_else(|| help.find("Exit codes"))
+            .unwrap_or_else(|| panic!("{cmd} --help names no exit codes"));
+        assert!(
+            help[at..].contains("2 usage error") || help[at..].contains("2  usage error"),
+            "{cmd}"
+        );
     }
 
     // Each read command's help has a summary, a description and examples.

@@ -33,6 +33,9 @@ use super::{output, Exit};
 ///   walctl bench --workload buffered --entry-size 1000 --duration 5s
 ///   walctl bench --workload scan,verify,dump --scan-size 1GiB
 ///   walctl bench --dir /mnt/data --json
+///
+/// Exit status: 0 every workload ran; 1 a workload could not run (I/O error, a full
+/// disk, a child process that failed); 2 usage error. Speed never sets the status.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {

@@ -37,8 +37,8 @@ Output (--json), one object per record, keys always in this order:
 
 Exit status: 0 every record read was intact; 3 the newest segment ends with a torn
 record; 4 corruption (the problem is reported on stderr after every good record
-before it was printed); 1 the log could not be read. With --to or --limit, dump
-stops reading once it has printed what was asked for.";
+before it was printed); 1 the log could not be read; 2 usage error. With --to or
+--limit, dump stops reading once it has printed what was asked for.";
 
 /// Print the records of a log in LSN order.
 ///

@@ -34,7 +34,7 @@ use super::{DirArg, Exit};
 ///
 /// Exit codes: 0 the log is (now) clean or there is nothing to do; 3 (dry run) the
 /// only damage is a torn tail; 4 (dry run) corruption, or the policy refuses;
-/// 1 could not act (lock held, I/O error, restore refused).
+/// 1 could not act (lock held, I/O error, restore refused); 2 usage error.
 ///
 /// Examples:
 ///   walctl truncate-corrupt --dir /var/lib/app/wal

@@ -19,7 +19,8 @@ Examples:
 
 Status: ok; torn tail at offset N (an incomplete record ends the newest segment);
 corrupt at offset N: what is wrong. Nothing after a problem in a segment is read.
-Exit status: 0 clean, 3 torn tail only, 4 corruption, 1 the log could not be read.";
+Exit status: 0 clean, 3 torn tail only, 4 corruption, 1 the log could not be read,
+2 usage error.";
 
 /// List the segments of a log with what each one holds.
 ///

@@ -19,7 +19,8 @@ Examples:
   walctl verify --dir /var/lib/app/wal --quiet || echo \"damaged: $?\"
 
 Exit status: 0 clean; 3 the only problem is a torn tail in the newest segment
-(what a crash mid-write leaves); 4 corruption; 1 the log could not be read.";
+(what a crash mid-write leaves); 4 corruption; 1 the log could not be read;
+2 usage error.";
 
 /// Check every record of every segment and report what is wrong.
 ///
