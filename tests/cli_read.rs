@@ -303,6 +303,13 @@ fn dump_from_skips_segments_and_matches_the_full_dump() {
     for (i, v) in all.iter().enumerate() {
         assert_eq!(payload(v), record_data(i as u64 + 1));
     }
+    // Whole segments before --from are not read at all: damage in one goes unseen.
+    let names = segment_names(tmp.path());
+    flip_in_payload(tmp.path(), records_in(&all, &names[0])[3]);
+    let from = records_in(&all, &names[2])[0]["lsn"].as_u64().unwrap();
+    let got = dump_json(tmp.path(), &["--from", &from.to_string()]);
+    assert_eq!(got, all[from as usize - 1..].to_vec());
+    assert_eq!(run(&["dump", "--json"], tmp.path()).code, 4);
 }
 
 #[test]
