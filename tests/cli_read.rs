@@ -6,13 +6,13 @@ mod common;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command as StdCommand, Stdio};
-use std::sync::mpsc;
+use std::process::{Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
 use assert_cmd::Command;
 use base64::Engine;
+use common::follow::Follower;
 use common::*;
 use serde_json::Value;
 use walctl::writer::{SyncPolicy, Wal, WalOptions};
@@ -857,94 +857,6 @@ fn closed_pipe_ends_quietly() {
             .unwrap();
         assert_eq!(status.code(), Some(0), "{args:?}: {stderr}");
         assert_eq!(stderr, "", "{args:?}");
-    }
-}
-
-/// A `dump --follow --json` child whose stdout lines arrive on a channel.
-struct Follower {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    reaped: bool,
-}
-
-impl Drop for Follower {
-    /// A failed test must not leave a follower running forever.
-    fn drop(&mut self) {
-        if !self.reaped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Follower {
-    fn start(dir: &Path, extra: &[&str]) -> Follower {
-        let mut child = StdCommand::cargo_bin("walctl")
-            .unwrap()
-            .args(["dump", "--follow", "--json", "--dir"])
-            .arg(dir)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                if tx.send(line.unwrap()).is_err() {
-                    break;
-                }
-            }
-        });
-        Follower {
-            child,
-            lines,
-            reaped: false,
-        }
-    }
-
-    /// The next `n` records, waiting up to 20 s for them.
-    fn records(&self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        (0..n)
-            .map(|i| {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let line = self
-                    .lines
-                    .recv_timeout(left)
-                    .unwrap_or_else(|e| panic!("record {i} of {n} never came: {e}"));
-                serde_json::from_str(&line).unwrap()
-            })
-            .collect()
-    }
-
-    fn nothing_for(&self, d: Duration) {
-        match self.lines.recv_timeout(d) {
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            other => panic!("unexpected output: {other:?}"),
-        }
-    }
-
-    /// SIGTERM, then the exit status and stderr.
-    fn terminate(self) -> (Option<i32>, String) {
-        // SAFETY: plain kill(2) of our own child.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(rc, 0);
-        self.finish()
-    }
-
-    fn finish(mut self) -> (Option<i32>, String) {
-        let status = self.child.wait().unwrap();
-        self.reaped = true;
-        let mut stderr = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
-        (status.code(), stderr)
     }
 }
 

@@ -13,10 +13,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::follow::Follower;
 use common::*;
 use serde_json::Value;
 use walctl::error::{Error, Severity};
@@ -477,7 +478,7 @@ fn readers_survive_retention_deleting_segments_under_them() {
     }
 
     // A follower, started while retention is already deleting.
-    let follower = Follower::start(&dir);
+    let follower = Follower::start(&dir, &[]);
 
     // The library readers, in a thread of their own.
     let lib_stop = Arc::new(AtomicBool::new(false));
@@ -596,102 +597,12 @@ fn readers_survive_retention_deleting_segments_under_them() {
 
 // ---------------------------------------------------------------- follow
 
-/// A `dump --follow --json` child whose stdout lines arrive on a channel.
-struct Follower {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Follower {
-    fn start(dir: &Path) -> Follower {
-        let mut child = walctl()
-            .args(["dump", "--follow", "--json", "--dir"])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                if tx.send(line.unwrap()).is_err() {
-                    break;
-                }
-            }
-        });
-        Follower { child, lines }
-    }
-
-    /// Reads records until LSN `last` arrives (a 60 s hang guard, not a timing
-    /// assertion), then SIGTERM; returns every record printed, the exit status and
-    /// stderr. Anything printed after `last` is returned too.
-    fn collect_until(mut self, last: u64) -> (Vec<Value>, Option<i32>, String) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match self.lines.recv_timeout(left) {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = self.child.kill();
-                    let mut stderr = String::new();
-                    let _ = self
-                        .child
-                        .stderr
-                        .take()
-                        .unwrap()
-                        .read_to_string(&mut stderr);
-                    panic!(
-                        "follower: LSN {last} never came ({e}); got {} records; {stderr}",
-                        seen.len()
-                    );
-                }
-            };
-            let v: Value = serde_json::from_str(&line).unwrap();
-            let lsn = v["lsn"].as_u64().unwrap();
-            seen.push(v);
-            if lsn >= last {
-                break;
-            }
-        }
-        // SAFETY: plain kill(2) of our own child.
-        assert_eq!(
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) },
-            0
-        );
-        let status = self.child.wait().unwrap();
-        // Whatever it printed before it ended.
-        seen.extend(
-            self.lines
-                .iter()
-                .map(|l| serde_json::from_str::<Value>(&l).unwrap()),
-        );
-        let mut stderr = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
-        (seen, status.code(), stderr)
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn follow_beside_an_append_process(sync: &str) {
     let tmp = tempdir();
     let dir = tmp.path().join("wal");
     std::fs::create_dir(&dir).unwrap();
     // Started before the log has its first segment.
-    let follower = Follower::start(&dir);
+    let follower = Follower::start(&dir, &[]);
     let writer = AppendProcess::start(
         &dir,
         &[

@@ -146,6 +146,7 @@ pub fn segment_names(dir: &Path) -> Vec<String> {
     ids.into_iter().map(walctl::segment::segment_name).collect()
 }
 
+pub mod follow;
 pub mod mem;
 pub mod sim;
 
