@@ -441,6 +441,24 @@ impl Scanner {
         }
         while self.cur.is_none() {
             if self.idx >= self.segments.len() {
+                if self.skipped_retired {
+                    // Every segment left in the list was retired while we read: the
+                    // log went on in segments created since it was listed.
+                    let known = self
+                        .segments
+                        .iter()
+                        .chain(&self.retired)
+                        .map(|s| s.id)
+                        .max();
+                    let newer: Vec<SegmentFile> = list_segments(self.storage.as_ref())?
+                        .into_iter()
+                        .filter(|s| known.is_none_or(|k| s.id > k))
+                        .collect();
+                    if !newer.is_empty() {
+                        self.segments.extend(newer);
+                        continue;
+                    }
+                }
                 if self.opts.follow && (self.segments.is_empty() || self.skipped_retired) {
                     // A log with no segment yet: its first segment may still come.
                     // Or every segment known was retired before it could be read:

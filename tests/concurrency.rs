@@ -772,6 +772,56 @@ fn segments_retired_from_the_front_mid_scan_are_skipped_a_hole_is_not() {
     );
 }
 
+/// A scan (not following) whose every listed segment is retired while it reads goes
+/// on in the segments the writer created since: it never ends "clean" with a stale,
+/// shortened log.
+#[test]
+fn a_scan_whose_listed_segments_all_retire_reads_the_newer_ones() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    library_log(dir, 40);
+    let listed = segment_names(dir);
+    assert!(listed.len() >= 2, "{listed:?}");
+    let mut scanner = Scanner::new(
+        Arc::new(FileStorage::open(dir).unwrap()),
+        ScanOptions::default(),
+    )
+    .unwrap();
+    let seg0 = read_first_segment(&mut scanner);
+
+    // The writer goes on into new segments; retention deletes every listed one.
+    let wal = wal_open(
+        dir,
+        WalOptions {
+            max_segment_size: 16 * 1024,
+            max_segments: 0,
+            sync: SyncPolicy::Never,
+        },
+    )
+    .unwrap();
+    for lsn in 41..=120 {
+        wal.append(&data_for(lsn)).unwrap();
+    }
+    wal.close().unwrap();
+    for name in &listed {
+        std::fs::remove_file(dir.join(name)).unwrap();
+    }
+    let newest = segment_names(dir);
+    assert!(!newest.is_empty());
+
+    let (rest, problem) = drain(&mut scanner).unwrap();
+    assert_eq!(problem, None);
+    assert_eq!(
+        rest.last().map(|r| r.0),
+        Some(120),
+        "{seg0:?} then {rest:?}"
+    );
+    assert!(rest.windows(2).all(|w| w[1].0 == w[0].0 + 1));
+    let first_new = walctl::segment::parse_segment_name(&newest[0]).unwrap();
+    assert_eq!(rest[0].1, first_new);
+    assert_eq!(rest[0].2, 0);
+}
+
 #[test]
 fn a_follower_whose_segments_were_retired_moves_on_to_the_newer_ones() {
     let tmp = tempdir();
