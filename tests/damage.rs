@@ -20,9 +20,10 @@
 //! its LSN follows the previous one; the first record that fails is the problem, at
 //! its length prefix. A frame that runs past the end of the newest segment is a torn
 //! tail only when the bytes present can be the beginning of a record of the length its
-//! prefix claims, as a write cut short leaves them ([`torn_plausible`]): a record that
-//! is complete in fewer bytes than its prefix claims was not cut short, its prefix is
-//! damaged.
+//! prefix claims, as a write cut short leaves them (`walctl::codec::could_be_cut_short`,
+//! whose rules its unit tests check against records built and cut independently): a
+//! record that is complete in fewer bytes than its prefix claims was not cut short,
+//! its prefix is damaged.
 //!
 //! Single-bit flips that no reader of this format can see are listed and asserted
 //! exactly (see [`UNDETECTABLE`]): the CRC does not cover the checkpoint flag.
@@ -42,7 +43,7 @@ use assert_cmd::cargo::CommandCargoExt;
 use common::mem::MemStorage;
 use common::*;
 use serde_json::Value;
-use walctl::codec::{decode_body, MAX_BODY_LEN};
+use walctl::codec::{could_be_cut_short, decode_body, MAX_BODY_LEN};
 use walctl::quarantine;
 use walctl::scan::{Event, ScanOptions, Scanner};
 use walctl::storage::{FileStorage, Storage};
@@ -230,78 +231,6 @@ fn scan_mem(names: &[String], files: &[Vec<u8>]) -> Scan {
 // ---------------------------------------------------------------------------------
 // The principled answer
 
-/// Reads a varint: `Ok(Some(v))`, `Ok(None)` when the bytes end inside it, `Err` when
-/// it overflows 64 bits.
-fn varint(b: &[u8], pos: &mut usize) -> Result<Option<u64>, ()> {
-    let mut v = 0u64;
-    for i in 0..10 {
-        let Some(&byte) = b.get(*pos) else {
-            return Ok(None);
-        };
-        *pos += 1;
-        if i == 9 && byte > 1 {
-            return Err(());
-        }
-        v |= ((byte & 0x7f) as u64) << (7 * i);
-        if byte < 0x80 {
-            return Ok(Some(v));
-        }
-    }
-    Err(())
-}
-
-/// Whether `present` (the bytes after a length prefix that claims `len` body bytes,
-/// fewer than `len`) can be the beginning of a record of that length: the fields
-/// walctl and the Go reference write, in their order (LSN, data, CRC, checkpoint
-/// flag), each either cut short or consistent with `len`. A crash mid-write leaves
-/// exactly such bytes; a record that is complete in fewer bytes than its prefix says
-/// (followed by more records, or by nothing) was not cut short: its prefix is damaged.
-fn torn_plausible(present: &[u8], len: usize) -> bool {
-    assert!(present.len() < len);
-    let mut pos = 0;
-    match present.first() {
-        None => return true,
-        Some(0x08) => pos += 1,
-        Some(_) => return false,
-    }
-    match varint(present, &mut pos) {
-        Ok(Some(_)) => {}
-        Ok(None) => return true,
-        Err(()) => return false,
-    }
-    let Some(&tag) = present.get(pos) else {
-        return true;
-    };
-    if tag == 0x12 {
-        pos += 1;
-        let n = match varint(present, &mut pos) {
-            Ok(Some(n)) => n,
-            Ok(None) => return true,
-            Err(()) => return false,
-        };
-        // After the data: a CRC field (2..=6 bytes, absent when 0) and the flag (2).
-        let end = pos as u64 + n;
-        match (len as u64).checked_sub(end) {
-            Some(rest) if rest <= 8 && rest != 1 => {}
-            _ => return false,
-        }
-        if end >= present.len() as u64 {
-            return true;
-        }
-        pos = end as usize;
-    }
-    if present[pos] == 0x18 {
-        pos += 1;
-        match varint(present, &mut pos) {
-            Ok(Some(crc)) if crc <= u32::MAX as u64 => {}
-            Ok(None) => return true,
-            _ => return false,
-        }
-    }
-    // Only the checkpoint flag can be missing now.
-    len - pos == 2 && [0x20u8, 0x01].starts_with(&present[pos..])
-}
-
 /// Records accepted as (lsn, data, checkpoint, offset), and the first problem as
 /// (offset, severity).
 type ModelSegment = (Vec<(u64, Vec<u8>, bool, usize)>, Option<(usize, Severity)>);
@@ -330,7 +259,10 @@ fn model_segment(bytes: &[u8], mut prev: Option<u64>, newest: bool) -> ModelSegm
             return (recs, Some((off, torn(zero))));
         }
         if 4 + len > rest.len() {
-            return (recs, Some((off, torn(torn_plausible(&rest[4..], len)))));
+            return (
+                recs,
+                Some((off, torn(could_be_cut_short(&rest[4..], len as u64)))),
+            );
         }
         let ok = match decode_body(&rest[4..4 + len]) {
             Ok(r) if r.crc_ok() && r.lsn != 0 && prev.is_none_or(|p| r.lsn == p + 1) => {
