@@ -28,21 +28,6 @@ use walctl::writer::{SyncPolicy, Wal, WalOptions};
 
 // ---------------------------------------------------------------- helpers
 
-/// `Wal::open`, retried while the lock looks held: a child another test thread is
-/// forking holds a copy of this process's descriptors (a lock just released
-/// included) until it execs, for a moment.
-fn wal_open(dir: &Path, opts: WalOptions) -> walctl::Result<Wal> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match Wal::open(dir, opts.clone()) {
-            Err(Error::Locked { .. }) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            r => return r,
-        }
-    }
-}
-
 fn walctl() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_walctl"));
     c.env_remove("WALCTL_DIR").env_remove("NO_COLOR");
@@ -326,7 +311,7 @@ fn a_writer_process_keeps_out_the_library_and_other_processes() {
         .collect();
     assert_eq!(got, vec![b"first".to_vec(), b"second".to_vec()]);
     // The holder is gone: the lock is free.
-    let wal = wal_open(dir, WalOptions::default()).unwrap();
+    let wal = wal_open_retrying(dir, WalOptions::default()).unwrap();
     assert_eq!(wal.append(b"third").unwrap(), 3);
     wal.close().unwrap();
 }
@@ -352,7 +337,7 @@ fn readers_beside_an_append_process(sync: &str) {
     );
     // Wait for the log to exist (a hang guard, not a timing assertion).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while segment_names_or_none(&dir).is_none_or(|n| n.is_empty()) || writer.fed() < 20 {
+    while segment_names(&dir).is_empty() || writer.fed() < 20 {
         assert!(Instant::now() < deadline, "the writer never started");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -396,10 +381,6 @@ fn readers_beside_an_append_process(sync: &str) {
     eprintln!("sync {sync}: {n} records, {torn} reads saw a record mid-write");
 }
 
-fn segment_names_or_none(dir: &Path) -> Option<Vec<String>> {
-    dir.is_dir().then(|| segment_names(dir))
-}
-
 #[test]
 fn verify_and_dump_beside_an_append_process_sync_never() {
     readers_beside_an_append_process("never");
@@ -418,7 +399,7 @@ fn retention_writer(
     progress: Arc<AtomicU64>,
 ) -> JoinHandle<u64> {
     std::thread::spawn(move || {
-        let wal = wal_open(
+        let wal = wal_open_retrying(
             &dir,
             WalOptions {
                 max_segment_size: 32 * 1024,
@@ -651,7 +632,7 @@ fn follow_sees_every_record_once_beside_a_writer_sync_always() {
 
 /// A log of `n` records of `data_for` in 16 KiB segments, no retention.
 fn library_log(dir: &Path, n: u64) {
-    let wal = wal_open(
+    let wal = wal_open_retrying(
         dir,
         WalOptions {
             max_segment_size: 16 * 1024,
@@ -790,7 +771,7 @@ fn a_scan_whose_listed_segments_all_retire_reads_the_newer_ones() {
     let seg0 = read_first_segment(&mut scanner);
 
     // The writer goes on into new segments; retention deletes every listed one.
-    let wal = wal_open(
+    let wal = wal_open_retrying(
         dir,
         WalOptions {
             max_segment_size: 16 * 1024,
@@ -844,7 +825,7 @@ fn a_follower_whose_segments_were_retired_moves_on_to_the_newer_ones() {
 
     // The writer goes on, rotating; retention then deletes everything the follower
     // knew, the segment it is reading included.
-    let wal = wal_open(
+    let wal = wal_open_retrying(
         dir,
         WalOptions {
             max_segment_size: 16 * 1024,

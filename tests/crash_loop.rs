@@ -151,15 +151,6 @@ fn spawn_append(dir: &Path, stderr: &Path) -> Child {
         .unwrap()
 }
 
-fn verify_code(dir: &Path) -> Option<i32> {
-    Command::new(cargo_bin("walctl"))
-        .args(["verify", "--quiet", "--dir"])
-        .arg(dir)
-        .status()
-        .unwrap()
-        .code()
-}
-
 /// The state of the log after a kill, checked against everything known.
 struct Checker {
     dir: PathBuf,

@@ -182,10 +182,6 @@ fn one_error_line_of(err: &str) -> String {
     errors[0].to_string()
 }
 
-fn verify_code(dir: &Path) -> Option<i32> {
-    run(&mut walctl("verify", dir, &["--quiet"])).status.code()
-}
-
 fn segment_digests(dir: &Path) -> Vec<(String, String)> {
     segment_names(dir)
         .into_iter()

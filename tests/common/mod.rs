@@ -215,3 +215,32 @@ pub fn env_count(var: &str, default: u64) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// `Wal::open`, retried for up to 5 s while the lock looks held: a child process being
+/// started by another test thread holds a copy of the lock's descriptor between its
+/// fork and exec.
+pub fn wal_open_retrying(
+    dir: &Path,
+    opts: walctl::writer::WalOptions,
+) -> walctl::Result<walctl::writer::Wal> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match walctl::writer::Wal::open(dir, opts.clone()) {
+            Err(walctl::Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The exit code of `walctl verify --quiet --dir DIR`.
+pub fn verify_code(dir: &Path) -> Option<i32> {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("walctl"))
+        .args(["verify", "--quiet", "--dir"])
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .code()
+}
