@@ -119,16 +119,21 @@ pub fn save(storage: &dyn Storage, reason: &str, policy: &str, cuts: &[Cut]) -> 
     storage.create_dir(&pdir).map_err(io("create", &pdir))?;
     let saved = fill_entry(storage, &id, &partial, reason, policy, cuts);
     if saved.is_err() {
-        // A half-made copy is useless (the log still holds every byte) and takes
-        // space on what may be a full disk: remove it, as far as that goes. A crash
-        // here leaves it behind instead, which is harmless: `.partial` entries are
-        // never listed or restored.
-        if let Ok(entries) = storage.list(&pdir) {
-            for e in entries {
-                let _ = storage.remove_file(&entry_path(&partial, &e.name));
+        // A half-made copy is useless (the log still holds every byte, since the
+        // caller cuts nothing after an error) and takes space on what may be a full
+        // disk: remove it, as far as that goes, under whichever name it got to (the
+        // rename may have happened before the fsync after it failed). A crash here
+        // leaves it behind instead, which is harmless: `.partial` entries are never
+        // listed or restored.
+        for dir_name in [partial.as_str(), id.as_str()] {
+            let dir = format!("{QUARANTINE_DIR}/{dir_name}");
+            if let Ok(entries) = storage.list(&dir) {
+                for e in entries {
+                    let _ = storage.remove_file(&entry_path(dir_name, &e.name));
+                }
+                let _ = storage.remove_dir(&dir);
             }
         }
-        let _ = storage.remove_dir(&pdir);
     }
     saved
 }

@@ -721,7 +721,8 @@ fn restore_returns_byte_identical_files() {
         let mut args = vec!["--list-quarantine"];
         args.extend_from_slice(extra);
         let o = run(&dir, &args);
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        // Listed, but incomplete: exit 1 tells a script so.
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
         assert!(stdout(&o).contains(&id), "{}", stdout(&o));
         assert!(!stdout(&o).contains("notes") && !stdout(&o).contains("broken"));
         let err = stderr(&o);
@@ -910,6 +911,33 @@ fn killed_point_in_time_repair_loses_nothing_and_a_rerun_finishes() {
     // Quarantine (dirs, copies, manifest, renames), removals and truncation: many
     // distinct stopping points were exercised.
     assert!(steps > 20, "only {steps} steps");
+}
+
+/// The fsync of the quarantine directory after the entry got its final name fails:
+/// the repair fails, cuts nothing, and leaves no entry (neither half-made nor one
+/// that claims a cut that never happened).
+#[test]
+fn a_failed_fsync_after_the_quarantine_rename_leaves_no_entry_and_cuts_nothing() {
+    let log = pristine(120);
+    let last = log.recs.last().unwrap().clone();
+    let (_t, dir) = copy_of(&log.dir);
+    cut(&dir.join(&last.segment), last.offset + last.len / 2);
+    let before = segment_bytes(&dir);
+    // Directory fsyncs: the log directory (new quarantine), the entry, then the
+    // quarantine directory after the rename, which fails.
+    let disk = common::sim::SimDisk::new(&dir);
+    disk.fail_dir_sync_after(2);
+    let err = apply(Arc::new(disk), Policy::TolerateTail).unwrap_err();
+    assert!(err.to_string().contains("directory fsync"), "{err}");
+    assert_eq!(segment_bytes(&dir), before);
+    let left: Vec<_> = fs::read_dir(dir.join(QUARANTINE_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // And with the disk well again, the repair goes through.
+    apply(storage(&dir), Policy::TolerateTail).unwrap();
+    assert_eq!(worst(&dir), None);
 }
 
 #[test]

@@ -438,27 +438,33 @@ fn pieces(m: &Manifest) -> String {
 
 fn list(args: &Args, storage: &dyn Storage) -> anyhow::Result<Exit> {
     let mut entries = Vec::new();
+    let mut skipped = 0;
     for (id, m) in repair::list_quarantine(storage)? {
         match m {
             Ok(m) => entries.push(m),
-            // One damaged entry (or a stray directory) must not hide the others.
-            Err(e) => output::note(format_args!("warning: skipping quarantine entry {id}: {e}")),
+            // One damaged entry (or a stray directory) must not hide the others; the
+            // exit status (1) tells scripts the listing is incomplete.
+            Err(e) => {
+                skipped += 1;
+                output::note(format_args!("warning: skipping quarantine entry {id}: {e}"))
+            }
         }
     }
+    let done = if skipped == 0 { Exit::Ok } else { Exit::Failed };
     let mut out = output::stdout();
     if args.json {
         for m in &entries {
             output::json_line(&mut out, m)?;
         }
         out.flush()?;
-        return Ok(Exit::Ok);
+        return Ok(done);
     }
     if entries.is_empty() {
         output::note(format_args!(
             "no quarantine entries in {}",
             storage.root().join(QUARANTINE_DIR).display()
         ));
-        return Ok(Exit::Ok);
+        return Ok(done);
     }
     let rows: Vec<[String; 6]> = entries
         .iter()
@@ -498,5 +504,5 @@ fn list(args: &Args, storage: &dyn Storage) -> anyhow::Result<Exit> {
         writeln!(out, "{}", line(r.each_ref().map(String::as_str)))?;
     }
     out.flush()?;
-    Ok(Exit::Ok)
+    Ok(done)
 }
