@@ -528,6 +528,10 @@ impl Scanner {
                 None
             }
         };
+        // Set when a whole-length record of the newest segment fails to decode or check
+        // but its body is the start of such a record followed by zeros: the size of a
+        // write reached the disk and (part of) its data did not.
+        let mut zero_filled_len = None;
         let kind = match framing {
             Some((kind, tornish)) => Err((kind, tornish)),
             None => {
@@ -536,20 +540,31 @@ impl Scanner {
                 r.fill(&mut self.buf, LEN_PREFIX + len).map_err(io)?;
                 let body_start = r.start + LEN_PREFIX;
                 let body = &self.buf[body_start..body_start + len];
+                let cut_short_then_zeros = || {
+                    let end = body.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                    (last && end < len && could_be_cut_short(&body[..end], len as u64))
+                        .then_some(len)
+                };
                 match decode_body(body) {
-                    Err(e) => Err((
-                        ProblemKind::Undecodable {
-                            reason: e.to_string(),
-                        },
-                        false,
-                    )),
-                    Ok(rec) if !rec.crc_ok() => Err((
-                        ProblemKind::CrcMismatch {
-                            stored: rec.crc,
-                            computed: rec.computed_crc(),
-                        },
-                        false,
-                    )),
+                    Err(e) => {
+                        zero_filled_len = cut_short_then_zeros();
+                        Err((
+                            ProblemKind::Undecodable {
+                                reason: e.to_string(),
+                            },
+                            false,
+                        ))
+                    }
+                    Ok(rec) if !rec.crc_ok() => {
+                        zero_filled_len = cut_short_then_zeros();
+                        Err((
+                            ProblemKind::CrcMismatch {
+                                stored: rec.crc,
+                                computed: rec.computed_crc(),
+                            },
+                            false,
+                        ))
+                    }
                     Ok(rec) => {
                         // An LSN jump at the start of a segment whose predecessors
                         // (by id) were never read is explained when they were retired
@@ -637,8 +652,14 @@ impl Scanner {
                 })
             }
             Err((kind, tornish)) => {
-                // A never-written, zero-filled tail of the newest segment is a torn tail.
-                let (kind, tornish) = if !tornish && last {
+                // A never-written, zero-filled tail of the newest segment is a torn tail:
+                // zeros from this record's start, or from inside it (then its bytes
+                // before them must be the start of the record, and nothing but zeros
+                // may follow it).
+                let (kind, tornish) = if let Some(len) = zero_filled_len {
+                    r.advance(LEN_PREFIX + len);
+                    (kind, r.rest_is_zero(&mut self.buf).map_err(io)?)
+                } else if !tornish && last {
                     let zero = r.rest_is_zero(&mut self.buf).map_err(io)?;
                     if zero {
                         (ProblemKind::ZeroTail { bytes: available }, true)

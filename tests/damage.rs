@@ -573,6 +573,71 @@ fn check_flip_binary(log: &Log, f: Flip, e: &Expect) {
 // ---------------------------------------------------------------------------------
 // (a) Torn writes
 
+/// What a crash leaves when a write's new file size reached the disk but its data did
+/// not: the last record's bytes from some point on are zeros (and the file may run on
+/// in zeros). That is a torn tail at the record, repaired by a writer opening the log.
+/// Zeros inside the record with a non-zero byte after them are not: corruption.
+#[test]
+fn newest_record_ending_in_unwritten_zeros_is_a_torn_tail() {
+    let log = build_log();
+    let newest = log.newest();
+    let last = log.recs.last().unwrap().clone();
+    let kept: Vec<Rec> = log.recs[..log.recs.len() - 1].to_vec();
+    let end = last.offset + last.len;
+    // From just after the length prefix to the last byte; with and without more
+    // zeros after the record.
+    assert!(last.checkpoint, "the log ends with a checkpoint");
+    // Zeroing only the last byte (the flag's value 1) leaves an explicit `false`: a
+    // regular record, with a valid CRC, that no reader can tell (see UNDETECTABLE).
+    for zero_from in last.offset + 4..end - 1 {
+        for extra in [0usize, 3, 5000] {
+            let ctx = format!("zeros from {zero_from} to the end, {extra} more");
+            let mut files = log.files.clone();
+            let f = &mut files[newest];
+            f[zero_from..].fill(0);
+            f.resize(end + extra, 0);
+            let scan = scan_mem(&log.names, &files);
+            assert!(scan.recs == kept, "{ctx}: {} records", scan.recs.len());
+            assert_eq!(scan.problems.len(), 1, "{ctx}: {:?}", scan.problems);
+            let p = &scan.problems[0];
+            assert_eq!(
+                (p.offset, p.severity),
+                (last.offset as u64, Severity::TornTail),
+                "{ctx}: {p}"
+            );
+        }
+        // A non-zero byte after the zeros: not an unwritten tail.
+        if zero_from + 1 < end {
+            let mut files = log.files.clone();
+            let f = &mut files[newest];
+            f[zero_from..end - 1].fill(0);
+            f[end - 1] = 0x5a;
+            let scan = scan_mem(&log.names, &files);
+            let sev = scan.problems.first().map(|p| p.severity);
+            assert_ne!(
+                sev,
+                Some(Severity::TornTail),
+                "zeros {zero_from}..{} then 0x5a",
+                end - 1
+            );
+        }
+    }
+    // The writer saves and cuts such a tail, and goes on at the record's LSN.
+    let tmp = tempdir();
+    let dir = tmp.path().join("wal");
+    let mut files = log.files.clone();
+    files[newest][last.offset + 10..].fill(0);
+    files[newest].resize(end + 4096, 0);
+    write_log(&dir, &log.names, &files);
+    let wal = Wal::open(&dir, WalOptions::default()).unwrap();
+    let repaired = wal.open_report().repaired_tail.clone().unwrap();
+    assert_eq!(repaired.offset, last.offset as u64);
+    assert_eq!(wal.append(b"next").unwrap(), last.lsn);
+    wal.close().unwrap();
+    let (code, out, err) = walctl(&["verify"], &dir);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 #[test]
 fn newest_segment_cut_inside_its_last_record_is_a_torn_tail_and_repairs_cleanly() {
     let log = build_log();
