@@ -647,6 +647,23 @@ fn library_log(dir: &Path, n: u64) {
     wal.close().unwrap();
 }
 
+/// Appends the records of `lsns` to the log in `dir` (16 KiB segments, no retention).
+fn append_library_log(dir: &Path, lsns: std::ops::RangeInclusive<u64>) {
+    let wal = wal_open_retrying(
+        dir,
+        WalOptions {
+            max_segment_size: 16 * 1024,
+            max_segments: 0,
+            sync: SyncPolicy::Never,
+        },
+    )
+    .unwrap();
+    for lsn in lsns {
+        assert_eq!(wal.append(&data_for(lsn)).unwrap(), lsn);
+    }
+    wal.close().unwrap();
+}
+
 /// (lsn, segment id, offset) of a record.
 type Pos = (u64, u64, u64);
 
@@ -771,19 +788,7 @@ fn a_scan_whose_listed_segments_all_retire_reads_the_newer_ones() {
     let seg0 = read_first_segment(&mut scanner);
 
     // The writer goes on into new segments; retention deletes every listed one.
-    let wal = wal_open_retrying(
-        dir,
-        WalOptions {
-            max_segment_size: 16 * 1024,
-            max_segments: 0,
-            sync: SyncPolicy::Never,
-        },
-    )
-    .unwrap();
-    for lsn in 41..=120 {
-        wal.append(&data_for(lsn)).unwrap();
-    }
-    wal.close().unwrap();
+    append_library_log(dir, 41..=120);
     for name in &listed {
         std::fs::remove_file(dir.join(name)).unwrap();
     }
@@ -825,19 +830,7 @@ fn a_follower_whose_segments_were_retired_moves_on_to_the_newer_ones() {
 
     // The writer goes on, rotating; retention then deletes everything the follower
     // knew, the segment it is reading included.
-    let wal = wal_open_retrying(
-        dir,
-        WalOptions {
-            max_segment_size: 16 * 1024,
-            max_segments: 0,
-            sync: SyncPolicy::Never,
-        },
-    )
-    .unwrap();
-    for lsn in 41..=120 {
-        wal.append(&data_for(lsn)).unwrap();
-    }
-    wal.close().unwrap();
+    append_library_log(dir, 41..=120);
     let names = segment_names(dir);
     let keep_from = names.len() - 3;
     for name in &names[..keep_from] {

@@ -441,6 +441,22 @@ fn assert_poisoned(res: Result<impl std::fmt::Debug, Error>, what: &str) {
     }
 }
 
+/// Appends `entry(0)`, `entry(1)`, ... until an append fails (at most `limit`);
+/// returns how many were acknowledged, with LSNs 1.., and the error.
+fn append_until_error(wal: &Wal, limit: u64, never: &str) -> (u64, Error) {
+    let mut acked = 0u64;
+    loop {
+        assert!(acked < limit, "{never}");
+        match wal.append(&entry(acked)) {
+            Ok(lsn) => {
+                acked += 1;
+                assert_eq!(lsn, acked);
+            }
+            Err(e) => return (acked, e),
+        }
+    }
+}
+
 #[test]
 fn library_append_until_enospc_poisons_the_writer_and_loses_nothing() {
     let Some(mnt) = Tmpfs::mount("library_append", "size=128k") else {
@@ -448,17 +464,7 @@ fn library_append_until_enospc_poisons_the_writer_and_loses_nothing() {
     };
     let dir = mnt.path.join("log");
     let wal = Wal::open(&dir, lib_opts(8192)).unwrap();
-    let mut acked = 0u64;
-    let err = loop {
-        assert!(acked < 100_000, "the disk never filled");
-        match wal.append(&entry(acked)) {
-            Ok(lsn) => {
-                acked += 1;
-                assert_eq!(lsn, acked);
-            }
-            Err(e) => break e,
-        }
-    };
+    let (acked, err) = append_until_error(&wal, 100_000, "the disk never filled");
     let msg = err.to_string();
     assert!(
         matches!(err, Error::Poisoned(_) | Error::Io { .. }),
@@ -529,17 +535,7 @@ fn rotation_that_cannot_create_a_segment_fails_cleanly() {
     // The log is the root of the mount (a subdirectory would take an inode).
     let dir = mnt.path.clone();
     let wal = Wal::open(&dir, lib_opts(1024)).unwrap();
-    let mut acked = 0u64;
-    let err = loop {
-        assert!(acked < 10_000, "rotation never failed");
-        match wal.append(&entry(acked)) {
-            Ok(lsn) => {
-                acked += 1;
-                assert_eq!(lsn, acked);
-            }
-            Err(e) => break e,
-        }
-    };
+    let (acked, err) = append_until_error(&wal, 10_000, "rotation never failed");
     let msg = err.to_string();
     assert!(msg.contains("segment-3"), "{msg}");
     assert!(msg.contains(ENOSPC_TEXT), "{msg}");
@@ -758,14 +754,7 @@ fn the_failing_append_does_not_claim_that_nothing_was_written() {
     };
     let dir = mnt.path.join("log");
     let wal = Wal::open(&dir, lib_opts(1 << 20)).unwrap();
-    let mut acked = 0u64;
-    let err = loop {
-        assert!(acked < 10_000, "the disk never filled");
-        match wal.append(&entry(acked)) {
-            Ok(_) => acked += 1,
-            Err(e) => break e,
-        }
-    };
+    let (acked, err) = append_until_error(&wal, 10_000, "the disk never filled");
     drop(wal);
     let (entries, tail) = read_log(&dir);
     let wrote_something = entries.len() as u64 > acked || tail.is_some();
