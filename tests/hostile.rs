@@ -44,6 +44,21 @@ struct As {
     user: Option<u32>,
 }
 
+/// A copy of the walctl binary in the system temporary directory, readable and
+/// executable by everyone, for the runs as an unprivileged user; made once.
+fn unprivileged_binary() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("walctl-hostile-bin-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = dir.join("walctl");
+        fs::copy(env!("CARGO_BIN_EXE_walctl"), &bin).unwrap();
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+        bin
+    })
+}
+
 struct Run {
     code: i32,
     stdout: String,
@@ -60,7 +75,12 @@ impl Run {
 /// NO_COLOR removed and `env` set; asserts that it exited (no signal, no hang, no
 /// panic) within its memory bounds.
 fn walctl_in(args: &[&str], dir: Option<&Path>, env: &[(&str, &OsStr)], who: As) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_walctl"));
+    let mut cmd = Command::new(match who.user {
+        // The build's own path may not be reachable by an unprivileged user (a clone
+        // under /root): run a copy kept beside the test's files.
+        Some(_) => unprivileged_binary().to_path_buf(),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_walctl")),
+    });
     cmd.env_remove("WALCTL_DIR")
         .env_remove("NO_COLOR")
         .args(args);
@@ -582,7 +602,9 @@ fn an_unreadable_segment_is_a_clear_error() {
     };
     let says = victim.display().to_string();
     every_command(&dir, 1, &[&says, "Permission denied"], who);
-    if !root {
+    if root {
+        let _ = fs::remove_dir_all(unprivileged_binary().parent().unwrap());
+    } else {
         library_refuses(&dir, &names[1]);
     }
 }
