@@ -167,13 +167,7 @@ impl AppendProcess {
         self.stop.store(stop, Ordering::SeqCst);
         let n = self.feeder.take().unwrap().join().unwrap();
         let status = self.child.wait().unwrap();
-        let mut stderr = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
+        let stderr = read_stderr(&mut self.child);
         assert_eq!(status.code(), Some(0), "append: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
         let acks = self.acks.take().unwrap().join().unwrap();
@@ -632,19 +626,7 @@ fn follow_sees_every_record_once_beside_a_writer_sync_always() {
 
 /// A log of `n` records of `data_for` in 16 KiB segments, no retention.
 fn library_log(dir: &Path, n: u64) {
-    let wal = wal_open_retrying(
-        dir,
-        WalOptions {
-            max_segment_size: 16 * 1024,
-            max_segments: 0,
-            sync: SyncPolicy::Never,
-        },
-    )
-    .unwrap();
-    for lsn in 1..=n {
-        assert_eq!(wal.append(&data_for(lsn)).unwrap(), lsn);
-    }
-    wal.close().unwrap();
+    append_library_log(dir, 1..=n);
 }
 
 /// Appends the records of `lsns` to the log in `dir` (16 KiB segments, no retention).

@@ -39,27 +39,32 @@ fn cstr(b: &[u8]) -> CString {
     CString::new(b).unwrap()
 }
 
+/// mount(2) of a tmpfs on `path` with options `opts` and `flags`; its return code.
+fn mount_tmpfs(path: &Path, opts: &str, flags: libc::c_ulong) -> libc::c_int {
+    let (src, target, data) = (
+        cstr(b"tmpfs"),
+        cstr(path.as_os_str().as_bytes()),
+        cstr(opts.as_bytes()),
+    );
+    // SAFETY: valid NUL-terminated strings that outlive the call.
+    unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            src.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    }
+}
+
 impl Tmpfs {
     /// Mounts a tmpfs with `opts` (e.g. "size=128k"). `None` (after saying why on
     /// stderr) when this process may not mount: the only reason a test skips.
     fn mount(test: &str, opts: &str) -> Option<Tmpfs> {
         let dir = tempdir();
         let path = dir.path().to_path_buf();
-        let (src, target, data) = (
-            cstr(b"tmpfs"),
-            cstr(path.as_os_str().as_bytes()),
-            cstr(opts.as_bytes()),
-        );
-        // SAFETY: valid NUL-terminated strings that outlive the call.
-        let rc = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                src.as_ptr(),
-                0,
-                data.as_ptr().cast(),
-            )
-        };
+        let rc = mount_tmpfs(&path, opts, 0);
         if rc != 0 {
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
@@ -79,21 +84,7 @@ impl Tmpfs {
 
     /// `mount -o remount,<opts>`: more space or more inodes.
     fn remount(&self, opts: &str) {
-        let (src, target, data) = (
-            cstr(b"tmpfs"),
-            cstr(self.path.as_os_str().as_bytes()),
-            cstr(opts.as_bytes()),
-        );
-        // SAFETY: as in `mount`.
-        let rc = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                src.as_ptr(),
-                libc::MS_REMOUNT,
-                data.as_ptr().cast(),
-            )
-        };
+        let rc = mount_tmpfs(&self.path, opts, libc::MS_REMOUNT);
         assert_eq!(rc, 0, "remount {opts}: {}", io::Error::last_os_error());
     }
 
@@ -364,13 +355,7 @@ fn append_binary_until_enospc_then_continue_after_freeing_space() {
             .map(|l| l.trim_end().parse::<u64>().unwrap()),
     );
     let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = read_stderr(&mut child);
     assert!(
         sent < 20_000,
         "append took all input: the disk never filled"

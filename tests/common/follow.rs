@@ -1,7 +1,7 @@
 //! A `walctl dump --follow --json` child whose stdout lines arrive on a channel, for
 //! the tests that watch a log grow.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -144,10 +144,7 @@ impl Follower {
     }
 
     fn finish_with(mut self, status: std::process::ExitStatus) -> (Option<i32>, String) {
-        let mut stderr = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut stderr);
-        }
+        let stderr = super::read_stderr(&mut self.child);
         self.reaped = true;
         (status.code(), stderr)
     }

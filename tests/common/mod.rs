@@ -244,3 +244,13 @@ pub fn verify_code(dir: &Path) -> Option<i32> {
         .unwrap()
         .code()
 }
+
+/// All a finished child wrote on its piped stderr.
+pub fn read_stderr(child: &mut std::process::Child) -> String {
+    use std::io::Read;
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_string(&mut stderr).unwrap();
+    }
+    stderr
+}
