@@ -28,6 +28,7 @@ pub mod bench;
 pub mod codec;
 pub mod error;
 pub mod quarantine;
+mod readahead;
 pub mod reader;
 pub mod repair;
 pub mod scan;

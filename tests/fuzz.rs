@@ -498,10 +498,13 @@ proptest! {
         segs in log_strategy(),
         stop in proptest::bool::weighted(0.2),
         from in proptest::option::weighted(0.2, 0u64..60),
+        ahead in proptest::bool::weighted(0.3),
     ) {
         check_scan(&segs, ScanOptions {
             stop_at_first_problem: stop,
             from_lsn: from,
+            // Also through the read-ahead thread, whatever the segment's size.
+            read_ahead_from: if ahead { Some(0) } else { None },
             ..ScanOptions::default()
         })?;
     }

@@ -1,0 +1,191 @@
+//! The scanner reads large segments on a helper thread (read-ahead). These tests hold
+//! it to the same answers as reading on the caller's thread: the same records, the
+//! same summaries and the same first problem, on clean, flipped and cut logs whose
+//! records straddle the chunk boundaries, including records longer than a chunk.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::{cut, flip_bit, segment_names, tempdir, Rng};
+use walctl::scan::{Event, ScanOptions, Scanner, SegmentSummary};
+use walctl::storage::FileStorage;
+use walctl::writer::{SyncPolicy, Wal, WalOptions};
+
+/// What a scan saw: every record (LSN, segment, offset, checkpoint, a digest of its
+/// data), every segment summary, or the error it ended with.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    records: Vec<(u64, u64, u64, bool, u64)>,
+    summaries: Vec<SegmentSummary>,
+    error: Option<String>,
+}
+
+fn digest(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn scan(dir: &Path, read_ahead: bool) -> Seen {
+    let storage = Arc::new(FileStorage::open(dir).unwrap());
+    let opts = ScanOptions {
+        read_ahead_from: if read_ahead { Some(0) } else { None },
+        ..ScanOptions::default()
+    };
+    let mut seen = Seen {
+        records: Vec::new(),
+        summaries: Vec::new(),
+        error: None,
+    };
+    let mut scanner = Scanner::new(storage, opts).unwrap();
+    loop {
+        match scanner.next() {
+            Ok(Some(Event::Record(r))) => {
+                seen.records
+                    .push((r.lsn, r.segment_id, r.offset, r.checkpoint, digest(r.data)))
+            }
+            Ok(Some(Event::SegmentEnd(_))) => {}
+            Ok(None) => break,
+            Err(e) => {
+                seen.error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    seen.summaries = scanner.summaries().to_vec();
+    seen
+}
+
+/// A log of three segments of about 3 MiB: mostly small records, and records of
+/// 40 KiB, 100 KiB (more than the 64 KiB a chunk keeps in front of it) and 600 KiB
+/// (more than two 256 KiB chunks), so records straddle chunk boundaries every way.
+fn build_log(dir: &Path) -> u64 {
+    let wal = Wal::open(
+        dir,
+        WalOptions {
+            max_segment_size: 3 << 20,
+            max_segments: 0,
+            sync: SyncPolicy::Never,
+        },
+    )
+    .unwrap();
+    let mut rng = Rng::new(0x005e_ed0f_4ead);
+    let (mut last, mut written) = (0, 0);
+    // Two full segments and most of a third.
+    while written < 8 << 20 {
+        let len = match rng.below(100) {
+            0 => 600 << 10,
+            1..=2 => 100 << 10,
+            3..=6 => 40 << 10,
+            _ => rng.range(1, 400) as usize,
+        };
+        let data = rng.bytes(len);
+        written += len;
+        last = if rng.below(50) == 0 {
+            wal.checkpoint(&data).unwrap()
+        } else {
+            wal.append(&data).unwrap()
+        };
+    }
+    wal.close().unwrap();
+    last
+}
+
+#[test]
+fn read_ahead_reads_a_clean_log_exactly_as_the_callers_thread_does() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("wal");
+    let last = build_log(&dir);
+    let ahead = scan(&dir, true);
+    let direct = scan(&dir, false);
+    assert_eq!(ahead.error, None);
+    assert_eq!(ahead.records.len() as u64, last);
+    assert!(ahead.summaries.iter().all(|s| s.problem.is_none()));
+    assert_eq!(ahead, direct);
+}
+
+#[test]
+fn read_ahead_finds_the_same_first_problem_at_flips_and_cuts_across_chunk_boundaries() {
+    let tmp = tempdir();
+    let clean = tmp.path().join("clean");
+    build_log(&clean);
+    let names = segment_names(&clean);
+    let newest = names.last().unwrap().clone();
+    let middle = names[names.len() / 2].clone();
+    let mut rng = Rng::new(0x0c4a_011e);
+    let chunk = 256u64 << 10;
+    let mut cases = 0;
+    for (name, cut_it) in [(&middle, false), (&newest, false), (&newest, true)] {
+        let size = std::fs::metadata(clean.join(name)).unwrap().len();
+        // Around every chunk boundary, and at random places.
+        let mut offsets: Vec<u64> = (1..=size / chunk)
+            .flat_map(|k| [k * chunk - 3, k * chunk, k * chunk + 70])
+            .filter(|&o| o < size)
+            .collect();
+        offsets.extend((0..6).map(|_| rng.below(size)));
+        for off in offsets {
+            let dir = tmp.path().join(format!("case-{cases}"));
+            cases += 1;
+            std::fs::create_dir(&dir).unwrap();
+            for n in &names {
+                std::fs::copy(clean.join(n), dir.join(n)).unwrap();
+            }
+            if cut_it {
+                cut(&dir.join(name), off);
+            } else {
+                flip_bit(&dir.join(name), off, (off % 8) as u8);
+            }
+            let ahead = scan(&dir, true);
+            let direct = scan(&dir, false);
+            assert_eq!(
+                ahead,
+                direct,
+                "{} {name} at {off}",
+                if cut_it { "cut" } else { "flip" }
+            );
+            let problems = ahead
+                .summaries
+                .iter()
+                .filter(|s| s.problem.is_some())
+                .count();
+            assert!(
+                problems > 0 || ahead.error.is_some() || cut_it,
+                "a flipped bit at {name}:{off} went unseen"
+            );
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+    assert!(cases > 30, "only {cases} cases");
+}
+
+#[test]
+fn a_segment_cut_while_read_ahead_reads_it_is_an_error_not_a_short_clean_log() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("wal");
+    build_log(&dir);
+    let first = segment_names(&dir)[0].clone();
+    let size = std::fs::metadata(dir.join(&first)).unwrap().len();
+    let storage = Arc::new(FileStorage::open(&dir).unwrap());
+    let opts = ScanOptions {
+        read_ahead_from: Some(0),
+        ..ScanOptions::default()
+    };
+    let mut scanner = Scanner::new(storage, opts).unwrap();
+    // The first record starts the helper thread on the first segment; then most of
+    // the segment goes away under it.
+    assert!(matches!(scanner.next().unwrap(), Some(Event::Record(_))));
+    cut(&dir.join(&first), size / 4);
+    // The thread is at most four 256 KiB chunks ahead, far short of the 3 MiB it was
+    // told to read: it meets the end of the file and says so.
+    let err = loop {
+        match scanner.next() {
+            Ok(Some(Event::Record(_))) => continue,
+            Ok(other) => panic!("the scan went on past the cut: {other:?}"),
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(err.contains("shrank"), "{err}");
+    assert!(err.contains(&first), "{err}");
+}
