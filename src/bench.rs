@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::scan::{scan_log, ScanOptions};
 use crate::segment::list_segments;
 use crate::storage::FileStorage;
-use crate::writer::{SyncPolicy, Wal, WalOptions};
+use crate::writer::{SyncPolicy, SyncStats, Wal, WalOptions};
 
 /// One benchmark workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -193,6 +193,20 @@ pub struct Measure {
     pub latency: Option<Latency>,
     /// Peak resident memory of the child process in KiB (child workloads).
     pub max_rss_kib: Option<u64>,
+    /// walctl's data fsyncs (append workloads that sync).
+    pub fsyncs: Option<FsyncMeasure>,
+}
+
+/// What walctl's fsyncs did in an append workload: group commit shows as many
+/// records per fsync.
+#[derive(Debug, Clone, Serialize)]
+pub struct FsyncMeasure {
+    /// fdatasync calls.
+    pub fsyncs: u64,
+    /// Records made durable per fdatasync, on average.
+    pub records_per_fsync: f64,
+    /// Mean time of one group commit's write + fdatasync, in microseconds.
+    pub mean_us: f64,
 }
 
 /// The outcome of one workload.
@@ -359,6 +373,7 @@ struct Side {
     secs: f64,
     hist: Option<Histogram>,
     rss_kib: Option<u64>,
+    syncs: SyncStats,
 }
 
 #[derive(Default)]
@@ -370,6 +385,7 @@ struct Sum {
     rss_kib: Option<u64>,
     /// Entries per second of each side added.
     rates: Vec<f64>,
+    syncs: SyncStats,
 }
 
 impl Sum {
@@ -387,6 +403,9 @@ impl Sum {
         if let Some(r) = s.rss_kib {
             self.rss_kib = Some(self.rss_kib.map_or(r, |m| m.max(r)));
         }
+        self.syncs.fsyncs += s.syncs.fsyncs;
+        self.syncs.records += s.syncs.records;
+        self.syncs.time += s.syncs.time;
     }
 
     fn measure(&self) -> Measure {
@@ -399,6 +418,14 @@ impl Sum {
             mb_per_sec: self.bytes as f64 / secs / 1e6,
             latency: self.hist.as_ref().map(Histogram::latency),
             max_rss_kib: self.rss_kib,
+            fsyncs: (self.syncs.fsyncs > 0).then(|| {
+                let n = self.syncs.fsyncs as f64;
+                FsyncMeasure {
+                    fsyncs: self.syncs.fsyncs,
+                    records_per_fsync: self.syncs.records as f64 / n,
+                    mean_us: self.syncs.time.as_secs_f64() * 1e6 / n,
+                }
+            }),
         }
     }
 }
@@ -649,6 +676,7 @@ impl Bench<'_, '_> {
                         secs,
                         hist: None,
                         rss_kib: None,
+                        syncs: SyncStats::default(),
                     });
                 } else {
                     self.step(&format!("{name}: baseline, round {r}"));
@@ -736,6 +764,7 @@ impl Bench<'_, '_> {
                             secs: c.secs,
                             hist: None,
                             rss_kib: Some(c.max_rss_kib),
+                            syncs: SyncStats::default(),
                         }),
                         Err(reason) => {
                             self.done = end;
@@ -907,11 +936,16 @@ fn walctl_append(dir: &Path, p: &AppendParams, stop: Stop, payload: &Payload) ->
             Ok(())
         })
     })?;
+    // Before close, whose final fsync covers nothing the workload waited for.
+    let syncs = wal.sync_stats();
     wal.close()?;
     drop(wal);
     let storage = FileStorage::open(dir).map_err(io_err("open", dir))?;
     let bytes = list_segments(&storage)?.iter().map(|s| s.size).sum();
-    Ok(side_from(secs, outs, p.batch, bytes))
+    Ok(Side {
+        syncs,
+        ..side_from(secs, outs, p.batch, bytes)
+    })
 }
 
 fn side_from(secs: f64, outs: Vec<(u64, Histogram)>, batch: usize, bytes: u64) -> Side {
@@ -927,6 +961,7 @@ fn side_from(secs: f64, outs: Vec<(u64, Histogram)>, batch: usize, bytes: u64) -
         secs,
         hist: Some(hist),
         rss_kib: None,
+        syncs: SyncStats::default(),
     }
 }
 
@@ -1026,6 +1061,7 @@ fn timed_plain_read(log: &ScanLog) -> Result<Side> {
         secs: start.elapsed().as_secs_f64(),
         hist: None,
         rss_kib: None,
+        syncs: SyncStats::default(),
     })
 }
 

@@ -101,6 +101,28 @@ pub struct OpenReport {
     pub created_segment: bool,
 }
 
+/// Counts of a writer's data fsyncs since it opened: how well group commit shares
+/// them out ([`Wal::sync_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// fdatasync calls on segment files (group commits, interval and explicit syncs,
+    /// rotations, close).
+    pub fsyncs: u64,
+    /// Records each of those made durable, summed: `records / fsyncs` is how many
+    /// appends one fsync covered on average.
+    pub records: u64,
+    /// Time spent in those calls (with the write before each group commit's fsync).
+    pub time: Duration,
+}
+
+impl SyncStats {
+    fn add(&mut self, records: u64, took: Duration) {
+        self.fsyncs += 1;
+        self.records += records;
+        self.time += took;
+    }
+}
+
 /// Buffered bytes above which `Interval`/`Never` appends hand the buffer to the OS.
 const FLUSH_AT: usize = 1 << 20;
 
@@ -124,6 +146,8 @@ struct State {
     pending: usize,
     /// How long the last group commit's write + fdatasync took.
     last_sync: Duration,
+    /// What the fsyncs of this writer did so far.
+    stats: SyncStats,
     poisoned: Option<String>,
     closed: bool,
     shutdown: bool,
@@ -286,6 +310,7 @@ impl Wal {
             gathering: false,
             pending: 0,
             last_sync: Duration::ZERO,
+            stats: SyncStats::default(),
             poisoned: None,
             closed: false,
             shutdown: false,
@@ -393,6 +418,13 @@ impl Wal {
     /// The last LSN known durable.
     pub fn durable_lsn(&self) -> u64 {
         lock(&self.inner.state).synced_lsn
+    }
+
+    /// What this writer's fsyncs did so far: how many, how many records they made
+    /// durable, how long they took. With many threads appending under
+    /// [`SyncPolicy::Always`], `records / fsyncs` shows group commit at work.
+    pub fn sync_stats(&self) -> SyncStats {
+        lock(&self.inner.state).stats
     }
 
     /// Appends one record and returns its LSN. Under [`SyncPolicy::Always`] it is
@@ -582,10 +614,13 @@ impl Inner {
     fn rotate(&self, st: &mut State) -> Result<()> {
         let mut io = self.lock_io(st)?;
         self.write_out(st, &mut io)?;
+        let started = Instant::now();
         if let Err(e) = io.file.sync_data() {
             let what = format!("fsync of {} failed: {e}", segment_name(io.seg_id));
             return Err(self.poison(st, what));
         }
+        let covered = st.appended_lsn.saturating_sub(st.synced_lsn);
+        st.stats.add(covered, started.elapsed());
         st.synced_lsn = st.synced_lsn.max(st.appended_lsn);
         st.pending = 0;
         self.cond.notify_all();
@@ -755,7 +790,12 @@ impl Inner {
         st.spare = data;
         st.syncing = false;
         match res {
-            Ok(()) => st.synced_lsn = st.synced_lsn.max(target),
+            Ok(()) => {
+                let covered = target.saturating_sub(st.synced_lsn);
+                let took = st.last_sync;
+                st.stats.add(covered, took);
+                st.synced_lsn = st.synced_lsn.max(target);
+            }
             Err(msg) => {
                 st.poisoned.get_or_insert(msg);
             }

@@ -84,6 +84,23 @@ fn json_has_every_workload_with_a_same_run_baseline_and_cleans_up() {
                     );
                     assert!(p50 <= p99 && p99 <= p999, "{name}: {l}");
                     assert!(p999 <= l["max_ns"].as_u64().unwrap(), "{name}: {l}");
+                    // The durable workloads count their fsyncs; 20 appends of one
+                    // writer need 20, 16 writers share them, a batch of 100 needs one.
+                    let f = &w["fsyncs"];
+                    if name == "buffered" {
+                        assert!(f.is_null(), "{name}: {f}");
+                    } else {
+                        let n = f["fsyncs"].as_u64().unwrap();
+                        let per = f["records_per_fsync"].as_f64().unwrap();
+                        let entries = w["entries"].as_u64().unwrap() as f64;
+                        assert!((per * n as f64 - entries).abs() < 0.5, "{name}: {f}");
+                        assert!(f["mean_us"].as_f64().unwrap() > 0.0, "{name}: {f}");
+                        match name {
+                            "durable" => assert_eq!(per, 1.0, "{name}: {f}"),
+                            "batch" => assert!(per >= 100.0, "{name}: {f}"),
+                            _ => assert!(per >= 1.0, "{name}: {f}"),
+                        }
+                    }
                 } else {
                     // The read workloads all read the same log.
                     assert_eq!(w["entries"], b["entries"], "{name}");

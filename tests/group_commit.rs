@@ -65,6 +65,49 @@ fn concurrent_durable_appends_get_unique_contiguous_lsns_and_all_land() {
 }
 
 #[test]
+fn one_fsync_covers_many_waiting_writers_and_sync_stats_counts_every_one() {
+    let dir = common::tempdir();
+    let disk = SimDisk::new(dir.path());
+    // A slow disk (3 ms per fdatasync): writers pile up behind each group commit.
+    disk.slow_file_sync(Duration::from_millis(3));
+    let wal = Arc::new(Wal::open_with_storage(Arc::new(disk.clone()), always()).unwrap());
+    let syncs_at_open = disk.syncs();
+    assert_eq!(wal.sync_stats().fsyncs, 0);
+    const THREADS: usize = 16;
+    const EACH: u64 = 20;
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    wal.append(format!("t{t}-{i}").as_bytes()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let stats = wal.sync_stats();
+    let records = THREADS as u64 * EACH;
+    // Every acknowledged record was made durable by exactly one counted fsync, and
+    // the stats count exactly the fdatasyncs the disk saw.
+    assert_eq!(stats.records, records, "{stats:?}");
+    assert_eq!(stats.fsyncs, disk.syncs() - syncs_at_open, "{stats:?}");
+    assert!(
+        stats.time >= Duration::from_millis(3) * stats.fsyncs as u32,
+        "{stats:?}"
+    );
+    // One fsync per append would be 320; group commit shares them.
+    assert!(
+        stats.fsyncs * 4 <= records,
+        "{} fsyncs for {records} appends by {THREADS} writers: {stats:?}",
+        stats.fsyncs
+    );
+    wal.close().unwrap();
+}
+
+#[test]
 fn a_failed_fsync_wakes_every_waiting_writer_with_an_error() {
     let dir = common::tempdir();
     let disk = SimDisk::new(dir.path());

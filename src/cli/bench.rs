@@ -376,6 +376,24 @@ fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         )?;
     }
     for res in &r.results {
+        if let Some((f, w)) = res
+            .walctl
+            .as_ref()
+            .and_then(|w| Some((w.fsyncs.as_ref()?, w)))
+        {
+            // Back to back, fsyncs of this size and length would allow this rate: what
+            // walctl reaches of it is the share of its time spent in fdatasync.
+            let bound = f.records_per_fsync * 1e6 / f.mean_us.max(1e-9);
+            writeln!(
+                out,
+                "{}: {:.1} records per fdatasync, {:.0} µs per write+fdatasync: fsyncs alone would allow {} entries/s; walctl reached {:.0}% of that",
+                res.workload,
+                f.records_per_fsync,
+                f.mean_us,
+                fmt_rate(bound),
+                100.0 * w.entries_per_sec / bound.max(1e-9)
+            )?;
+        }
         if let (Some(c), Some(w)) = (&res.ceiling, &res.walctl) {
             writeln!(
                 out,

@@ -39,6 +39,8 @@ struct SimState {
     dir_syncs_until_failure: Option<u64>,
     /// Successful fdatasyncs.
     syncs: u64,
+    /// Extra time every fdatasync of a file takes (a slow disk).
+    file_sync_delay: std::time::Duration,
     files: HashMap<String, Tracked>,
     /// Files and directories created since their parent directory's last fsync.
     unsynced_entries: Vec<String>,
@@ -106,6 +108,12 @@ impl SimDisk {
     /// Lets the next `n` directory fsyncs succeed, then makes every later one fail.
     pub fn fail_dir_sync_after(&self, n: u64) {
         self.state().dir_syncs_until_failure = Some(n);
+    }
+
+    /// Makes every later fdatasync of a file take `d` longer, like a slow disk (the
+    /// sleep holds no lock: other threads go on meanwhile).
+    pub fn slow_file_sync(&self, d: std::time::Duration) {
+        self.state().file_sync_delay = d;
     }
 
     /// Successful fdatasyncs so far.
@@ -217,6 +225,10 @@ impl WriteFile for SimFile {
 
     fn sync_data(&mut self) -> io::Result<()> {
         let st = self.st.clone();
+        let delay = st.lock().unwrap_or_else(|e| e.into_inner()).file_sync_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let mut st = st.lock().unwrap_or_else(|e| e.into_inner());
         st.tick()?;
         if st.fail_file_sync {
