@@ -694,7 +694,7 @@ impl Bench<'_, '_> {
                 self.cfg.scan_entry_size
             ),
             label: format!(
-                "in-process scan_log (decode, CRC, LSN checks) of {} MiB, {} B entries, {cache}",
+                "in-process scan_log (decode, CRC, LSN checks; a log this large is checked in two halves on two threads) of {} MiB, {} B entries, {cache}",
                 log.bytes >> 20,
                 self.cfg.scan_entry_size
             ),

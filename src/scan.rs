@@ -40,6 +40,13 @@ pub struct ScanOptions {
     /// overlaps them. `None` reads every segment on the caller's thread. Never used
     /// while following. Default: 1 MiB.
     pub read_ahead_from: Option<u64>,
+    /// [`scan_log`] only: split a log of at least this many bytes (in two or more
+    /// segments) into an older and a newer half, checked at once on two threads
+    /// when the machine has two cores. The result is the one a single pass gives: the
+    /// halves are joined only when the newer one starts with the LSN after the last
+    /// of the older one and nothing is wrong at the seam; otherwise the log is read
+    /// again in one pass. `None`: one pass. Default: 64 MiB.
+    pub parallel_from: Option<u64>,
 }
 
 impl Default for ScanOptions {
@@ -50,6 +57,7 @@ impl Default for ScanOptions {
             stop_at_first_problem: false,
             follow: false,
             read_ahead_from: Some(1 << 20),
+            parallel_from: Some(64 << 20),
         }
     }
 }
@@ -326,6 +334,9 @@ pub struct Scanner {
     prev_segment: Option<u64>,
     stopped: bool,
     waiting: bool,
+    /// The segments listed end the log (false for the older half of a split scan:
+    /// none of them is the newest, and nothing newer is looked for).
+    tail: bool,
 }
 
 impl std::fmt::Debug for Scanner {
@@ -342,6 +353,16 @@ impl Scanner {
     /// Lists the log's segments and prepares to read them.
     pub fn new(storage: Arc<dyn Storage>, opts: ScanOptions) -> Result<Self> {
         let segments = list_segments(storage.as_ref())?;
+        Self::over(storage, opts, segments, true)
+    }
+
+    /// A scanner over these segments; `tail`: they end the log.
+    fn over(
+        storage: Arc<dyn Storage>,
+        opts: ScanOptions,
+        segments: Vec<SegmentFile>,
+        tail: bool,
+    ) -> Result<Self> {
         let mut s = Scanner {
             storage,
             opts,
@@ -359,6 +380,7 @@ impl Scanner {
             prev_segment: None,
             stopped: false,
             waiting: false,
+            tail,
         };
         if let Some(from) = s.opts.from_lsn {
             while s.idx + 1 < s.segments.len() {
@@ -452,7 +474,7 @@ impl Scanner {
     }
 
     fn is_last_segment(&self) -> bool {
-        self.idx + 1 == self.segments.len()
+        self.tail && self.idx + 1 == self.segments.len()
     }
 
     fn problem(&self, offset: u64, kind: ProblemKind, tornish: bool) -> Problem {
@@ -541,7 +563,7 @@ impl Scanner {
         }
         while self.cur.is_none() {
             if self.idx >= self.segments.len() {
-                if self.skipped_retired {
+                if self.skipped_retired && self.tail {
                     // Every segment left in the list was retired while we read: the
                     // log went on in segments created since it was listed.
                     let known = self
@@ -887,7 +909,7 @@ pub struct CheckpointPos {
 }
 
 /// Everything a full scan learnt: per segment, and for the whole log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ScanReport {
     /// One summary per segment, in id order.
     pub segments: Vec<SegmentSummary>,
@@ -924,12 +946,33 @@ impl ScanReport {
 
 /// Scans a whole log and summarises it (records are read, checked and dropped).
 /// `progress` is called with the bytes done after each segment and every few MiB.
+/// A large log is checked in two halves at once (see [`ScanOptions::parallel_from`]).
 pub fn scan_log(
     storage: Arc<dyn Storage>,
     opts: ScanOptions,
     mut progress: impl FnMut(u64),
 ) -> Result<ScanReport> {
+    // Never backwards, also when a split scan is redone in one pass.
+    let mut shown = 0;
+    let mut progress = |done: u64| {
+        if done > shown {
+            shown = done;
+            progress(done);
+        }
+    };
+    let segments = list_segments(storage.as_ref())?;
+    if let Some(split) = split_point(&opts, &segments) {
+        if let Some(report) = scan_halves(&storage, &opts, &segments, split, &mut progress) {
+            return Ok(report);
+        }
+    }
     let mut scanner = Scanner::new(storage, opts)?;
+    let newest_checkpoint = drain(&mut scanner, &mut progress)?;
+    Ok(report(scanner.summaries, newest_checkpoint))
+}
+
+/// Reads every record of `scanner`, reporting progress; returns the newest checkpoint.
+fn drain(scanner: &mut Scanner, progress: &mut dyn FnMut(u64)) -> Result<Option<CheckpointPos>> {
     let mut done_before = 0u64;
     let mut last_report = 0u64;
     let mut newest_checkpoint = None;
@@ -955,8 +998,11 @@ pub fn scan_log(
             }
         }
     }
-    let segments = scanner.summaries;
-    Ok(ScanReport {
+    Ok(newest_checkpoint)
+}
+
+fn report(segments: Vec<SegmentSummary>, newest_checkpoint: Option<CheckpointPos>) -> ScanReport {
+    ScanReport {
         records: segments.iter().map(|s| s.records).sum(),
         first_lsn: segments.iter().find_map(|s| s.first_lsn),
         last_lsn: segments.iter().rev().find_map(|s| s.last_lsn),
@@ -964,5 +1010,94 @@ pub fn scan_log(
         newest_checkpoint,
         bytes: segments.iter().map(|s| s.size).sum(),
         segments,
-    })
+    }
+}
+
+/// Where to split a log for [`scan_halves`] (the first segment of the newer half),
+/// when it is worth it: a large log of two or more segments, a whole-log scan, and
+/// two cores.
+fn split_point(opts: &ScanOptions, segments: &[SegmentFile]) -> Option<usize> {
+    if opts.follow || opts.from_lsn.is_some() || opts.stop_at_first_problem {
+        return None;
+    }
+    let total: u64 = segments.iter().map(|s| s.size).sum();
+    if segments.len() < 2 || opts.parallel_from.is_none_or(|min| total < min) {
+        return None;
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return None;
+    }
+    let mut sum = 0;
+    let half = segments
+        .iter()
+        .position(|s| {
+            sum += s.size;
+            sum >= total / 2
+        })
+        .unwrap_or(0);
+    Some((half + 1).clamp(1, segments.len() - 1))
+}
+
+/// Checks the older segments on a second thread while this one checks the newer,
+/// each with its own scanner, and joins the halves if the seam is clean: the older
+/// half ends without a problem, the newer starts with an intact record carrying the
+/// next LSN, and no segment was retired under either. Anything else (an error, a
+/// problem at the seam) returns `None`, and the caller reads the log in one pass,
+/// which decides what the problem is. With two cores each half reads for itself (a
+/// read-ahead thread per half would only take turns with it).
+fn scan_halves(
+    storage: &Arc<dyn Storage>,
+    opts: &ScanOptions,
+    segments: &[SegmentFile],
+    split: usize,
+    progress: &mut dyn FnMut(u64),
+) -> Option<ScanReport> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let opts = ScanOptions {
+        read_ahead_from: opts.read_ahead_from.filter(|_| cores >= 4),
+        ..opts.clone()
+    };
+    let (older, newer) = segments.split_at(split);
+    let older_done = std::sync::atomic::AtomicU64::new(0);
+    let older_bytes: u64 = older.iter().map(|s| s.size).sum();
+    let half = |segs: &[SegmentFile], tail: bool, progress: &mut dyn FnMut(u64)| {
+        let mut scanner = Scanner::over(storage.clone(), opts.clone(), segs.to_vec(), tail).ok()?;
+        let checkpoint = drain(&mut scanner, progress).ok()?;
+        scanner.retired.is_empty().then(|| {
+            let last = scanner.prev_lsn;
+            (scanner.summaries, checkpoint, last)
+        })
+    };
+    // No thread to be had: one pass, like a small log.
+    let (a, b) = std::thread::scope(|s| {
+        let older_half = std::thread::Builder::new()
+            .name("walctl-scan".into())
+            .spawn_scoped(s, || {
+                half(older, false, &mut |d| {
+                    older_done.store(d, std::sync::atomic::Ordering::Relaxed)
+                })
+            })
+            .ok()?;
+        let b = half(newer, true, &mut |d| {
+            progress(older_done.load(std::sync::atomic::Ordering::Relaxed) + d)
+        });
+        Some((older_half.join().ok().flatten(), b))
+    })?;
+    let (
+        (mut summaries, older_checkpoint, Some(last)),
+        Some((newer_summaries, newer_checkpoint, _)),
+    ) = (a?, b)
+    else {
+        return None;
+    };
+    let seam_clean = summaries.last().is_some_and(|s| s.problem.is_none())
+        && newer_summaries
+            .first()
+            .is_some_and(|s| s.first_lsn == last.checked_add(1));
+    if !seam_clean {
+        return None;
+    }
+    summaries.extend(newer_summaries);
+    progress(older_bytes + summaries[split..].iter().map(|s| s.size).sum::<u64>());
+    Some(report(summaries, newer_checkpoint.or(older_checkpoint)))
 }

@@ -1,7 +1,10 @@
-//! The scanner reads large segments on a helper thread (read-ahead). These tests hold
-//! it to the same answers as reading on the caller's thread: the same records, the
-//! same summaries and the same first problem, on clean, flipped and cut logs whose
-//! records straddle the chunk boundaries, including records longer than a chunk.
+//! The scanner's two shortcuts for large logs, held to the answers of the plain
+//! path on clean, flipped and cut logs:
+//! - read-ahead (a helper thread reads a large segment a chunk ahead): the same
+//!   records, summaries and first problem as reading on the caller's thread, with
+//!   records straddling the chunk boundaries, including records longer than a chunk;
+//! - the split scan (`scan_log` checks the older and the newer half of a large log
+//!   on two threads): the same report as one pass, damage at the seam included.
 
 mod common;
 
@@ -9,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::{cut, flip_bit, segment_names, tempdir, Rng};
-use walctl::scan::{Event, ScanOptions, Scanner, SegmentSummary};
+use walctl::scan::{scan_log, Event, ScanOptions, ScanReport, Scanner, SegmentSummary};
 use walctl::storage::FileStorage;
 use walctl::writer::{SyncPolicy, Wal, WalOptions};
 
@@ -58,6 +61,23 @@ fn scan(dir: &Path, read_ahead: bool) -> Seen {
     seen
 }
 
+/// `scan_log`, split in two halves whatever the log's size, or in one pass.
+fn report(dir: &Path, split: bool) -> Result<ScanReport, String> {
+    let storage = Arc::new(FileStorage::open(dir).unwrap());
+    let opts = ScanOptions {
+        parallel_from: if split { Some(0) } else { None },
+        ..ScanOptions::default()
+    };
+    let mut last = 0;
+    let report = scan_log(storage, opts, |done| {
+        assert!(done >= last, "progress went back from {last} to {done}");
+        last = done;
+    })
+    .map_err(|e| e.to_string())?;
+    assert_eq!(last, report.bytes, "progress must end at the log's size");
+    Ok(report)
+}
+
 /// A log of three segments of about 3 MiB: mostly small records, and records of
 /// 40 KiB, 100 KiB (more than the 64 KiB a chunk keeps in front of it) and 600 KiB
 /// (more than two 256 KiB chunks), so records straddle chunk boundaries every way.
@@ -104,6 +124,10 @@ fn read_ahead_reads_a_clean_log_exactly_as_the_callers_thread_does() {
     assert_eq!(ahead.records.len() as u64, last);
     assert!(ahead.summaries.iter().all(|s| s.problem.is_none()));
     assert_eq!(ahead, direct);
+    let split = report(&dir, true).unwrap();
+    assert_eq!(split.records, last);
+    assert_eq!(split.segments.len(), 3);
+    assert_eq!(split, report(&dir, false).unwrap());
 }
 
 #[test]
@@ -117,7 +141,14 @@ fn read_ahead_finds_the_same_first_problem_at_flips_and_cuts_across_chunk_bounda
     let mut rng = Rng::new(0x0c4a_011e);
     let chunk = 256u64 << 10;
     let mut cases = 0;
-    for (name, cut_it) in [(&middle, false), (&newest, false), (&newest, true)] {
+    let oldest = names[0].clone();
+    for (name, cut_it) in [
+        (&oldest, false),
+        (&middle, false),
+        (&middle, true),
+        (&newest, false),
+        (&newest, true),
+    ] {
         let size = std::fs::metadata(clean.join(name)).unwrap().len();
         // Around every chunk boundary, and at random places.
         let mut offsets: Vec<u64> = (1..=size / chunk)
@@ -139,11 +170,12 @@ fn read_ahead_finds_the_same_first_problem_at_flips_and_cuts_across_chunk_bounda
             }
             let ahead = scan(&dir, true);
             let direct = scan(&dir, false);
+            let what = if cut_it { "cut" } else { "flip" };
+            assert_eq!(ahead, direct, "{what} {name} at {off}");
             assert_eq!(
-                ahead,
-                direct,
-                "{} {name} at {off}",
-                if cut_it { "cut" } else { "flip" }
+                report(&dir, true),
+                report(&dir, false),
+                "split scan, {what} {name} at {off}"
             );
             let problems = ahead
                 .summaries
@@ -151,8 +183,8 @@ fn read_ahead_finds_the_same_first_problem_at_flips_and_cuts_across_chunk_bounda
                 .filter(|s| s.problem.is_some())
                 .count();
             assert!(
-                problems > 0 || ahead.error.is_some() || cut_it,
-                "a flipped bit at {name}:{off} went unseen"
+                problems > 0 || ahead.error.is_some() || (cut_it && name == &newest),
+                "a {what} at {name}:{off} went unseen"
             );
             std::fs::remove_dir_all(&dir).unwrap();
         }
@@ -188,4 +220,36 @@ fn a_segment_cut_while_read_ahead_reads_it_is_an_error_not_a_short_clean_log() {
     };
     assert!(err.contains("shrank"), "{err}");
     assert!(err.contains(&first), "{err}");
+}
+
+#[test]
+fn a_split_scan_finds_a_missing_or_repeated_segment_at_its_seam_as_one_pass_does() {
+    let tmp = tempdir();
+    let clean = tmp.path().join("clean");
+    build_log(&clean);
+    let names = segment_names(&clean);
+    assert_eq!(names.len(), 3);
+    let copy = |dir: &Path| {
+        std::fs::create_dir(dir).unwrap();
+        for n in &names {
+            std::fs::copy(clean.join(n), dir.join(n)).unwrap();
+        }
+    };
+    // The middle segment gone: the halves are the oldest and the newest segment, and
+    // the newest starts far past the LSN after the oldest's last.
+    let gap = tmp.path().join("gap");
+    copy(&gap);
+    std::fs::remove_file(gap.join(&names[1])).unwrap();
+    // The middle segment again as a fourth: LSNs go back at the seam.
+    let repeat = tmp.path().join("repeat");
+    copy(&repeat);
+    std::fs::copy(clean.join(&names[1]), repeat.join("segment-3")).unwrap();
+    for (dir, kind) in [(&gap, "lsn_gap"), (&repeat, "lsn_regression")] {
+        let one_pass = report(dir, false).unwrap();
+        let problem = one_pass.segments.iter().find_map(|s| s.problem.as_ref());
+        let problem = problem.unwrap_or_else(|| panic!("{kind}: one pass saw nothing"));
+        let json = serde_json::to_value(problem).unwrap();
+        assert_eq!(json["kind"], kind, "{json}");
+        assert_eq!(report(dir, true).unwrap(), one_pass, "{kind}");
+    }
 }
