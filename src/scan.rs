@@ -1091,9 +1091,10 @@ fn scan_halves(
         return None;
     };
     let seam_clean = summaries.last().is_some_and(|s| s.problem.is_none())
-        && newer_summaries
-            .first()
-            .is_some_and(|s| s.first_lsn == last.checked_add(1));
+        && newer_summaries.first().is_some_and(|s| {
+            last.checked_add(1)
+                .is_some_and(|next| s.first_lsn == Some(next))
+        });
     if !seam_clean {
         return None;
     }

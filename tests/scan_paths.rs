@@ -253,3 +253,27 @@ fn a_split_scan_finds_a_missing_or_repeated_segment_at_its_seam_as_one_pass_does
         assert_eq!(report(dir, true).unwrap(), one_pass, "{kind}");
     }
 }
+
+#[test]
+fn a_split_scan_after_the_last_possible_lsn_is_not_fooled_by_an_empty_segment() {
+    // Crafted (no writer reaches u64::MAX): the older half ends at the last LSN, the
+    // newer starts with an empty segment, then LSNs start again at 1. One pass calls
+    // that a regression; "no next LSN" must not pass for "no first record".
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let segment = |id: u64, lsns: &[u64]| {
+        let mut bytes = Vec::new();
+        for &lsn in lsns {
+            walctl::codec::encode_record(&mut bytes, lsn, format!("r{lsn}").as_bytes(), false);
+        }
+        std::fs::write(dir.join(format!("segment-{id}")), bytes).unwrap();
+    };
+    segment(0, &[u64::MAX - 2, u64::MAX - 1, u64::MAX]);
+    segment(1, &[]);
+    segment(2, &[1, 2, 3]);
+    let one_pass = report(dir, false).unwrap();
+    let problem = one_pass.segments.iter().find_map(|s| s.problem.as_ref());
+    let json = serde_json::to_value(problem.expect("one pass sees the regression")).unwrap();
+    assert_eq!(json["kind"], "lsn_regression", "{json}");
+    assert_eq!(report(dir, true).unwrap(), one_pass);
+}
