@@ -13,7 +13,7 @@ use crate::readahead::{Chunk, ReadAhead, HEADROOM};
 use crate::segment::{list_segments, SegmentFile};
 use crate::storage::{ReadFile, Storage};
 
-/// Read-ahead buffer for a segment: large sequential reads, one per MiB.
+/// Buffer for reading a segment: large sequential reads, one chunk (256 KiB) each.
 const READ_CHUNK: usize = crate::readahead::CHUNK;
 
 /// Bytes of a segment the scanner asks the OS to read ahead when it opens it (and

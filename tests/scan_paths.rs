@@ -11,7 +11,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{cut, flip_bit, segment_names, tempdir, Rng};
+use common::{copy_segments, cut, flip_bit, segment_names, tempdir, Rng};
 use walctl::scan::{scan_log, Event, ScanOptions, ScanReport, Scanner, SegmentSummary};
 use walctl::storage::FileStorage;
 use walctl::writer::{SyncPolicy, Wal, WalOptions};
@@ -159,10 +159,7 @@ fn read_ahead_finds_the_same_first_problem_at_flips_and_cuts_across_chunk_bounda
         for off in offsets {
             let dir = tmp.path().join(format!("case-{cases}"));
             cases += 1;
-            std::fs::create_dir(&dir).unwrap();
-            for n in &names {
-                std::fs::copy(clean.join(n), dir.join(n)).unwrap();
-            }
+            copy_segments(&clean, &dir);
             if cut_it {
                 cut(&dir.join(name), off);
             } else {
@@ -229,20 +226,14 @@ fn a_split_scan_finds_a_missing_or_repeated_segment_at_its_seam_as_one_pass_does
     build_log(&clean);
     let names = segment_names(&clean);
     assert_eq!(names.len(), 3);
-    let copy = |dir: &Path| {
-        std::fs::create_dir(dir).unwrap();
-        for n in &names {
-            std::fs::copy(clean.join(n), dir.join(n)).unwrap();
-        }
-    };
     // The middle segment gone: the halves are the oldest and the newest segment, and
     // the newest starts far past the LSN after the oldest's last.
     let gap = tmp.path().join("gap");
-    copy(&gap);
+    copy_segments(&clean, &gap);
     std::fs::remove_file(gap.join(&names[1])).unwrap();
     // The middle segment again as a fourth: LSNs go back at the seam.
     let repeat = tmp.path().join("repeat");
-    copy(&repeat);
+    copy_segments(&clean, &repeat);
     std::fs::copy(clean.join(&names[1]), repeat.join("segment-3")).unwrap();
     for (dir, kind) in [(&gap, "lsn_gap"), (&repeat, "lsn_regression")] {
         let one_pass = report(dir, false).unwrap();

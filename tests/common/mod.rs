@@ -86,8 +86,14 @@ pub fn expected(name: &str) -> Expected {
 
 /// Copies the segment files of a fixture (not EXPECTED.json) into `dst`, writable.
 pub fn copy_fixture(name: &str, dst: &Path) {
+    copy_segments(&fixture_dir(name), dst);
+}
+
+/// Copies the segment files of the log in `from` into `dst` (made if needed),
+/// writable: a fresh copy of a real log to damage.
+pub fn copy_segments(from: &Path, dst: &Path) {
     fs::create_dir_all(dst).unwrap();
-    for entry in fs::read_dir(fixture_dir(name)).unwrap() {
+    for entry in fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let fname = entry.file_name();
         if fname.to_string_lossy().starts_with("segment-") {
