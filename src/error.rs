@@ -7,14 +7,29 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-/// How bad a [`Problem`] is. The order matters: `Corruption` is worse than `TornTail`.
+/// How bad a [`Problem`] is. The order matters: `Corruption` is worse than
+/// `Unreadable`, which is worse than `TornTail`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// An incomplete final record in the newest segment: what a crash mid-write leaves.
     TornTail,
+    /// A segment could not be read (permissions, an I/O error): nothing is known to
+    /// be wrong with its bytes, and the segments around it are still checked.
+    Unreadable,
     /// Anything else: damaged bytes, a CRC mismatch, an LSN gap, damage in an older segment.
     Corruption,
+}
+
+impl Severity {
+    /// How the severity is written in text ("torn tail", "unreadable", "corruption").
+    pub fn word(self) -> &'static str {
+        match self {
+            Severity::TornTail => "torn tail",
+            Severity::Unreadable => "unreadable",
+            Severity::Corruption => "corruption",
+        }
+    }
 }
 
 /// What exactly is wrong at a [`Problem`]'s position. Field names say what they hold.
@@ -41,6 +56,14 @@ pub enum ProblemKind {
     LsnRegression { previous: u64, found: u64 },
     /// The segment could not be read.
     Unreadable { error: String },
+    /// Segment files are missing from the middle of the log (segments older and
+    /// newer than them are there), and with them the LSNs `first_lsn..=last_lsn`.
+    MissingSegment {
+        first_id: u64,
+        last_id: u64,
+        first_lsn: u64,
+        last_lsn: u64,
+    },
 }
 
 impl fmt::Display for ProblemKind {
@@ -74,6 +97,19 @@ impl fmt::Display for ProblemKind {
                 write!(f, "LSN regression ({found} after {previous})")
             }
             ProblemKind::Unreadable { error } => write!(f, "unreadable: {error}"),
+            ProblemKind::MissingSegment {
+                first_id,
+                last_id,
+                first_lsn,
+                last_lsn,
+            } => {
+                // The segment file name (`segment-<id>`), as segment.rs spells it.
+                write!(f, "missing segment-{first_id}")?;
+                if last_id > first_id {
+                    write!(f, "..segment-{last_id}")?;
+                }
+                write!(f, " (LSNs {first_lsn}..{last_lsn} absent)")
+            }
         }
     }
 }
@@ -98,15 +134,18 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sev = match self.severity {
-            Severity::TornTail => "torn tail",
-            Severity::Corruption => "corruption",
-        };
-        write!(
-            f,
-            "{sev} in {} at offset {}: {}",
-            self.segment, self.offset, self.kind
-        )
+        match (&self.kind, self.severity) {
+            (ProblemKind::MissingSegment { .. }, _) => write!(f, "corruption: {}", self.kind),
+            (_, Severity::Unreadable) => write!(f, "{}: {}", self.segment, self.kind),
+            (_, sev) => write!(
+                f,
+                "{} in {} at offset {}: {}",
+                sev.word(),
+                self.segment,
+                self.offset,
+                self.kind
+            ),
+        }
     }
 }
 
@@ -148,6 +187,20 @@ pub enum Error {
     Scan {
         /// The problem.
         problem: Box<Problem>,
+    },
+    /// Records a reader still had to deliver were deleted (by a writer's retention)
+    /// before it could read them: LSNs `first_lsn..=last_lsn` cannot be delivered.
+    /// Every record before them was.
+    #[error("LSNs {first_lsn}..{last_lsn} were deleted before they could be read: retention removed segment-{first_segment}..segment-{last_segment} while the log was read")]
+    Retired {
+        /// First LSN that could not be delivered.
+        first_lsn: u64,
+        /// Last LSN that could not be delivered.
+        last_lsn: u64,
+        /// Id of the first segment removed.
+        first_segment: u64,
+        /// Id of the last segment removed.
+        last_segment: u64,
     },
     /// A directory entry that claims to be a segment cannot be used as one.
     #[error("{}: {reason}", path.display())]

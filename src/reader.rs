@@ -110,6 +110,17 @@ impl Iterator for Entries {
                         }));
                     }
                 }
+                Ok(Some(Event::Retired(gap))) => {
+                    if gap.last_lsn >= self.from {
+                        self.done = true;
+                        return Some(Err(Error::Retired {
+                            first_lsn: gap.first_lsn.max(self.from),
+                            last_lsn: gap.last_lsn,
+                            first_segment: gap.first_segment,
+                            last_segment: gap.last_segment,
+                        }));
+                    }
+                }
                 Ok(Some(Event::SegmentEnd(s))) => {
                     if let Some(p) = &s.problem {
                         self.done = true;

@@ -240,6 +240,16 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
     let Some(first) = base.problems.first().cloned() else {
         return Ok(base);
     };
+    // Bytes that cannot be read cannot be saved first: nothing is cut.
+    if let Some(p) = base
+        .problems
+        .iter()
+        .find(|p| p.severity == Severity::Unreadable)
+    {
+        return Err(Error::Scan {
+            problem: Box::new(p.clone()),
+        });
+    }
     // A torn tail is only ever reported for the newest segment and makes the log's
     // worst severity TornTail only when it is its one problem.
     if policy == Policy::TolerateTail && base.worst != Some(Severity::TornTail) {
@@ -251,6 +261,13 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
     }
     let mut cuts = Vec::new();
     for s in &report.segments {
+        // A missing segment has no file to cut: the cut starts after the hole.
+        if matches!(
+            s.problem.as_ref().map(|p| &p.kind),
+            Some(ProblemKind::MissingSegment { .. })
+        ) {
+            continue;
+        }
         if s.id == first.segment_id {
             let rest = survey(storage, &s.name, first.offset, s.size)?;
             cuts.push(PlannedCut {

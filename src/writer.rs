@@ -361,7 +361,9 @@ impl Wal {
         let Some(problem) = problems.next() else {
             return Ok(None);
         };
-        if let Some(p) = scan.problems().find(|p| p.severity == Severity::Corruption) {
+        // Corruption, or a segment that cannot be read (its LSNs are unknown, so the
+        // next LSN is too): refused.
+        if let Some(p) = scan.problems().find(|p| p.severity != Severity::TornTail) {
             return Err(Error::Damaged {
                 problem: Box::new(p.clone()),
             });

@@ -452,8 +452,9 @@ fn readers_survive_retention_deleting_segments_under_them() {
         std::thread::sleep(Duration::from_millis(5));
     }
 
-    // A follower, started while retention is already deleting.
-    let follower = Follower::start(&dir, &[]);
+    // A follower, started while retention is already deleting; should it fall
+    // behind, it goes on past what was deleted (each hole named on stderr).
+    let follower = Follower::start(&dir, &["--skip-retired"]);
 
     // The library readers, in a thread of their own.
     let lib_stop = Arc::new(AtomicBool::new(false));
@@ -483,6 +484,15 @@ fn readers_survive_retention_deleting_segments_under_them() {
                         Err(Error::Scan { problem }) => {
                             assert_eq!(problem.severity, Severity::TornTail, "{problem}");
                         }
+                        // Fell behind retention: told, with the first LSN it lacks.
+                        Err(Error::Retired {
+                            first_lsn,
+                            last_lsn,
+                            ..
+                        }) => {
+                            assert!(first_lsn <= last_lsn);
+                            assert!(prev.is_none_or(|p| first_lsn == p + 1), "{prev:?}");
+                        }
                         Err(e) => panic!("WalReader beside retention: {e}"),
                     }
                 }
@@ -511,7 +521,7 @@ fn readers_survive_retention_deleting_segments_under_them() {
         assert!(last >= last_seen, "{ctx}");
         last_seen = last;
 
-        let out = run(&["dump", "--json"], &dir);
+        let out = run(&["dump", "--json", "--skip-retired"], &dir);
         check_live_dump(&out, &ctx);
         let records = json_lines(&out.stdout, &ctx);
         check_jumps(&records, &ctx);
@@ -660,6 +670,9 @@ fn drain(scanner: &mut Scanner) -> walctl::Result<(Vec<Pos>, Option<String>)> {
                 out.push((r.lsn, r.segment_id, r.offset));
             }
             Event::SegmentEnd(_) => {}
+            // Holes are kept by the scanner (`retired_gaps`) for the tests to check.
+            Event::Retired(_) => {}
+            other => panic!("unexpected {other:?}"),
         }
     }
     Ok((out, scanner.first_problem().map(|p| p.to_string())))
@@ -675,6 +688,7 @@ fn read_first_segment(scanner: &mut Scanner) -> Vec<u64> {
                 assert!(s.problem.is_none());
                 return lsns;
             }
+            other => panic!("unexpected {other:?}"),
         }
     }
 }
@@ -710,6 +724,14 @@ fn segments_retired_from_the_front_mid_scan_are_skipped_a_hole_is_not() {
     let (rest, problem) = drain(&mut scanner).unwrap();
     assert_eq!(problem, None);
     assert_eq!(rest[0], (resume_at, 3, 0));
+    // ... and names the records it could not deliver.
+    let gaps = scanner.retired_gaps();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(
+        (gaps[0].first_lsn, gaps[0].last_lsn),
+        (seg0.len() as u64 + 1, resume_at - 1)
+    );
+    assert_eq!((gaps[0].first_segment, gaps[0].last_segment), (1, 2));
     assert_eq!(rest.last().unwrap().0, 120);
     assert!(rest.windows(2).all(|w| w[1].0 == w[0].0 + 1));
     assert_eq!(seg0, (1..=seg0.len() as u64).collect::<Vec<_>>());
@@ -727,7 +749,7 @@ fn segments_retired_from_the_front_mid_scan_are_skipped_a_hole_is_not() {
     }
 
     // A segment deleted from the middle (an older one is still there) is damage:
-    // the scan fails naming it, it does not skip it.
+    // the scan names it missing, it does not skip it silently, and reads on.
     let tmp = tempdir();
     let dir = tmp.path();
     library_log(dir, 120);
@@ -735,21 +757,31 @@ fn segments_retired_from_the_front_mid_scan_are_skipped_a_hole_is_not() {
     let mut scanner = Scanner::new(storage, ScanOptions::default()).unwrap();
     read_first_segment(&mut scanner);
     std::fs::remove_file(dir.join(&names[2])).unwrap();
-    let err = drain(&mut scanner).unwrap_err();
-    assert!(err.to_string().contains(&names[2]), "{err}");
-    // Missing before the scan started: an LSN gap, corruption (exit 4).
+    let (rest, problem) = drain(&mut scanner).unwrap();
+    let problem = problem.expect("a missing segment is a problem");
+    assert!(
+        problem.contains(&format!("missing {}", names[2])),
+        "{problem}"
+    );
+    assert_eq!(rest.last().unwrap().0, 120, "read on after the hole");
+    assert!(scanner.retired_gaps().is_empty());
+    // Missing before the scan started: the same, corruption (exit 4).
     let out = run(&["verify"], dir);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stdout));
     assert!(
-        text(&out.stdout).contains("LSN gap"),
+        text(&out.stdout).contains(&format!("missing {}", names[2])),
         "{}",
         text(&out.stdout)
     );
-    assert!(
-        text(&out.stdout).contains(&names[3]),
-        "{}",
-        text(&out.stdout)
-    );
+    // Every segment after the hole is still checked and counted.
+    let out = run(&["verify", "--json"], dir);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = &v["problems"][0];
+    assert_eq!(p["kind"], "missing_segment", "{v}");
+    assert_eq!(p["segment"], names[2].as_str(), "{v}");
+    let absent = p["last_lsn"].as_u64().unwrap() - p["first_lsn"].as_u64().unwrap() + 1;
+    assert_eq!(v["records"].as_u64().unwrap(), 120 - absent, "{v}");
+    assert_eq!(v["last_lsn"], 120, "{v}");
 }
 
 /// A scan (not following) whose every listed segment is retired while it reads goes
@@ -784,6 +816,10 @@ fn a_scan_whose_listed_segments_all_retire_reads_the_newer_ones() {
         Some(120),
         "{seg0:?} then {rest:?}"
     );
+    let gaps = scanner.retired_gaps();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps[0].first_lsn, *seg0.last().unwrap() + 1);
+    assert_eq!(gaps[0].last_lsn, rest[0].0 - 1);
     assert!(rest.windows(2).all(|w| w[1].0 == w[0].0 + 1));
     let first_new = walctl::segment::parse_segment_name(&newest[0]).unwrap();
     assert_eq!(rest[0].1, first_new);

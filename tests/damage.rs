@@ -448,6 +448,7 @@ fn exit_code(sev: Option<Severity>) -> i32 {
     match sev {
         None => 0,
         Some(Severity::TornTail) => 3,
+        Some(Severity::Unreadable) => 1,
         Some(Severity::Corruption) => 4,
     }
 }

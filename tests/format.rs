@@ -30,6 +30,7 @@ fn fixtures_decode_to_expected_entries() {
                     record_len: r.len,
                 }),
                 Event::SegmentEnd(s) => assert_eq!(s.problem, None, "{name}"),
+                other => panic!("{name}: unexpected {other:?}"),
             }
         }
         assert_eq!(got.len(), exp.entries.len(), "{name}");

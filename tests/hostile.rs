@@ -589,8 +589,9 @@ fn mkfifo(path: &Path) {
 fn an_unreadable_segment_is_a_clear_error() {
     let tmp = tempdir();
     let dir = tmp.path().join("wal");
-    small_log(&dir, 20);
+    small_log(&dir, 60);
     let names = segment_names(&dir);
+    assert!(names.len() >= 3, "{names:?}");
     let victim = dir.join(&names[1]);
     fs::set_permissions(&victim, fs::Permissions::from_mode(0o000)).unwrap();
     // SAFETY: geteuid has no preconditions.
@@ -620,7 +621,61 @@ fn an_unreadable_segment_is_a_clear_error() {
         As::default()
     };
     let says = victim.display().to_string();
-    every_command(&dir, 1, &[&says, "Permission denied"], who);
+    // Every command exits 1 naming the file and the reason, and changes nothing.
+    // The writers refuse; the readers report the rest of the log around it.
+    let before = snapshot(&dir);
+    for args in READS.iter().chain(WRITES) {
+        let r = walctl_in(args, Some(&dir), &[], who);
+        assert_eq!(r.code, 1, "{args:?}: {}", r.all());
+        for s in [says.as_str(), "Permission denied", "unreadable"] {
+            assert!(
+                r.all().contains(s),
+                "{args:?} does not say {s:?}: {}",
+                r.all()
+            );
+        }
+        assert_eq!(
+            without_lock(snapshot(&dir)),
+            without_lock(before.clone()),
+            "{args:?}"
+        );
+    }
+    // verify and segments check every other segment.
+    let r = walctl_in(&["verify", "--json"], Some(&dir), &[], who);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["status"], "unreadable", "{v}");
+    assert_eq!(v["problems"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["problems"][0]["kind"], "unreadable", "{v}");
+    assert_eq!(v["last_lsn"], 60, "{v}");
+    let r = walctl_in(&["segments", "--json"], Some(&dir), &[], who);
+    let rows: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), names.len());
+    assert_eq!(rows[1]["status"], "unreadable");
+    assert!(rows
+        .iter()
+        .enumerate()
+        .all(|(i, r)| i == 1 || r["status"] == "ok"));
+    // dump from past it reads on; from before it, prints up to it and names it.
+    let past = rows[2]["first_lsn"].as_u64().unwrap();
+    let r = walctl_in(
+        &["dump", "--json", "--from", &past.to_string()],
+        Some(&dir),
+        &[],
+        who,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.stdout.lines().count() as u64, 60 - past + 1);
+    let r = walctl_in(&["dump", "--json"], Some(&dir), &[], who);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(
+        r.stdout.lines().count() as u64,
+        rows[0]["records"].as_u64().unwrap()
+    );
+    assert!(r.stderr.contains(&says), "{}", r.stderr);
     if root {
         let _ = fs::remove_dir_all(unprivileged_binary().parent().unwrap());
     } else {

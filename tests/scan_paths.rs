@@ -50,6 +50,7 @@ fn scan(dir: &Path, read_ahead: bool) -> Seen {
                     .push((r.lsn, r.segment_id, r.offset, r.checkpoint, digest(r.data)))
             }
             Ok(Some(Event::SegmentEnd(_))) => {}
+            Ok(Some(other)) => panic!("unexpected {other:?}"),
             Ok(None) => break,
             Err(e) => {
                 seen.error = Some(e.to_string());

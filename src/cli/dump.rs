@@ -99,7 +99,16 @@ pub struct Args {
     /// No progress bar and no notes on stderr (problems are still reported).
     #[arg(long, short = 'q')]
     quiet: bool,
+
+    /// Go on past records that a writer's retention deleted before dump could read
+    /// them (a reader that fell behind). Each such hole is still named on stderr;
+    /// without this flag dump stops at the first one with status 1.
+    #[arg(long)]
+    skip_retired: bool,
 }
+
+/// How long `--follow` waits at an incomplete record before it says so.
+const TORN_WAIT_NOTE: Duration = Duration::from_secs(3);
 
 /// Payload rendering of `--data-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -180,10 +189,27 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
 
     let mut printed = 0u64;
     let mut problem = None;
+    let mut retired_stop = None;
     if args.limit != Some(0) {
         'scan: loop {
             while let Some(ev) = scanner.next()? {
-                let Event::Record(r) = ev else { continue };
+                let r = match ev {
+                    Event::Record(r) => r,
+                    // Holes entirely before --from cost the reader nothing.
+                    Event::Retired(gap) if gap.last_lsn < from => continue,
+                    Event::Retired(gap) => {
+                        let gap = gap.clone();
+                        printer.flush()?;
+                        note_retired(&gap, from, args.skip_retired);
+                        if args.skip_retired {
+                            continue;
+                        }
+                        retired_stop = Some(gap);
+                        break 'scan;
+                    }
+                    // Segment ends (and anything a newer library adds) print nothing.
+                    _ => continue,
+                };
                 if let Some(pos) = progress.advance(&r) {
                     pb.set_position(pos);
                 }
@@ -210,6 +236,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             }
             // Following: everything there is has been printed; wait for more.
             printer.flush()?;
+            let mut torn_wait = TornWait::default();
             loop {
                 // Interrupted, or nobody reads our output any more: a quiet end.
                 if STOP.load(Ordering::SeqCst) || output::stdout_closed() {
@@ -218,6 +245,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                 if scanner.poll()? {
                     break;
                 }
+                torn_wait.check(&scanner);
                 std::thread::sleep(FOLLOW_POLL);
             }
         }
@@ -225,6 +253,15 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     pb.finish_and_clear();
     printer.flush()?;
 
+    if let Some(gap) = retired_stop {
+        output::note(format!(
+            "stopped after LSN {} ({printed} records printed): the records after it are gone; \
+             `walctl dump --from {}` reads what is left, `--skip-retired` goes on past such holes",
+            gap.first_lsn - 1,
+            gap.last_lsn + 1
+        ));
+        return Ok(Exit::Failed);
+    }
     match problem {
         None => Ok(Exit::Ok),
         Some(p) => {
@@ -239,6 +276,65 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                 path.display()
             ));
             Ok(Exit::from_severity(Some(p.severity)))
+        }
+    }
+}
+
+/// Names on stderr the records a writer's retention deleted before dump read them.
+fn note_retired(gap: &walctl::scan::RetiredGap, from: u64, skipping: bool) {
+    let first = gap.first_lsn.max(from);
+    let segments = if gap.first_segment == gap.last_segment {
+        format!("{SEGMENT_PREFIX}{}", gap.first_segment)
+    } else {
+        format!(
+            "{SEGMENT_PREFIX}{}..{SEGMENT_PREFIX}{}",
+            gap.first_segment, gap.last_segment
+        )
+    };
+    let then = if skipping {
+        format!("going on at LSN {}", gap.last_lsn + 1)
+    } else {
+        "stopping".to_string()
+    };
+    output::note(format!(
+        "LSNs {first}..{} were not delivered: retention deleted {segments} before dump \
+         could read them (the reader fell behind the writer); {then}",
+        gap.last_lsn
+    ));
+}
+
+/// `--follow` at an incomplete record: says once, after a few seconds at the same
+/// place, what it is waiting for.
+#[derive(Default)]
+struct TornWait {
+    at: Option<(String, u64)>,
+    since: Option<std::time::Instant>,
+    said: bool,
+}
+
+impl TornWait {
+    fn check(&mut self, scanner: &Scanner) {
+        let Some((segment, offset, present)) = scanner.waiting_at_partial() else {
+            *self = TornWait::default();
+            return;
+        };
+        let here = Some((segment.to_string(), offset));
+        if self.at != here {
+            *self = TornWait {
+                at: here,
+                since: Some(std::time::Instant::now()),
+                said: false,
+            };
+            return;
+        }
+        if !self.said && self.since.is_some_and(|t| t.elapsed() >= TORN_WAIT_NOTE) {
+            self.said = true;
+            output::note(format!(
+                "waiting at {segment} offset {offset}: {present} bytes of an incomplete \
+                 record are there and no more have come. A writer may still be writing it; \
+                 if the writer crashed, the next writer's open saves these bytes to the \
+                 quarantine and cuts them, and dump goes on from there"
+            ));
         }
     }
 }

@@ -113,6 +113,7 @@ impl Exit {
         match worst {
             None => Exit::Ok,
             Some(Severity::TornTail) => Exit::TornTail,
+            Some(Severity::Unreadable) => Exit::Failed,
             Some(Severity::Corruption) => Exit::Corrupt,
         }
     }

@@ -10,8 +10,9 @@ use serde_json::{json, Value};
 use walctl::quarantine::{Manifest, RestoreAction, QUARANTINE_DIR};
 use walctl::repair::{self, CutAction, LsnRange, Plan, PlannedCut, Policy, Verdict};
 use walctl::scan::ScanReport;
+use walctl::segment::segment_name;
 use walctl::storage::{FileStorage, LockProbe, Storage};
-use walctl::Error;
+use walctl::{Error, Problem, ProblemKind};
 
 use super::output;
 use super::{DirArg, Exit};
@@ -116,6 +117,29 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         report(&args, &dir, &plan, None, Some(&writer), exit)?;
         Ok(exit)
     }
+}
+
+/// The two ways on from a segment missing in the middle of the log.
+fn explain_missing(out: &mut impl Write, dir: &Path, p: &Problem) -> std::io::Result<()> {
+    let ProblemKind::MissingSegment {
+        first_id, last_id, ..
+    } = p.kind
+    else {
+        return Ok(());
+    };
+    let files = (first_id..=last_id)
+        .take(4)
+        .map(|id| dir.join(segment_name(id)).display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    writeln!(
+        out,
+        "  the file is gone, not damaged: the segments before and after it are intact. Either\n  \
+         1. put it back ({files}) from a backup or an archive copy and run `walctl verify` \
+         again: nothing needs cutting; or\n  \
+         2. cut the log at the hole: --policy point-in-time removes every segment after it \
+         (saved to the quarantine first) and keeps the records before it."
+    )
 }
 
 fn lsn_list(lsns: &[LsnRange]) -> String {
@@ -230,6 +254,9 @@ fn report(
 
     for p in &plan.problems {
         writeln!(out, "found: {p}")?;
+        if let ProblemKind::MissingSegment { .. } = p.kind {
+            explain_missing(&mut out, dir, p)?;
+        }
     }
     match (&plan.verdict, applied) {
         (Verdict::Clean, _) => {
@@ -340,6 +367,7 @@ fn report(
 fn severity(s: walctl::Severity) -> &'static str {
     match s {
         walctl::Severity::TornTail => "torn tail",
+        walctl::Severity::Unreadable => "unreadable",
         walctl::Severity::Corruption => "corruption",
     }
 }

@@ -7,7 +7,7 @@ use comfy_table::{presets, Cell, CellAlignment, Color, Table};
 use serde::Serialize;
 use walctl::scan::SegmentSummary;
 use walctl::segment::segment_name;
-use walctl::Severity;
+use walctl::{ProblemKind, Severity};
 
 use super::verify::{scan_with_progress, status_word, ProblemOut};
 use super::{output, DirArg, Exit};
@@ -163,6 +163,10 @@ fn status_cell(s: &SegmentSummary, color: bool) -> Cell {
         None => ("ok".to_string(), Color::Green),
         Some(p) if p.severity == Severity::TornTail => {
             (format!("torn tail at offset {}", p.offset), Color::Yellow)
+        }
+        Some(p) if p.severity == Severity::Unreadable => (p.kind.to_string(), Color::Red),
+        Some(p) if matches!(p.kind, ProblemKind::MissingSegment { .. }) => {
+            (p.kind.to_string(), Color::Red)
         }
         Some(p) => (
             format!("corrupt at offset {}: {}", p.offset, p.kind),

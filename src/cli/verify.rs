@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 use walctl::scan::{scan_log, ScanOptions, ScanReport};
 use walctl::segment::{list_segments, segment_name};
-use walctl::{Problem, Severity};
+use walctl::{Problem, ProblemKind, Severity};
 
 use super::{output, DirArg, Exit};
 
@@ -66,11 +66,13 @@ impl<'a> ProblemOut<'a> {
     }
 }
 
-/// The word for a log's or segment's state: `ok`, `torn_tail` or `corrupt`.
+/// The word for a log's or segment's state: `ok`, `torn_tail`, `unreadable` or
+/// `corrupt`.
 pub fn status_word(worst: Option<Severity>) -> &'static str {
     match worst {
         None => "ok",
         Some(Severity::TornTail) => "torn_tail",
+        Some(Severity::Unreadable) => "unreadable",
         Some(Severity::Corruption) => "corrupt",
     }
 }
@@ -163,10 +165,11 @@ fn write_text(
     match (report.segments.first(), report.segments.last()) {
         (Some(a), Some(b)) if a.id != b.id => writeln!(
             out,
-            "segments     {} ({} .. {})",
+            "segments     {} ({} .. {}){}",
             report.segments.len(),
             a.name,
-            b.name
+            b.name,
+            missing_or_unreadable(report)
         )?,
         (Some(a), _) => writeln!(out, "segments     1 ({})", a.name)?,
         _ => writeln!(out, "segments     0 (an empty log)")?,
@@ -199,11 +202,20 @@ fn write_text(
                 || "before any intact record".to_string(),
                 |l| format!("after LSN {l}"),
             );
-            writeln!(
-                out,
-                "  {p} [{after}; {unchecked} bytes from there to the end of {} not checked]",
-                p.segment
-            )?;
+            match p.kind {
+                ProblemKind::MissingSegment { .. } => {
+                    writeln!(out, "  {p} [{after}; the segments after it were checked]")?
+                }
+                ProblemKind::Unreadable { .. } => writeln!(
+                    out,
+                    "  {p} [{after}; its {size} bytes were not checked, the segments after it were]"
+                )?,
+                _ => writeln!(
+                    out,
+                    "  {p} [{after}; {unchecked} bytes from there to the end of {} not checked]",
+                    p.segment
+                )?,
+            }
         }
     }
     let status = match exit {
@@ -213,7 +225,33 @@ fn write_text(
              crash mid-write leaves; `walctl truncate-corrupt --dir {} --apply` cuts it",
             dir.display()
         ),
+        Exit::Failed => "UNREADABLE (exit 1): a segment could not be read; every other \
+                         segment was checked"
+            .to_string(),
         _ => format!("CORRUPT (exit {})", exit as i32),
     };
     writeln!(out, "status       {status}")
+}
+
+/// ", 1 missing, 1 unreadable" for the segments line of a log that has such.
+fn missing_or_unreadable(report: &ScanReport) -> String {
+    let mut missing = 0;
+    let mut unreadable = 0;
+    for p in report.problems() {
+        match p.kind {
+            ProblemKind::MissingSegment {
+                first_id, last_id, ..
+            } => missing += last_id - first_id + 1,
+            ProblemKind::Unreadable { .. } => unreadable += 1,
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    if missing > 0 {
+        out += &format!(", {missing} missing");
+    }
+    if unreadable > 0 {
+        out += &format!(", {unreadable} unreadable");
+    }
+    out
 }

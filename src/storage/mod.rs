@@ -352,11 +352,8 @@ impl Storage for FileStorage {
         if rc != 0 {
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let mut s = String::new();
-                let _ = f.read_to_string(&mut s);
-                let holder = s.trim();
                 return Ok(LockAttempt::Held {
-                    holder: (!holder.is_empty() && holder.len() < 200).then(|| holder.to_string()),
+                    holder: lock_holder(&mut f),
                 });
             }
             return Err(err);
@@ -367,8 +364,7 @@ impl Storage for FileStorage {
     }
 
     fn probe_lock(&self) -> io::Result<LockProbe> {
-        // Read-only and never created: a missing lock file means no writer. A shared
-        // flock, released when `f` closes, conflicts only with a writer's exclusive one.
+        // Read-only and never created: a missing lock file means no writer.
         let mut f = match OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
@@ -378,6 +374,16 @@ impl Storage for FileStorage {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockProbe::Free),
             Err(e) => return Err(e),
         };
+        // Where the kernel lists its locks, look there: taking even a shared lock,
+        // for an instant, makes a writer that opens in that instant fail.
+        if let Some(holders) = proc_lock_holders(&f) {
+            return Ok(match holders.first() {
+                None => LockProbe::Free,
+                Some(pid) => LockProbe::Held {
+                    holder: Some(format!("pid {pid}")),
+                },
+            });
+        }
         // SAFETY: flock on a file descriptor we own; no memory is shared.
         let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
         if rc == 0 {
@@ -387,13 +393,70 @@ impl Storage for FileStorage {
         if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
             return Err(err);
         }
-        let mut s = String::new();
-        let _ = (&mut f).take(256).read_to_string(&mut s);
-        let holder = s.trim();
         Ok(LockProbe::Held {
-            holder: (!holder.is_empty() && holder.len() < 200).then(|| holder.to_string()),
+            holder: lock_holder(&mut f),
         })
     }
+}
+
+/// Who holds the writer lock on `f`, for a message: "pid N" only when that process
+/// holds it. Where the kernel lists its locks (Linux), the pid comes from there; the
+/// pid a writer writes into the file may be a dead writer's until the new holder
+/// has rewritten it, so elsewhere it is named as the file's word, not as a fact.
+fn lock_holder(f: &mut File) -> Option<String> {
+    if let Some(holders) = proc_lock_holders(f) {
+        return holders.first().map(|pid| format!("pid {pid}"));
+    }
+    let mut s = String::new();
+    let _ = f.take(256).read_to_string(&mut s);
+    let holder = s.trim();
+    (!holder.is_empty() && holder.len() < 200)
+        .then(|| format!("{holder} (as its lock file says; it may not have rewritten it yet)"))
+}
+
+/// The pids holding an exclusive flock on the file `f` is open on, from the
+/// kernel's table of locks; `None` where there is no such table to read.
+#[cfg(target_os = "linux")]
+fn proc_lock_holders(f: &File) -> Option<Vec<u32>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = f.metadata().ok()?;
+    let dev = meta.dev();
+    // As the kernel prints it: major:minor in hex (two digits at least), inode.
+    let key = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        meta.ino()
+    );
+    let table = fs::read_to_string("/proc/locks").ok()?;
+    Some(parse_proc_locks(&table, &key))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn proc_lock_holders(_f: &File) -> Option<Vec<u32>> {
+    None
+}
+
+/// Pids of the granted exclusive flocks on `key` (`maj:min:inode`) in a
+/// `/proc/locks` table. Waiters (`->`) hold nothing and are left out.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn parse_proc_locks(table: &str, key: &str) -> Vec<u32> {
+    table
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace().skip(1);
+            let (kind, _, mode, pid, file) = (
+                words.next()?,
+                words.next()?,
+                words.next()?,
+                words.next()?,
+                words.next()?,
+            );
+            (kind == "FLOCK" && mode == "WRITE" && file == key)
+                .then(|| pid.parse().ok())
+                .flatten()
+        })
+        .collect()
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.
@@ -408,4 +471,23 @@ pub fn read_up_to(file: &mut dyn ReadFile, buf: &mut [u8]) -> io::Result<usize> 
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod lock_table_tests {
+    use super::parse_proc_locks;
+
+    #[test]
+    fn only_granted_exclusive_flocks_on_the_file_count() {
+        let table = "\
+1: FLOCK  ADVISORY  WRITE 10300 fe:00:10010692 0 EOF
+1: -> FLOCK  ADVISORY  WRITE 10400 fe:00:10010692 0 EOF
+2: OFDLCK ADVISORY  WRITE -1 fe:00:10010692 0 EOF
+3: FLOCK  ADVISORY  READ 10500 fe:00:10010692 0 EOF
+4: FLOCK  ADVISORY  WRITE 10600 fe:00:100106920 0 EOF
+5: POSIX  ADVISORY  WRITE 10700 fe:00:10010692 0 EOF
+";
+        assert_eq!(parse_proc_locks(table, "fe:00:10010692"), vec![10300]);
+        assert!(parse_proc_locks(table, "fe:01:10010692").is_empty());
+    }
 }
