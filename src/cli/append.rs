@@ -24,6 +24,7 @@ use base64::Engine;
 use serde::Serialize;
 use walctl::codec::MAX_DATA_LEN;
 use walctl::quarantine::QUARANTINE_DIR;
+use walctl::segment::segment_name;
 use walctl::storage::FileStorage;
 use walctl::writer::{SyncPolicy, Wal, WalOptions};
 
@@ -139,9 +140,10 @@ pub struct WriterArgs {
     #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_size)]
     max_segment_size: u64,
 
-    /// Keep at most N segments (0 = unlimited). Only segments wholly before the
-    /// newest checkpoint are ever deleted.
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    /// Delete the oldest segments beyond N (0, the default: delete nothing). Only
+    /// segments wholly before the newest checkpoint are ever deleted, and the ones
+    /// deleted are named on stderr. (The library's default is 10, as in Go.)
+    #[arg(long, value_name = "N", default_value_t = 0)]
     max_segments: usize,
 
     /// When entries are made durable. Exit 0 always means durable: the log is
@@ -420,6 +422,7 @@ pub fn close_after(wal: &Wal, work: anyhow::Result<()>) -> (anyhow::Result<()>, 
         .close()
         .with_context(|| format!("closing {}", wal.storage().root().display()));
     let ok = closed.is_ok();
+    note_retention(wal);
     let res = match (work, closed) {
         (Ok(()), c) => c,
         (Err(e), Ok(())) => Err(e),
@@ -430,6 +433,30 @@ pub fn close_after(wal: &Wal, work: anyhow::Result<()>) -> (anyhow::Result<()>, 
         (Err(e), Err(c)) => Err(anyhow!("{e:#}; closing the log also failed: {c:#}")),
     };
     (res, ok)
+}
+
+/// Says on stderr which segments retention (`--max-segments`) deleted, if any.
+fn note_retention(wal: &Wal) {
+    let r = wal.retention();
+    let Some((a, b)) = r.ids else {
+        return;
+    };
+    let names = if a == b {
+        segment_name(a)
+    } else {
+        format!("{}..{}", segment_name(a), segment_name(b))
+    };
+    let lsns = match r.lsns {
+        Some((x, y)) if x == y => format!("LSN {x}"),
+        Some((x, y)) => format!("LSN {x}-{y}"),
+        None => "no records".to_string(),
+    };
+    output::note(format_args!(
+        "retention (--max-segments {}) deleted {}: {names} ({lsns}), all before the newest \
+         checkpoint",
+        wal.options().max_segments,
+        output::count(r.removed, "segment", "segments"),
+    ));
 }
 
 fn is_poisoned(e: &anyhow::Error) -> bool {

@@ -40,6 +40,11 @@ pub fn error_line(e: &anyhow::Error) {
     let _ = writeln!(io::stderr().lock(), "walctl: error: {line}");
 }
 
+/// `n` with the singular or plural noun: "1 segment", "3 segments".
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Prints a diagnostic line on stderr.
 pub fn note(msg: impl std::fmt::Display) {
     let _ = writeln!(io::stderr().lock(), "walctl: {msg}");
