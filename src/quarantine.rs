@@ -78,6 +78,12 @@ pub struct Manifest {
     pub policy: String,
     /// walctl version that cut them.
     pub walctl_version: String,
+    /// The LSN the next record appended after this cut gets: the first LSN cut (the
+    /// point in time), which a writer keeps to when the cut left the log without
+    /// records, so that no LSN is ever given out twice ([`lsn_floor`]). Absent in
+    /// manifests of walctl versions that did not record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_lsn: Option<u64>,
     /// The pieces.
     pub items: Vec<ManifestItem>,
 }
@@ -100,9 +106,20 @@ fn new_id() -> String {
     format!("{stamp}-{}-{nanos:09}-{n}", std::process::id())
 }
 
+/// Why and how bytes are cut, as a manifest records it.
+#[derive(Debug, Clone, Copy)]
+pub struct CutInfo<'a> {
+    /// Why the bytes are cut.
+    pub reason: &'a str,
+    /// Which policy or operation cuts them.
+    pub policy: &'a str,
+    /// The LSN the next record appended after the cut gets ([`Manifest::next_lsn`]).
+    pub next_lsn: Option<u64>,
+}
+
 /// Copies the bytes of every cut into a new, fsynced quarantine entry and returns its
 /// manifest. Nothing in the log is changed: the caller cuts afterwards.
-pub fn save(storage: &dyn Storage, reason: &str, policy: &str, cuts: &[Cut]) -> Result<Manifest> {
+pub fn save(storage: &dyn Storage, info: CutInfo<'_>, cuts: &[Cut]) -> Result<Manifest> {
     let root = storage.root().to_path_buf();
     let io = |op: &'static str, name: &str| {
         let path = root.join(name);
@@ -117,7 +134,7 @@ pub fn save(storage: &dyn Storage, reason: &str, policy: &str, cuts: &[Cut]) -> 
     let partial = format!("{id}{PARTIAL}");
     let pdir = format!("{QUARANTINE_DIR}/{partial}");
     storage.create_dir(&pdir).map_err(io("create", &pdir))?;
-    let saved = fill_entry(storage, &id, &partial, reason, policy, cuts);
+    let saved = fill_entry(storage, &id, &partial, info, cuts);
     if saved.is_err() {
         // A half-made copy is useless (the log still holds every byte, since the
         // caller cuts nothing after an error) and takes space on what may be a full
@@ -144,8 +161,7 @@ fn fill_entry(
     storage: &dyn Storage,
     id: &str,
     partial: &str,
-    reason: &str,
-    policy: &str,
+    info: CutInfo<'_>,
     cuts: &[Cut],
 ) -> Result<Manifest> {
     let root = storage.root().to_path_buf();
@@ -203,9 +219,10 @@ fn fill_entry(
     let manifest = Manifest {
         id: id.to_string(),
         time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        reason: reason.to_string(),
-        policy: policy.to_string(),
+        reason: info.reason.to_string(),
+        policy: info.policy.to_string(),
         walctl_version: env!("CARGO_PKG_VERSION").to_string(),
+        next_lsn: info.next_lsn,
         items,
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("a manifest always serializes");
@@ -280,6 +297,16 @@ pub fn entries(storage: &dyn Storage) -> Result<Vec<(String, Result<Manifest>)>>
             (id, m)
         })
         .collect())
+}
+
+/// The lowest LSN a writer may give out when the log holds no record: the highest
+/// [`Manifest::next_lsn`] among the readable quarantine entries (`None`: no entry
+/// records one). A cut that left the log empty must not let LSNs restart at 1.
+pub fn lsn_floor(storage: &dyn Storage) -> Result<Option<u64>> {
+    Ok(entries(storage)?
+        .into_iter()
+        .filter_map(|(_, m)| m.ok().and_then(|m| m.next_lsn))
+        .max())
 }
 
 /// Path (relative to the log directory) of a saved piece, for readers of the entry.

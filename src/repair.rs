@@ -57,7 +57,7 @@ use serde::Serialize;
 use crate::codec::{LEN_PREFIX, MAX_BODY_LEN};
 use crate::error::{Error, Problem, ProblemKind, Result, Severity};
 use crate::quarantine::{self, Cut, Manifest, RestoredItem};
-use crate::scan::{scan_log, ScanOptions, ScanReport};
+use crate::scan::{scan_log, Event, ScanOptions, ScanReport, Scanner, SegmentSummary};
 use crate::storage::{DirEntry, EntryKind, LockAttempt, ReadFile, Storage, WriteFile};
 
 /// What a repair may cut.
@@ -137,6 +137,8 @@ pub struct PlannedCut {
     /// Cut bytes that are not intact records: the torn or damaged record itself, and
     /// whatever past the damage could not be framed as records.
     pub damaged_bytes: u64,
+    /// LSNs of the intact checkpoints among the cut records.
+    pub checkpoints: Vec<u64>,
 }
 
 /// What a [`Plan`] decided.
@@ -173,12 +175,29 @@ pub struct Plan {
     /// Last LSN the log keeps (after the cuts, for [`Verdict::Cut`]); a writer
     /// continues at the next one.
     pub kept_last_lsn: Option<u64>,
+    /// The LSN a writer opened after the plan is applied gives out next: after the
+    /// last kept record; when the cut keeps none, the first LSN cut (the damaged
+    /// record's, derived from its neighbours when it cannot be read), never lower
+    /// than where an earlier cut left the log ([`quarantine::lsn_floor`]). LSNs never
+    /// restart.
+    pub next_lsn: u64,
+    /// The newest checkpoint the log keeps: where recovery starts afterwards
+    /// (`None`: at the first kept record).
+    pub kept_checkpoint_lsn: Option<u64>,
 }
 
 impl Plan {
     /// The LSN a writer opened after this plan is applied will assign next.
     pub fn next_lsn(&self) -> u64 {
-        self.kept_last_lsn.map_or(1, |l| l + 1)
+        self.next_lsn
+    }
+
+    /// LSNs of the intact checkpoints the plan cuts, in log order.
+    pub fn cut_checkpoints(&self) -> Vec<u64> {
+        self.cuts
+            .iter()
+            .flat_map(|c| c.checkpoints.iter().copied())
+            .collect()
     }
 
     /// Bytes the plan cuts.
@@ -227,6 +246,7 @@ pub fn plan(storage: Arc<dyn Storage>, policy: Policy) -> Result<Plan> {
 
 fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> Result<Plan> {
     let problems: Vec<Problem> = report.problems().cloned().collect();
+    let floor = quarantine::lsn_floor(storage.as_ref())?;
     let base = Plan {
         policy,
         verdict: Verdict::Clean,
@@ -236,6 +256,11 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
         segments: report.segments.len(),
         kept_first_lsn: report.first_lsn,
         kept_last_lsn: report.last_lsn,
+        next_lsn: match report.last_lsn {
+            Some(l) => l.saturating_add(1),
+            None => floor.unwrap_or(1).max(1),
+        },
+        kept_checkpoint_lsn: report.newest_checkpoint.as_ref().map(|c| c.lsn),
     };
     let Some(first) = base.problems.first().cloned() else {
         return Ok(base);
@@ -250,9 +275,18 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
         });
     }
     let mut cuts = Vec::new();
+    // The first LSN cut, when the cut keeps no record: known from the first intact
+    // record after the damage, less the damaged records before it.
+    let mut first_cut: Option<u64> = None;
+    let mut unknown_before = Some(0u64);
     for s in &report.segments {
         if s.id == first.segment_id {
             let rest = survey(storage, &s.name, first.offset, s.size)?;
+            match rest.first_lsn {
+                Some(a) => first_cut = Some(a.saturating_sub(rest.steps_before_first).max(1)),
+                None if rest.complete => unknown_before = Some(rest.steps),
+                None => unknown_before = None,
+            }
             cuts.push(PlannedCut {
                 segment: s.name.clone(),
                 segment_id: s.id,
@@ -263,11 +297,23 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
                 intact_records: rest.records,
                 lsns: rest.lsns,
                 damaged_bytes: rest.damaged,
+                checkpoints: rest.checkpoints,
             });
         } else if s.id > first.segment_id {
             let mut found = Survey::default();
             if let (Some(a), Some(b)) = (s.first_lsn, s.last_lsn) {
                 found.add(a, b, s.records);
+                if first_cut.is_none() {
+                    // Exact when every record between the damage and here is counted;
+                    // otherwise this segment's first LSN, which is never too low.
+                    first_cut = Some(match unknown_before {
+                        Some(n) => a.saturating_sub(n).max(1),
+                        None => a,
+                    });
+                }
+            }
+            if s.checkpoints > 0 {
+                found.checkpoints = window_checkpoints(storage, &s.name, 0, s.valid_len)?;
             }
             match &s.problem {
                 Some(p) => {
@@ -277,6 +323,7 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
                     }
                     found.records += rest.records;
                     found.damaged += rest.damaged;
+                    found.checkpoints.extend(rest.checkpoints);
                 }
                 None => found.damaged += s.size - s.valid_len,
             }
@@ -290,15 +337,29 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
                 intact_records: found.records,
                 lsns: found.lsns,
                 damaged_bytes: found.damaged,
+                checkpoints: found.checkpoints,
             });
         }
     }
     let kept_last_lsn = first.last_good_lsn;
+    let next_lsn = match kept_last_lsn {
+        Some(l) => l.saturating_add(1),
+        None => first_cut.unwrap_or(1).max(floor.unwrap_or(1)),
+    };
+    // Everything the scan read before the first problem is kept.
+    let kept_checkpoint_lsn = report
+        .segments
+        .iter()
+        .filter(|s| s.id <= first.segment_id)
+        .filter_map(|s| s.last_checkpoint_lsn)
+        .max();
     Ok(Plan {
         verdict: Verdict::Cut,
         cuts,
         kept_first_lsn: kept_last_lsn.and(report.first_lsn),
         kept_last_lsn,
+        next_lsn,
+        kept_checkpoint_lsn,
         ..base
     })
 }
@@ -309,6 +370,17 @@ struct Survey {
     records: u64,
     lsns: Vec<LsnRange>,
     damaged: u64,
+    /// LSNs of the intact checkpoints.
+    checkpoints: Vec<u64>,
+    /// LSN of the first intact record, and how many damaged records (framing whole)
+    /// were stepped over before it.
+    first_lsn: Option<u64>,
+    steps_before_first: u64,
+    /// Damaged records stepped over in all.
+    steps: u64,
+    /// Whether the range was framed record by record to its end (so `steps` counts
+    /// every record in it that is not intact).
+    complete: bool,
 }
 
 impl Survey {
@@ -341,15 +413,20 @@ fn survey(storage: &Arc<dyn Storage>, name: &str, from: u64, size: u64) -> Resul
             start: pos,
             end: size,
         });
-        let report = scan_log(window, ScanOptions::default(), |_| {})?;
-        let Some(s) = report.segments.first() else {
+        let Some((s, checkpoints)) = scan_window(window)? else {
             break;
         };
+        out.checkpoints.extend(checkpoints);
         if let (Some(a), Some(b)) = (s.first_lsn, s.last_lsn) {
             out.add(a, b, s.records);
+            if out.first_lsn.is_none() {
+                out.first_lsn = Some(a);
+                out.steps_before_first = out.steps;
+            }
         }
         let Some(p) = &s.problem else {
             pos = size;
+            out.complete = true;
             break;
         };
         let at = pos + p.offset;
@@ -361,6 +438,7 @@ fn survey(storage: &Arc<dyn Storage>, name: &str, from: u64, size: u64) -> Resul
             ProblemKind::CrcMismatch { .. } | ProblemKind::Undecodable { .. } => {
                 frame_len(storage.as_ref(), name, at, size)?.map(|n| {
                     out.damaged += n;
+                    out.steps += 1;
                     at + n
                 })
             }
@@ -375,8 +453,46 @@ fn survey(storage: &Arc<dyn Storage>, name: &str, from: u64, size: u64) -> Resul
             }
         }
     }
+    if pos >= size {
+        out.complete = true;
+    }
     out.damaged += size - pos;
     Ok(out)
+}
+
+/// Scans a read-only window onto one segment: its summary and the LSNs of its
+/// intact checkpoints (`None`: nothing to scan).
+fn scan_window(window: Arc<dyn Storage>) -> Result<Option<(SegmentSummary, Vec<u64>)>> {
+    let mut scanner = Scanner::new(window, ScanOptions::default())?;
+    let mut checkpoints = Vec::new();
+    while let Some(ev) = scanner.next()? {
+        if let Event::Record(r) = ev {
+            if r.checkpoint {
+                checkpoints.push(r.lsn);
+            }
+        }
+    }
+    Ok(scanner
+        .summaries()
+        .first()
+        .cloned()
+        .map(|s| (s, checkpoints)))
+}
+
+/// LSNs of the intact checkpoints in bytes `from..to` of segment `name`.
+fn window_checkpoints(
+    storage: &Arc<dyn Storage>,
+    name: &str,
+    from: u64,
+    to: u64,
+) -> Result<Vec<u64>> {
+    let window: Arc<dyn Storage> = Arc::new(Window {
+        inner: storage.clone(),
+        name: name.to_string(),
+        start: from,
+        end: to,
+    });
+    Ok(scan_window(window)?.map(|(_, c)| c).unwrap_or_default())
 }
 
 /// Size on disk of the record framed at `at`, when its length prefix is sane and the
@@ -563,7 +679,13 @@ pub fn apply(storage: Arc<dyn Storage>, policy: Policy) -> Result<Applied> {
             whole_file: c.action == CutAction::Remove,
         })
         .collect();
-    let manifest = quarantine::save(storage.as_ref(), &plan.reason(), policy.name(), &cuts)?;
+    let reason = plan.reason();
+    let info = quarantine::CutInfo {
+        reason: &reason,
+        policy: policy.name(),
+        next_lsn: Some(plan.next_lsn),
+    };
+    let manifest = quarantine::save(storage.as_ref(), info, &cuts)?;
     check_saved(&plan, &manifest)?;
     quarantine::verify(storage.as_ref(), &manifest)?;
 

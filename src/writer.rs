@@ -348,7 +348,12 @@ impl Wal {
         };
         let last_lsn = scan.last_lsn;
         // Saturating: a log ending at LSN u64::MAX opens, and refuses every append.
-        let next_lsn = last_lsn.map_or(1, |l| l.saturating_add(1));
+        // A log without records continues where an earlier cut left off, never at 1
+        // again (the quarantine records where).
+        let next_lsn = match last_lsn {
+            Some(l) => l.saturating_add(1),
+            None => quarantine::lsn_floor(storage.as_ref())?.unwrap_or(1).max(1),
+        };
         // Segments are contiguous in LSN: one without records starts where the next
         // record goes.
         let mut segments: VecDeque<(u64, u64)> = VecDeque::new();
@@ -368,8 +373,8 @@ impl Wal {
             next_lsn,
             seg_id,
             seg_size,
-            appended_lsn: last_lsn.unwrap_or(0),
-            synced_lsn: last_lsn.unwrap_or(0),
+            appended_lsn: last_lsn.unwrap_or(next_lsn - 1),
+            synced_lsn: last_lsn.unwrap_or(next_lsn - 1),
             syncing: false,
             gathering: false,
             pending: 0,
@@ -438,10 +443,18 @@ impl Wal {
             .find(|s| s.id == problem.segment_id)
             .expect("a problem names a scanned segment");
         let reason = format!("torn tail found when opening for write: {problem}");
+        let next_lsn = match scan.last_lsn {
+            Some(l) => Some(l.saturating_add(1)),
+            None => quarantine::lsn_floor(storage)?,
+        };
+        let info = quarantine::CutInfo {
+            reason: &reason,
+            policy: "open",
+            next_lsn,
+        };
         let manifest = quarantine::save(
             storage,
-            &reason,
-            "open",
+            info,
             &[Cut {
                 file: seg.name.clone(),
                 offset: problem.offset,

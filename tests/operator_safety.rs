@@ -284,3 +284,285 @@ fn an_empty_checkpoint_is_refused_unless_allowed() {
         .unwrap();
     assert!(e.checkpoint && e.lsn == 3 && e.data.is_empty());
 }
+
+// ---------------------------------------------------------------------------------
+// 8. LSNs never restart after a cut that keeps nothing
+
+fn manifests(dir: &Path) -> Vec<walctl::quarantine::Manifest> {
+    walctl::quarantine::list(&walctl::storage::FileStorage::open(dir).unwrap()).unwrap()
+}
+
+/// The issue's reproduction: a log holding LSN 930..1301 whose first record is
+/// damaged; a point-in-time cut keeps nothing.
+#[test]
+fn a_cut_that_keeps_nothing_continues_at_the_first_lsn_cut() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("w");
+    let seg = ["--max-segment-size", "4K"];
+    ok(&run_with(
+        walctl("append", &dir, &seg).args(["--max-segments", "0"]),
+        &numbers(1, 1000),
+    ));
+    ok(&run(walctl("checkpoint", &dir, &seg).args([
+        "--max-segments",
+        "2",
+        "{\"applied_up_to\":1000}",
+    ])));
+    ok(&run_with(
+        walctl("append", &dir, &seg).args(["--max-segments", "2"]),
+        &numbers(1, 300),
+    ));
+    let held = log_lsns(&dir);
+    assert_eq!((held[0], *held.last().unwrap()), (930, 1301));
+    let first = segment_names(&dir)[0].clone();
+    let mut bytes = fs::read(dir.join(&first)).unwrap();
+    bytes[12] = b'Q';
+    fs::write(dir.join(&first), bytes).unwrap();
+
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--policy", "point-in-time"],
+    ));
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        stdout_of(&out).contains("the log would keep no records; the next append gets LSN 930"),
+        "{}",
+        stdout_of(&out)
+    );
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--policy", "point-in-time", "--apply"],
+    ));
+    ok(&out);
+    assert!(
+        stdout_of(&out).contains("no records; the next append gets LSN 930"),
+        "{}",
+        stdout_of(&out)
+    );
+    assert!(log_lsns(&dir).is_empty());
+    let m = manifests(&dir);
+    assert_eq!(m.len(), 1);
+    assert_eq!(
+        m[0].next_lsn,
+        Some(930),
+        "the manifest records the point in time"
+    );
+    // The library agrees with the CLI.
+    let wal = Wal::open(&dir, WalOptions::default()).unwrap();
+    assert_eq!(wal.next_lsn(), 930);
+    drop(wal);
+    let out = run(&mut walctl("append", &dir, &["x"]));
+    ok(&out);
+    assert_eq!(lsns(&out), vec![930]);
+
+    // Damage that one record too: nothing around it to derive its LSN from, but the
+    // earlier cut's manifest still says where the log is.
+    let first = segment_names(&dir)[0].clone();
+    let mut bytes = fs::read(dir.join(&first)).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0x40;
+    fs::write(dir.join(&first), bytes).unwrap();
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--policy", "point-in-time", "--apply"],
+    ));
+    ok(&out);
+    assert!(
+        stdout_of(&out).contains("the next append gets LSN 930"),
+        "{}",
+        stdout_of(&out)
+    );
+    let out = run(&mut walctl("append", &dir, &["y", "z"]));
+    assert_eq!(lsns(ok(&out)), vec![930, 931]);
+}
+
+/// A log as the Go library leaves it after retention: only segment-7 and segment-8,
+/// LSN 500..504.
+fn go_log_500(dir: &Path) -> Vec<u8> {
+    fs::create_dir_all(dir).unwrap();
+    let mut s7 = Vec::new();
+    for lsn in 500..=502u64 {
+        encode_record(&mut s7, lsn, format!("entry {lsn}").as_bytes(), false);
+    }
+    let mut s8 = Vec::new();
+    for lsn in 503..=504u64 {
+        encode_record(&mut s8, lsn, format!("entry {lsn}").as_bytes(), false);
+    }
+    fs::write(dir.join("segment-7"), &s7).unwrap();
+    fs::write(dir.join("segment-8"), &s8).unwrap();
+    s7
+}
+
+#[test]
+fn a_go_log_cut_at_its_first_record_continues_at_that_records_lsn() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("go");
+    let s7 = go_log_500(&dir);
+    // A flipped byte in the first record's payload: its framing is whole, so its
+    // neighbour (LSN 501) gives its LSN.
+    let mut damaged = s7.clone();
+    let n = 4 + 2 + 2 + 2; // prefix, LSN field (tag + 2-byte varint), data tag + len
+    damaged[n] ^= 0x01;
+    fs::write(dir.join("segment-7"), &damaged).unwrap();
+    let plan = walctl::repair::plan(
+        std::sync::Arc::new(walctl::storage::FileStorage::open(&dir).unwrap()),
+        walctl::repair::Policy::PointInTime,
+    )
+    .unwrap();
+    assert_eq!(plan.kept_last_lsn, None);
+    assert_eq!(plan.next_lsn(), 500);
+    ok(&run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--policy", "point-in-time", "--apply"],
+    )));
+    assert_eq!(manifests(&dir)[0].next_lsn, Some(500));
+    let out = run(&mut walctl("append", &dir, &["next"]));
+    assert_eq!(lsns(ok(&out)), vec![500]);
+}
+
+#[test]
+fn when_the_damaged_records_cannot_be_counted_the_next_lsn_errs_high() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("go");
+    let s7 = go_log_500(&dir);
+    // The first length prefix is absurd: nothing in segment-7 can be framed, so how
+    // many records it held is unknown. The next LSN is then segment-8's first (503),
+    // never one that may already have been given out.
+    let mut damaged = s7.clone();
+    damaged[3] = 0x7f;
+    fs::write(dir.join("segment-7"), &damaged).unwrap();
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--policy", "point-in-time", "--apply"],
+    ));
+    ok(&out);
+    assert!(
+        stdout_of(&out).contains("the next append gets LSN 503"),
+        "{}",
+        stdout_of(&out)
+    );
+    let out = run(&mut walctl("append", &dir, &["next"]));
+    assert_eq!(lsns(ok(&out)), vec![503]);
+}
+
+// ---------------------------------------------------------------------------------
+// 3. A point-in-time cut names the checkpoints it removes
+
+#[test]
+fn a_point_in_time_cut_names_the_checkpoints_it_removes_and_where_recovery_starts() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("w");
+    let seg = ["--max-segment-size", "4K"];
+    ok(&run_with(
+        &mut walctl("append", &dir, &seg),
+        &numbers(1, 300),
+    ));
+    ok(&run(walctl("checkpoint", &dir, &seg).arg("cp-301")));
+    ok(&run_with(
+        &mut walctl("append", &dir, &seg),
+        &numbers(1, 300),
+    ));
+    ok(&run(walctl("checkpoint", &dir, &seg).arg("cp-602")));
+    ok(&run_with(
+        &mut walctl("append", &dir, &seg),
+        &numbers(1, 10),
+    ));
+    ok(&run(walctl("checkpoint", &dir, &seg).arg("cp-613")));
+    ok(&run_with(
+        &mut walctl("append", &dir, &seg),
+        &numbers(1, 300),
+    ));
+    // Damage the record after LSN 450: the cut takes the checkpoints 602 and 613.
+    let reader = WalReader::open(&dir).unwrap();
+    let e451 = reader.entries_from(451).unwrap().next().unwrap().unwrap();
+    assert_eq!(e451.lsn, 451);
+    let seg_file = dir.join(walctl::segment::segment_name(e451.segment_id));
+    flip_bit(&seg_file, e451.offset + 4, 3);
+
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--policy", "point-in-time"],
+    ));
+    assert_eq!(out.status.code(), Some(4));
+    let text = stdout_of(&out);
+    assert!(
+        text.contains(
+            "the cut removes 2 checkpoints: LSN 613, 602 (newest first); recovery will then \
+             start at checkpoint LSN 301"
+        ),
+        "{text}"
+    );
+    // The default policy refuses, and says the same about the cut it suggests.
+    let out = run(&mut walctl("truncate-corrupt", &dir, &[]));
+    assert!(
+        stdout_of(&out).contains("it removes 2 checkpoints: LSN 613, 602"),
+        "{}",
+        stdout_of(&out)
+    );
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--policy", "point-in-time", "--json"],
+    ));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["cut_checkpoints"], serde_json::json!([602, 613]));
+    assert_eq!(v["kept_checkpoint_lsn"], 301);
+
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--policy", "point-in-time", "--apply"],
+    ));
+    ok(&out);
+    assert!(
+        stdout_of(&out).contains(
+            "the cut removed 2 checkpoints: LSN 613, 602 (newest first); recovery now starts \
+             at checkpoint LSN 301"
+        ),
+        "{}",
+        stdout_of(&out)
+    );
+    // ...which is where the library's recovery does start.
+    let first = WalReader::open(&dir)
+        .unwrap()
+        .from_newest_checkpoint()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!((first.lsn, first.checkpoint), (301, true));
+
+    // Damage before the first checkpoint: none kept, recovery starts at the first
+    // record.
+    let e10 = WalReader::open(&dir)
+        .unwrap()
+        .entries_from(10)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    flip_bit(
+        &dir.join(walctl::segment::segment_name(e10.segment_id)),
+        e10.offset + 4,
+        3,
+    );
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--policy", "point-in-time"],
+    ));
+    assert!(
+        stdout_of(&out).contains(
+            "the cut removes checkpoint LSN 301; recovery will then start at the first kept \
+             record, LSN 1: no checkpoint is kept"
+        ),
+        "{}",
+        stdout_of(&out)
+    );
+}

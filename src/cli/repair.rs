@@ -152,8 +152,50 @@ fn kept_line(plan: &Plan) -> String {
             LsnRange { first: a, last: b },
             plan.next_lsn()
         ),
-        _ => "no records; the next append gets LSN 1".to_string(),
+        _ => format!("no records; the next append gets LSN {}", plan.next_lsn()),
     }
+}
+
+/// Which checkpoints a cut takes and where recovery starts afterwards, e.g.
+/// "removes checkpoint LSN 1001; recovery will then start at the first kept record
+/// (LSN 930-1000): no checkpoint is kept".
+fn recovery_line(plan: &Plan, done: bool) -> String {
+    let cps = plan.cut_checkpoints();
+    let (removes, starts) = if done {
+        ("removed", "recovery now starts")
+    } else {
+        ("removes", "recovery will then start")
+    };
+    let mut s = match cps.as_slice() {
+        [] => format!("{removes} no checkpoint"),
+        [one] => format!("{removes} checkpoint LSN {one}"),
+        many => {
+            let shown: Vec<String> = many.iter().rev().take(8).map(u64::to_string).collect();
+            let more = many.len().saturating_sub(8);
+            format!(
+                "{removes} {} checkpoints: LSN {}{} (newest first)",
+                many.len(),
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} older")
+                } else {
+                    String::new()
+                }
+            )
+        }
+    };
+    s.push_str("; ");
+    match (plan.kept_checkpoint_lsn, plan.kept_first_lsn) {
+        (Some(cp), _) => s.push_str(&format!("{starts} at checkpoint LSN {cp}")),
+        (None, Some(first)) => s.push_str(&format!(
+            "{starts} at the first kept record, LSN {first}: no checkpoint is kept"
+        )),
+        (None, None) => s.push_str(&format!(
+            "the log keeps no record, so {starts} from the first record appended (LSN {})",
+            plan.next_lsn()
+        )),
+    }
+    s
 }
 
 fn cuts_json(plan: &Plan) -> Value {
@@ -165,6 +207,8 @@ fn cuts_json(plan: &Plan) -> Value {
         "kept_first_lsn": plan.kept_first_lsn,
         "kept_last_lsn": plan.kept_last_lsn,
         "next_lsn": plan.next_lsn(),
+        "cut_checkpoints": plan.cut_checkpoints(),
+        "kept_checkpoint_lsn": plan.kept_checkpoint_lsn,
     })
 }
 
@@ -206,6 +250,8 @@ fn report(
             "kept_first_lsn": plan.kept_first_lsn,
             "kept_last_lsn": plan.kept_last_lsn,
             "next_lsn": plan.next_lsn(),
+            "cut_checkpoints": plan.cut_checkpoints(),
+            "kept_checkpoint_lsn": plan.kept_checkpoint_lsn,
             "suggested_policy": suggested.map(|s| s.policy),
             "suggested": suggested.map(cuts_json),
             "quarantine_id": quarantine.map(|m| m.id.clone()),
@@ -262,6 +308,7 @@ fn report(
                 writeln!(out, "{}", cut_line(c, false))?;
             }
             writeln!(out, "and keep {}", kept_line(s))?;
+            writeln!(out, "it {}", recovery_line(s, false))?;
         }
         (Verdict::Cut, None) => {
             writeln!(
@@ -275,6 +322,7 @@ fn report(
                 writeln!(out, "{}", cut_line(c, false))?;
             }
             writeln!(out, "the log would keep {}", kept_line(plan))?;
+            writeln!(out, "the cut {}", recovery_line(plan, false))?;
         }
         (Verdict::Cut, Some(_)) => {
             if let Some(m) = quarantine {
@@ -290,6 +338,7 @@ fn report(
             for c in &plan.cuts {
                 writeln!(out, "{}", cut_line(c, true))?;
             }
+            writeln!(out, "the cut {}", recovery_line(plan, true))?;
             match after.and_then(|a| a.worst()) {
                 None => writeln!(out, "the log is clean: {}", kept_line(plan))?,
                 Some(_) => {
