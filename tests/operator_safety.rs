@@ -566,3 +566,25 @@ fn a_point_in_time_cut_names_the_checkpoints_it_removes_and_where_recovery_start
         stdout_of(&out)
     );
 }
+
+// ---------------------------------------------------------------------------------
+// 5. Oversized input (the refusals, whose memory is measured, are in input_limits.rs)
+
+#[test]
+fn large_piped_input_that_fits_is_written_whole() {
+    // Larger than what is held in memory while reading: the rest waits in a
+    // temporary file and comes back intact.
+    let tmp = tempdir();
+    let dir = tmp.path().join("w");
+    let data: Vec<u8> = (0..(20u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+    let out = run_with(&mut walctl("checkpoint", &dir, &[]), &data);
+    assert_eq!(lsns(ok(&out)), vec![1]);
+    let e = WalReader::open(&dir)
+        .unwrap()
+        .from_newest_checkpoint()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(e.data == data, "the snapshot came back different");
+}

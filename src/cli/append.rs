@@ -333,23 +333,149 @@ pub fn decode_whole(enc: Option<Encoding>, raw: Vec<u8>, what: &str) -> anyhow::
     Ok(data)
 }
 
-/// Reads all of `r`, refusing (before allocating more) anything whose encoded form
-/// could not fit a record.
-fn read_bounded(mut r: impl Read, enc: Option<Encoding>, what: &str) -> anyhow::Result<Vec<u8>> {
-    // Wrapped hex/base64 carries whitespace: allow an eighth more.
-    let limit = match enc {
+/// Input held in memory while it is not yet known to fit a record; the rest waits in
+/// an unlinked temporary file, so that refused input never costs more than this.
+const IN_MEMORY_MAX: usize = 16 << 20;
+/// Bytes asked of one read of a file or of standard input read whole.
+const WHOLE_CHUNK: usize = 1 << 20;
+
+/// The most raw bytes a document may have: wrapped hex/base64 carries whitespace, so
+/// an eighth more is allowed.
+fn raw_limit(enc: Option<Encoding>) -> u64 {
+    (match enc {
         None | Some(Encoding::Utf8) => MAX_DATA_LEN,
         e => max_encoded_len(e) + max_encoded_len(e) / 8,
-    } as u64;
-    let mut buf = Vec::new();
-    (&mut r)
-        .take(limit + 1)
-        .read_to_end(&mut buf)
-        .with_context(|| format!("read {what}"))?;
-    if buf.len() as u64 > limit {
-        return Err(too_large(what));
+    }) as u64
+}
+
+/// Counts, as a document is read, the bytes its decoding can be at most.
+struct DecodedBound {
+    enc: Option<Encoding>,
+    significant: u64,
+}
+
+impl DecodedBound {
+    fn feed(&mut self, bytes: &[u8]) {
+        self.significant += match self.enc {
+            None | Some(Encoding::Utf8) => bytes.len(),
+            Some(Encoding::Hex) => bytes.iter().filter(|b| !b.is_ascii_whitespace()).count(),
+            Some(Encoding::Base64) => bytes
+                .iter()
+                .filter(|b| !b.is_ascii_whitespace() && **b != b'=')
+                .count(),
+        } as u64;
     }
-    Ok(buf)
+
+    /// Significant bytes that, read on top of those so far, make the decoding too
+    /// large for a record (at least 1 while it still fits).
+    fn room(&self) -> u64 {
+        let over = MAX_DATA_LEN as u64 + 1;
+        let needed = match self.enc {
+            None | Some(Encoding::Utf8) => over,
+            Some(Encoding::Hex) => 2 * over,
+            Some(Encoding::Base64) => (4 * over).div_ceil(3),
+        };
+        needed.saturating_sub(self.significant).max(1)
+    }
+
+    fn decoded(&self) -> u64 {
+        match self.enc {
+            None | Some(Encoding::Utf8) => self.significant,
+            Some(Encoding::Hex) => self.significant / 2,
+            Some(Encoding::Base64) => self.significant * 3 / 4,
+        }
+    }
+}
+
+fn refused_after(what: &str, read: u64) -> anyhow::Error {
+    anyhow!(
+        "{what} is larger than the maximum record size ({MAX_DATA_LEN} bytes): refused after \
+         reading {read} bytes of it; nothing was written"
+    )
+}
+
+/// Reads all of `r`, stopping as soon as what was read cannot fit a record (at most
+/// the limit plus one byte is read). Past [`IN_MEMORY_MAX`] bytes the input waits in
+/// an unlinked temporary file until it is known to fit, so refused input costs
+/// little memory, however large it is.
+fn read_bounded(mut r: impl Read, enc: Option<Encoding>, what: &str) -> anyhow::Result<Vec<u8>> {
+    let limit = raw_limit(enc);
+    let mut bound = DecodedBound {
+        enc,
+        significant: 0,
+    };
+    let mut mem = Vec::new();
+    let mut spill: Option<std::fs::File> = None;
+    let mut chunk = vec![0u8; WHOLE_CHUNK];
+    let mut total = 0u64;
+    loop {
+        // Never past the byte that shows the input cannot fit.
+        let want = (limit + 1 - total)
+            .min(bound.room())
+            .min(WHOLE_CHUNK as u64) as usize;
+        let n = match r.read(&mut chunk[..want]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("read {what}"))),
+        };
+        if n == 0 {
+            break;
+        }
+        let bytes = &chunk[..n];
+        total += n as u64;
+        bound.feed(bytes);
+        if total > limit || bound.decoded() > MAX_DATA_LEN as u64 {
+            return Err(refused_after(what, total));
+        }
+        match &mut spill {
+            None if mem.len() + n <= IN_MEMORY_MAX => mem.extend_from_slice(bytes),
+            _ => {
+                if spill.is_none() {
+                    spill = Some(tempfile::tempfile().with_context(|| {
+                        format!("create a temporary file to hold {what} while it is read")
+                    })?);
+                }
+                let f = spill.as_mut().expect("just created");
+                f.write_all(bytes)
+                    .with_context(|| format!("buffer {what} in a temporary file"))?;
+            }
+        }
+    }
+    let Some(mut f) = spill else {
+        return Ok(mem);
+    };
+    // It fits: now it may take the memory it needs.
+    let mut all = Vec::with_capacity(total as usize);
+    all.append(&mut mem);
+    drop(mem);
+    use std::io::Seek;
+    f.rewind()
+        .and_then(|()| f.read_to_end(&mut all))
+        .with_context(|| format!("read back {what} from its temporary file"))?;
+    Ok(all)
+}
+
+/// Refuses, before reading any of it, a regular file whose size alone says it cannot
+/// fit a record.
+fn check_size(size: u64, enc: Option<Encoding>, what: &str) -> anyhow::Result<()> {
+    let limit = raw_limit(enc);
+    if size > limit {
+        bail!(
+            "{what} is {size} bytes, larger than {} ({MAX_DATA_LEN} bytes{}): refused before \
+             reading it; nothing was written",
+            if enc.is_none() || enc == Some(Encoding::Utf8) {
+                "the maximum record size".to_string()
+            } else {
+                "any encoding of the largest record can be".to_string()
+            },
+            if enc.is_none() || enc == Some(Encoding::Utf8) {
+                String::new()
+            } else {
+                format!(" decoded, {limit} bytes encoded with whitespace")
+            }
+        );
+    }
+    Ok(())
 }
 
 /// Reads a file named on the command line, checking its size before reading.
@@ -360,12 +486,23 @@ pub fn read_file_arg(path: &Path, enc: Option<Encoding>) -> anyhow::Result<Vec<u
     if meta.is_dir() {
         bail!("{what} is a directory, not a file");
     }
+    if meta.is_file() {
+        check_size(meta.len(), enc, &what)?;
+    }
     let raw = read_bounded(f, enc, &what)?;
     decode_whole(enc, raw, &what)
 }
 
-/// Reads all of standard input as one document.
+/// Reads all of standard input as one document (a regular file redirected to it is
+/// refused by its size, before it is read).
 pub fn read_stdin_whole(enc: Option<Encoding>) -> anyhow::Result<Vec<u8>> {
+    // SAFETY: fstat(2) on descriptor 0 into a struct we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(libc::STDIN_FILENO, &mut st) } == 0
+        && st.st_mode & libc::S_IFMT == libc::S_IFREG
+    {
+        check_size(st.st_size as u64, enc, "standard input")?;
+    }
     let raw = read_bounded(io::stdin().lock(), enc, "standard input")?;
     decode_whole(enc, raw, "standard input")
 }
