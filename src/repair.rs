@@ -661,8 +661,24 @@ fn take_lock(storage: &dyn Storage) -> Result<Box<dyn Any + Send + Sync>> {
 /// says why. An error part-way (or a crash) loses nothing; calling `apply` again
 /// finishes the job.
 pub fn apply(storage: Arc<dyn Storage>, policy: Policy) -> Result<Applied> {
+    apply_with(storage, policy, None)
+}
+
+/// [`apply`], saving the cut bytes in the directory kept by `quarantine` instead of
+/// the log's own `.walctl-quarantine/` (`None`), for instance on another file system
+/// when the log's is full.
+pub fn apply_with(
+    storage: Arc<dyn Storage>,
+    policy: Policy,
+    quarantine: Option<&dyn Storage>,
+) -> Result<Applied> {
     let _lock = take_lock(storage.as_ref())?;
-    let plan = plan(storage.clone(), policy)?;
+    let mut plan = plan(storage.clone(), policy)?;
+    if let (Some(q), None) = (quarantine, plan.kept_last_lsn) {
+        // Where earlier cuts kept elsewhere left the log counts too.
+        let floor = quarantine::lsn_floor_at(quarantine::Location::dir(q))?;
+        plan.next_lsn = plan.next_lsn.max(floor.unwrap_or(1));
+    }
     if plan.verdict != Verdict::Cut {
         return Ok(Applied {
             plan,
@@ -685,9 +701,15 @@ pub fn apply(storage: Arc<dyn Storage>, policy: Policy) -> Result<Applied> {
         policy: policy.name(),
         next_lsn: Some(plan.next_lsn),
     };
-    let manifest = quarantine::save(storage.as_ref(), info, &cuts)?;
+    let q = location(storage.as_ref(), quarantine);
+    let manifest =
+        quarantine::save_at(storage.as_ref(), q, info, &cuts).map_err(|e| Error::SaveFailed {
+            quarantine: q.path(),
+            last_lsn: plan.problems.first().and_then(|p| p.last_good_lsn),
+            source: Box::new(e),
+        })?;
     check_saved(&plan, &manifest)?;
-    quarantine::verify(storage.as_ref(), &manifest)?;
+    quarantine::verify_at(q, &manifest)?;
 
     let root = storage.root().to_path_buf();
     for c in plan.cuts.iter().rev() {
@@ -755,8 +777,19 @@ pub struct Restored {
 /// lock; see [`quarantine::restore`] for when it refuses (nothing changed) and why
 /// it is idempotent and safe to rerun after a crash.
 pub fn restore(storage: Arc<dyn Storage>, id: &str) -> Result<Restored> {
+    restore_with(storage, id, None)
+}
+
+/// [`restore`] of an entry kept in the directory of `quarantine` (`None`: the log's
+/// own).
+pub fn restore_with(
+    storage: Arc<dyn Storage>,
+    id: &str,
+    quarantine: Option<&dyn Storage>,
+) -> Result<Restored> {
     let _lock = take_lock(storage.as_ref())?;
-    let items = quarantine::restore(storage.as_ref(), id)?;
+    let q = location(storage.as_ref(), quarantine);
+    let items = quarantine::restore_at(storage.as_ref(), q, id)?;
     let after = scan_log(storage.clone(), ScanOptions::default(), |_| {})?;
     Ok(Restored {
         id: id.to_string(),
@@ -769,4 +802,15 @@ pub fn restore(storage: Arc<dyn Storage>, id: &str) -> Result<Restored> {
 /// cannot be read (reads only).
 pub fn list_quarantine(storage: &dyn Storage) -> Result<Vec<(String, Result<Manifest>)>> {
     quarantine::entries(storage)
+}
+
+/// The entries of the log's own quarantine, or of the directory of `quarantine`.
+fn location<'a>(
+    log: &'a dyn Storage,
+    quarantine: Option<&'a dyn Storage>,
+) -> quarantine::Location<'a> {
+    match quarantine {
+        Some(q) => quarantine::Location::dir(q),
+        None => quarantine::Location::in_log(log),
+    }
 }

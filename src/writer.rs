@@ -303,6 +303,18 @@ impl Wal {
 
     /// Opens the log kept by `storage` (tests pass a fault-injecting one).
     pub fn open_with_storage(storage: Arc<dyn Storage>, opts: WalOptions) -> Result<Wal> {
+        Self::open_with_quarantine(storage, opts, None)
+    }
+
+    /// [`Wal::open_with_storage`], saving a torn tail cut at open in the directory
+    /// kept by `quarantine` instead of the log's own `.walctl-quarantine/` (`None`),
+    /// for instance on another file system when the log's is full. A log without
+    /// records also takes its next LSN from the entries there.
+    pub fn open_with_quarantine(
+        storage: Arc<dyn Storage>,
+        opts: WalOptions,
+        quarantine: Option<Arc<dyn Storage>>,
+    ) -> Result<Wal> {
         opts.validate()?;
         let root = storage.root().to_path_buf();
         let guard = match storage
@@ -319,7 +331,11 @@ impl Wal {
             }
         };
         let scan = scan_log(storage.clone(), ScanOptions::default(), |_| {})?;
-        let repaired_tail = Self::repair_torn_tail(storage.as_ref(), &scan)?;
+        let q = match &quarantine {
+            Some(q) => quarantine::Location::dir(q.as_ref()),
+            None => quarantine::Location::in_log(storage.as_ref()),
+        };
+        let repaired_tail = Self::repair_torn_tail(storage.as_ref(), q, &scan)?;
         let io_err = |op, name: &str| {
             let path = root.join(name);
             move |e| Error::io(op, path, e)
@@ -352,7 +368,13 @@ impl Wal {
         // again (the quarantine records where).
         let next_lsn = match last_lsn {
             Some(l) => l.saturating_add(1),
-            None => quarantine::lsn_floor(storage.as_ref())?.unwrap_or(1).max(1),
+            None => {
+                let mut floor = quarantine::lsn_floor(storage.as_ref())?;
+                if q.is_separate() {
+                    floor = floor.max(quarantine::lsn_floor_at(q)?);
+                }
+                floor.unwrap_or(1).max(1)
+            }
         };
         // Segments are contiguous in LSN: one without records starts where the next
         // record goes.
@@ -426,7 +448,11 @@ impl Wal {
         })
     }
 
-    fn repair_torn_tail(storage: &dyn Storage, scan: &ScanReport) -> Result<Option<TailRepair>> {
+    fn repair_torn_tail(
+        storage: &dyn Storage,
+        q: quarantine::Location<'_>,
+        scan: &ScanReport,
+    ) -> Result<Option<TailRepair>> {
         let mut problems = scan.problems();
         let Some(problem) = problems.next() else {
             return Ok(None);
@@ -445,22 +471,24 @@ impl Wal {
         let reason = format!("torn tail found when opening for write: {problem}");
         let next_lsn = match scan.last_lsn {
             Some(l) => Some(l.saturating_add(1)),
-            None => quarantine::lsn_floor(storage)?,
+            None => quarantine::lsn_floor(storage)?.max(quarantine::lsn_floor_at(q)?),
         };
         let info = quarantine::CutInfo {
             reason: &reason,
             policy: "open",
             next_lsn,
         };
-        let manifest = quarantine::save(
-            storage,
-            info,
-            &[Cut {
-                file: seg.name.clone(),
-                offset: problem.offset,
-                whole_file: false,
-            }],
-        )?;
+        let cut = [Cut {
+            file: seg.name.clone(),
+            offset: problem.offset,
+            whole_file: false,
+        }];
+        let manifest =
+            quarantine::save_at(storage, q, info, &cut).map_err(|e| Error::SaveFailed {
+                quarantine: q.path(),
+                last_lsn: scan.last_lsn,
+                source: Box::new(e),
+            })?;
         storage
             .truncate(&seg.name, problem.offset)
             .map_err(|e| Error::io("truncate", storage.root().join(&seg.name), e))?;

@@ -28,7 +28,7 @@ use walctl::segment::segment_name;
 use walctl::storage::FileStorage;
 use walctl::writer::{SyncPolicy, Wal, WalOptions};
 
-use super::{output, DirArg, Exit};
+use super::{output, DirArg, Exit, QuarantineArg};
 
 /// A batch is committed once it holds this many data bytes...
 const BATCH_MAX_BYTES: usize = 4 << 20;
@@ -154,6 +154,10 @@ pub struct WriterArgs {
     /// Milliseconds between background fsyncs with --sync interval [default: 200].
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     sync_interval_ms: Option<u64>,
+
+    /// Where a torn tail cut at open is saved (see truncate-corrupt).
+    #[command(flatten)]
+    pub quarantine: QuarantineArg,
 }
 
 impl WriterArgs {
@@ -523,13 +527,18 @@ pub fn decode_arg(enc: Option<Encoding>, arg: &OsString, n: usize) -> anyhow::Re
 
 /// Opens (creating if needed) the log for writing, saying on stderr what opening did:
 /// a created directory, a new log, a torn tail saved and cut.
-pub fn open_writer(dir: &Path, opts: WalOptions) -> anyhow::Result<Wal> {
+pub fn open_writer(dir: &Path, opts: WalOptions, q: &QuarantineArg) -> anyhow::Result<Wal> {
     let (storage, created) = FileStorage::create(dir)
         .with_context(|| format!("open log directory {}", dir.display()))?;
     if created {
         output::note(format!("created log directory {}", dir.display()));
     }
-    let wal = Wal::open_with_storage(Arc::new(storage), opts)?;
+    let quarantine = q.open(true)?;
+    let saved_in = match &quarantine {
+        Some(q) => q.root().to_path_buf(),
+        None => dir.join(QUARANTINE_DIR),
+    };
+    let wal = Wal::open_with_quarantine(Arc::new(storage), opts, quarantine)?;
     let report = wal.open_report();
     if let Some(r) = &report.repaired_tail {
         output::note(format!(
@@ -538,7 +547,7 @@ pub fn open_writer(dir: &Path, opts: WalOptions) -> anyhow::Result<Wal> {
             r.offset,
             r.bytes,
             r.quarantine_id,
-            dir.join(QUARANTINE_DIR).join(&r.quarantine_id).display()
+            saved_in.join(&r.quarantine_id).display()
         ));
     }
     if report.created_segment && !created {
@@ -918,7 +927,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         None
     };
 
-    let wal = open_writer(&args.dir.dir, opts)?;
+    let wal = open_writer(&args.dir.dir, opts, &args.writer.quarantine)?;
     let mut committer = Committer {
         wal: &wal,
         out: output::stdout(),

@@ -104,7 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         );
     }
 
-    let wal = open_writer(&args.dir.dir, opts)?;
+    let wal = open_writer(&args.dir.dir, opts, &args.writer.quarantine)?;
     let mut lsn = 0;
     let work = wal
         .checkpoint(&snapshot)

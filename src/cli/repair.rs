@@ -14,7 +14,7 @@ use walctl::storage::{FileStorage, LockProbe, Storage};
 use walctl::Error;
 
 use super::output;
-use super::{DirArg, Exit};
+use super::{DirArg, Exit, QuarantineArg};
 
 /// Repair a damaged log without losing a byte: every cut byte is saved first.
 ///
@@ -63,6 +63,8 @@ pub struct Args {
     /// List the quarantine entries (what was cut, when, why).
     #[arg(long, conflicts_with_all = ["apply", "policy"])]
     list_quarantine: bool,
+    #[command(flatten)]
+    quarantine: QuarantineArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -87,17 +89,20 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let storage: Arc<dyn Storage> =
         Arc::new(FileStorage::open(&dir).map_err(|e| Error::io("open directory", dir.clone(), e))?);
     if args.list_quarantine {
-        return list(&args, storage.as_ref());
+        let q = args.quarantine.open(false)?;
+        return list(&args, storage.as_ref(), q.as_deref());
     }
     if let Some(id) = &args.restore {
-        return restore(&args, storage, id);
+        let q = args.quarantine.open(false)?;
+        return restore(&args, storage, id, q.as_deref());
     }
     // Before anything that could create a file (the lock): a wrong --dir is an error,
     // never an empty log.
     super::require_segments(storage.as_ref())?;
     let policy = Policy::from(args.policy);
     if args.apply {
-        let applied = repair::apply(storage, policy)?;
+        let q = args.quarantine.open(true)?;
+        let applied = repair::apply_with(storage, policy, q.as_deref())?;
         let exit = match &applied.plan.verdict {
             Verdict::Clean => Exit::Ok,
             Verdict::Refuse(_) => Exit::Corrupt,
@@ -255,9 +260,7 @@ fn report(
             "suggested_policy": suggested.map(|s| s.policy),
             "suggested": suggested.map(cuts_json),
             "quarantine_id": quarantine.map(|m| m.id.clone()),
-            "quarantine_dir": quarantine.map(|m| {
-                dir.join(QUARANTINE_DIR).join(&m.id).to_string_lossy().into_owned()
-            }),
+            "quarantine_dir": quarantine.map(|m| entry_dir(dir, m).to_string_lossy().into_owned()),
             "worst_after": after.map(|a| a.worst()),
             "exit_code": exit as i32,
         });
@@ -331,7 +334,7 @@ fn report(
                     "saved {} bytes in quarantine entry {} ({})",
                     plan.bytes(),
                     m.id,
-                    dir.join(QUARANTINE_DIR).join(&m.id).display()
+                    entry_dir(dir, m).display()
                 )?;
             }
             writeln!(out, "policy {} cut:", plan.policy)?;
@@ -348,10 +351,16 @@ fn report(
                 }
             }
             if let Some(m) = quarantine {
+                let elsewhere = args
+                    .quarantine
+                    .quarantine_dir
+                    .as_ref()
+                    .map(|q| format!(" --quarantine-dir {}", output::shell_quote(q.as_os_str())))
+                    .unwrap_or_default();
                 writeln!(
                     out,
-                    "undo with: walctl truncate-corrupt --dir {} --restore {}",
-                    dir.display(),
+                    "undo with: walctl truncate-corrupt --dir {}{elsewhere} --restore {}",
+                    output::shell_quote(dir.as_os_str()),
                     m.id
                 )?;
             }
@@ -376,7 +385,11 @@ fn report(
         (Verdict::Cut, false) => output::note(format_args!(
             "dry run: nothing was changed. Run again with --apply to cut; the bytes are saved \
              in {} first",
-            dir.join(QUARANTINE_DIR).display()
+            args.quarantine
+                .quarantine_dir
+                .clone()
+                .unwrap_or_else(|| dir.join(QUARANTINE_DIR))
+                .display()
         )),
         (Verdict::Cut, true) if after.and_then(|a| a.worst()).is_some() => {
             output::note("the log still has problems after the cut; run `walctl verify`")
@@ -418,9 +431,22 @@ fn after_lines(after: &ScanReport) -> Vec<String> {
         .collect()
 }
 
-fn restore(args: &Args, storage: Arc<dyn Storage>, id: &str) -> anyhow::Result<Exit> {
+/// Where a quarantine entry was saved.
+fn entry_dir(dir: &Path, m: &Manifest) -> std::path::PathBuf {
+    match &m.saved_in {
+        Some(p) => p.into(),
+        None => dir.join(QUARANTINE_DIR).join(&m.id),
+    }
+}
+
+fn restore(
+    args: &Args,
+    storage: Arc<dyn Storage>,
+    id: &str,
+    q: Option<&dyn Storage>,
+) -> anyhow::Result<Exit> {
     let dir = storage.root().to_path_buf();
-    let done = repair::restore(storage, id)
+    let done = repair::restore_with(storage, id, q)
         .with_context(|| format!("restoring quarantine entry {id} into {}", dir.display()))?;
     let mut out = output::stdout();
     if args.json {
@@ -485,10 +511,14 @@ fn pieces(m: &Manifest) -> String {
     parts.join(", ")
 }
 
-fn list(args: &Args, storage: &dyn Storage) -> anyhow::Result<Exit> {
+fn list(args: &Args, storage: &dyn Storage, q: Option<&dyn Storage>) -> anyhow::Result<Exit> {
     let mut entries = Vec::new();
     let mut skipped = 0;
-    for (id, m) in repair::list_quarantine(storage)? {
+    let loc = match q {
+        Some(q) => walctl::quarantine::Location::dir(q),
+        None => walctl::quarantine::Location::in_log(storage),
+    };
+    for (id, m) in walctl::quarantine::entries_at(loc)? {
         match m {
             Ok(m) => entries.push(m),
             // One damaged entry (or a stray directory) must not hide the others; the
@@ -511,7 +541,7 @@ fn list(args: &Args, storage: &dyn Storage) -> anyhow::Result<Exit> {
     if entries.is_empty() {
         output::note(format_args!(
             "no quarantine entries in {}",
-            storage.root().join(QUARANTINE_DIR).display()
+            loc.path().display()
         ));
         return Ok(done);
     }
