@@ -38,6 +38,8 @@ use crate::storage::{EntryKind, Storage};
 pub const QUARANTINE_DIR: &str = ".walctl-quarantine";
 /// Name of an entry's manifest.
 pub const MANIFEST: &str = "manifest.json";
+/// Written into an entry once its bytes were restored (holding the time).
+pub const RESTORED: &str = "restored";
 const PARTIAL: &str = ".partial";
 
 /// Bytes to cut: from `offset` to the end of `file` (offset 0 with `whole_file` means
@@ -683,6 +685,16 @@ pub fn restore_at(storage: &dyn Storage, q: Location<'_>, id: &str) -> Result<Ve
     }
     let manifest = load_at(q, id)?;
     verify_at(q, &manifest)?;
+    if let Some((newer, why)) = newer_cut_first(q, &manifest)? {
+        return Err(quarantine_err(
+            id,
+            format!(
+                "the newer entry {newer} {why} and is not restored: it holds what was written \
+                 after this cut. Restore {newer} first (`walctl truncate-corrupt --restore \
+                 {newer}`). Nothing was changed"
+            ),
+        ));
+    }
     let mut items = Vec::with_capacity(manifest.items.len());
     for item in &manifest.items {
         let seg = item_segment(id, item)?;
@@ -783,6 +795,7 @@ pub fn restore_at(storage: &dyn Storage, q: Location<'_>, id: &str) -> Result<Ve
     }
     let root = storage.root().to_path_buf();
     let mut out = Vec::with_capacity(plan.len());
+    let marker = RestoredMark(q, id);
     for (item, saved, step) in plan {
         let (action, written) = match step {
             Step::Nothing => (RestoreAction::AlreadyPresent, 0),
@@ -823,5 +836,76 @@ pub fn restore_at(storage: &dyn Storage, q: Location<'_>, id: &str) -> Result<Ve
             written,
         });
     }
+    marker.write();
     Ok(out)
+}
+
+/// Marks entry `id` as restored (best effort: the bytes are back either way).
+struct RestoredMark<'a>(Location<'a>, &'a str);
+
+impl RestoredMark<'_> {
+    fn write(&self) {
+        let Location { storage, .. } = self.0;
+        let name = self.0.entry_path(self.1, RESTORED);
+        let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let _ = storage.remove_file(&name);
+        if let Ok(mut f) = storage.create(&name) {
+            if f.write_all(stamp.as_bytes()).is_ok() && f.sync_data().is_ok() {
+                let _ = storage.sync_dir(&self.0.rel(self.1));
+            }
+        }
+    }
+}
+
+/// When entry `id` at `q` was restored (`None`: never).
+pub fn restored_at(q: Location<'_>, id: &str) -> Option<String> {
+    let mut f = q.storage.open_read(&q.entry_path(id, RESTORED)).ok()?;
+    let mut s = String::new();
+    (&mut f).take(64).read_to_string(&mut s).ok()?;
+    Some(s.trim().to_string())
+}
+
+/// A newer entry, not restored, that cut a file of `manifest` at or before where
+/// `manifest` cut it: it holds records written after `manifest`'s cut, which
+/// restoring `manifest` first would leave stranded in it.
+fn newer_cut_first(q: Location<'_>, manifest: &Manifest) -> Result<Option<(String, String)>> {
+    let mine = id_order(&manifest.id);
+    for (id, m) in entries_at(q)? {
+        let Ok(m) = m else { continue };
+        if id_order(&id) <= mine || restored_at(q, &id).is_some() {
+            continue;
+        }
+        for theirs in &m.items {
+            if let Some(ours) = manifest
+                .items
+                .iter()
+                .find(|i| i.file == theirs.file && theirs.offset <= i.offset)
+            {
+                return Ok(Some((
+                    id.clone(),
+                    format!(
+                        "cut {} at offset {}, at or before this entry's cut at {}",
+                        theirs.file, theirs.offset, ours.offset
+                    ),
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Deletes entry `id` at `q`: its files, its directory, then an fsync of the
+/// quarantine directory.
+pub fn remove_at(q: Location<'_>, id: &str) -> Result<()> {
+    load_at(q, id)?;
+    let dir = q.rel(id);
+    let files = q.storage.list(&dir).map_err(q.err("list", &dir))?;
+    for f in files {
+        let name = q.entry_path(id, &f.name);
+        q.storage
+            .remove_file(&name)
+            .map_err(q.err("remove", &name))?;
+    }
+    q.storage.remove_dir(&dir).map_err(q.err("remove", &dir))?;
+    q.storage.sync_dir(q.base).map_err(q.err("fsync", q.base))
 }

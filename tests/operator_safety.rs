@@ -588,3 +588,296 @@ fn large_piped_input_that_fits_is_written_whole() {
         .unwrap();
     assert!(e.data == data, "the snapshot came back different");
 }
+
+// ---------------------------------------------------------------------------------
+// 6, 9, 10, 11. The quarantine's housekeeping
+
+/// A log of LSN 1..=5 whose torn sixth record is cut by `truncate-corrupt --apply`;
+/// returns the quarantine entry's id and the undo line printed.
+fn torn_and_repaired(dir: &Path) -> (String, String) {
+    ok(&run(&mut walctl("append", dir, &["a", "b", "c", "d", "e"])));
+    let mut tail = Vec::new();
+    encode_record(&mut tail, 6, &[7u8; 300], false);
+    let seg = dir.join("segment-0");
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&tail[..150]);
+    fs::write(&seg, bytes).unwrap();
+    let out = run(&mut walctl("truncate-corrupt", dir, &["--apply", "--json"]));
+    ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["quarantine_id"].as_str().unwrap().to_string();
+    let out = run(&mut walctl("truncate-corrupt", dir, &["--apply"]));
+    ok(&out);
+    (id, stdout_of(&out))
+}
+
+#[test]
+fn restoring_an_unknown_entry_says_there_is_none_and_where_to_look() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("w");
+    ok(&run(&mut walctl("append", &dir, &["a"])));
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--restore", "no-such-id"],
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    let qdir = dir.join(".walctl-quarantine");
+    let want = format!("no quarantine entry no-such-id in {}", qdir.display());
+    assert!(err.contains(&want), "{want:?} in {err}");
+    assert!(err.contains("--list-quarantine"), "{err}");
+    assert!(!err.contains("No such file"), "{err}");
+}
+
+#[test]
+fn the_listing_says_whether_an_entry_was_restored() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("w");
+    let (id, _) = torn_and_repaired(&dir);
+    let listed = |dir: &Path| -> serde_json::Value {
+        let out = run(&mut walctl(
+            "truncate-corrupt",
+            dir,
+            &["--list-quarantine", "--json"],
+        ));
+        serde_json::from_slice(&ok(&out).stdout).unwrap()
+    };
+    assert_eq!(listed(&dir)["restored"], serde_json::Value::Null);
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--list-quarantine"],
+    ));
+    let text = stdout_of(ok(&out));
+    assert!(text.lines().next().unwrap().contains("RESTORED"), "{text}");
+    assert!(text.contains(" no "), "{text}");
+    ok(&run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--restore", &id],
+    )));
+    let v = listed(&dir);
+    let when = v["restored"].as_str().expect("a restore time");
+    assert!(humantime::parse_rfc3339(when).is_ok(), "{when}");
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--list-quarantine"],
+    ));
+    assert!(stdout_of(&out).contains(when), "{}", stdout_of(&out));
+}
+
+#[test]
+fn pruning_lists_first_and_deletes_only_with_apply() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("w");
+    let (old, _) = torn_and_repaired(&dir);
+    // A second entry, then the first made a year old.
+    let mut tail = Vec::new();
+    encode_record(&mut tail, 7, &[9u8; 300], false);
+    ok(&run(&mut walctl("append", &dir, &["f"])));
+    let seg = dir.join("segment-0");
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&tail[..100]);
+    fs::write(&seg, bytes).unwrap();
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--apply", "--json"],
+    ));
+    let v: serde_json::Value = serde_json::from_slice(&ok(&out).stdout).unwrap();
+    let new = v["quarantine_id"].as_str().unwrap().to_string();
+    let qdir = dir.join(".walctl-quarantine");
+    let mpath = qdir.join(&old).join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&fs::read(&mpath).unwrap()).unwrap();
+    m["time"] = "2025-01-01T00:00:00Z".into();
+    fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+
+    // A dry run names both and deletes nothing.
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--prune-quarantine"],
+    ));
+    let text = stdout_of(ok(&out));
+    assert!(text.contains(&format!("would delete {old}")), "{text}");
+    assert!(text.contains(&format!("would delete {new}")), "{text}");
+    assert!(stderr_of(&out).contains("dry run: nothing was deleted"));
+    assert!(qdir.join(&old).exists() && qdir.join(&new).exists());
+    // --older-than picks the old one only.
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--prune-quarantine", "--older-than", "30d", "--apply"],
+    ));
+    let text = stdout_of(ok(&out));
+    assert!(text.contains(&format!("deleted {old}")), "{text}");
+    assert!(!text.contains(&new), "{text}");
+    assert!(!qdir.join(&old).exists());
+    assert!(qdir.join(&new).exists());
+    // --older-than without --prune-quarantine is a usage error.
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--older-than", "1d"],
+    ));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn pruning_keeps_the_entry_an_empty_log_takes_its_next_lsn_from() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("go");
+    let mut s7 = go_log_500(&dir);
+    s7[10] ^= 1;
+    fs::write(dir.join("segment-7"), &s7).unwrap();
+    ok(&run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--policy", "point-in-time", "--apply"],
+    )));
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--prune-quarantine", "--apply"],
+    ));
+    let text = stdout_of(ok(&out));
+    assert!(
+        text.contains("the log holds no records, and this entry records that its next LSN is 500"),
+        "{text}"
+    );
+    assert_eq!(manifests(&dir).len(), 1);
+    let out = run(&mut walctl("append", &dir, &["next"]));
+    assert_eq!(lsns(ok(&out)), vec![500]);
+}
+
+#[test]
+fn an_older_entry_is_not_restored_before_a_newer_cut_at_or_before_it() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("w");
+    let (a, _) = torn_and_repaired(&dir);
+    let cut_at = fs::metadata(dir.join("segment-0")).unwrap().len();
+    // Acknowledged records where A's cut began, then damage there: cut B.
+    let out = run(&mut walctl("append", &dir, &["r6", "r7"]));
+    assert_eq!(lsns(ok(&out)), vec![6, 7]);
+    let written = fs::read(dir.join("segment-0")).unwrap();
+    flip_bit(&dir.join("segment-0"), cut_at + 4, 3);
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--policy", "point-in-time", "--apply", "--json"],
+    ));
+    let v: serde_json::Value = serde_json::from_slice(&ok(&out).stdout).unwrap();
+    let b = v["quarantine_id"].as_str().unwrap().to_string();
+    assert_eq!(v["cuts"][0]["offset"], cut_at);
+
+    let out = run(&mut walctl("truncate-corrupt", &dir, &["--restore", &a]));
+    assert_eq!(out.status.code(), Some(1), "{}", stdout_of(&out));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&format!(
+            "the newer entry {b} cut segment-0 at offset {cut_at}"
+        )),
+        "{err}"
+    );
+    assert!(err.contains(&format!("Restore {b} first")), "{err}");
+    assert_eq!(
+        fs::metadata(dir.join("segment-0")).unwrap().len(),
+        cut_at,
+        "nothing changed"
+    );
+    // B first brings back the acknowledged records (with the damage B cut).
+    ok(&run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--restore", &b],
+    )));
+    let mut want = written.clone();
+    want[cut_at as usize + 4] ^= 1 << 3;
+    assert!(fs::read(dir.join("segment-0")).unwrap() == want);
+}
+
+#[test]
+fn the_listing_is_oldest_first_whatever_the_pids() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("w");
+    let (id, _) = torn_and_repaired(&dir);
+    let qdir = dir.join(".walctl-quarantine");
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(qdir.join(&id).join("manifest.json")).unwrap()).unwrap();
+    // Same second; as strings "10003" sorts before "9987" and "301" before "32762",
+    // but the nanoseconds say which came first.
+    let made = [
+        "2026-01-01T000000Z-10003-000000900-0",
+        "2026-01-01T000000Z-9987-000000100-0",
+        "2026-01-01T000000Z-301-000000700-0",
+        "2026-01-01T000000Z-32762-000000500-0",
+    ];
+    for new_id in made {
+        let d = qdir.join(new_id);
+        fs::create_dir(&d).unwrap();
+        for f in fs::read_dir(qdir.join(&id)).unwrap() {
+            let f = f.unwrap();
+            fs::copy(f.path(), d.join(f.file_name())).unwrap();
+        }
+        let mut m = m.clone();
+        m["id"] = new_id.into();
+        fs::write(d.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    }
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--list-quarantine", "--json"],
+    ));
+    let ids: Vec<String> = stdout_of(ok(&out))
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        vec![made[1], made[3], made[2], made[0], id.as_str()],
+        "oldest first"
+    );
+}
+
+#[test]
+fn the_undo_hint_can_be_pasted_into_a_shell() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("my wal ü'$x");
+    let (_, text) = torn_and_repaired(&dir);
+    // The second --apply found a clean log: make a fresh cut to get the hint.
+    assert!(!text.contains("undo with"));
+    let mut tail = Vec::new();
+    encode_record(&mut tail, 6, &[7u8; 300], false);
+    let seg = dir.join("segment-0");
+    let before = fs::read(&seg).unwrap();
+    let mut bytes = before.clone();
+    bytes.extend_from_slice(&tail[..150]);
+    fs::write(&seg, &bytes).unwrap();
+    let out = run(&mut walctl("truncate-corrupt", &dir, &["--apply"]));
+    let text = stdout_of(ok(&out));
+    let hint = text
+        .lines()
+        .find_map(|l| l.strip_prefix("undo with: "))
+        .unwrap_or_else(|| panic!("no undo hint in {text}"));
+    let exe = cargo_bin("walctl");
+    let cmd = hint.replacen("walctl", &exe.to_string_lossy(), 1);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&cmd)
+        .env("x", "EXPANDED")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{cmd}: {}", stderr_of(&out));
+    assert!(
+        fs::read(&seg).unwrap() == bytes,
+        "the pasted hint restored the cut"
+    );
+}

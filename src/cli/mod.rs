@@ -7,6 +7,7 @@ mod checkpoint;
 mod dump;
 mod meta;
 pub mod output;
+mod prune;
 mod repair;
 mod segments;
 mod verify;

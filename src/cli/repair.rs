@@ -60,9 +60,17 @@ pub struct Args {
     /// changing nothing, if the log was written to since the cut.
     #[arg(long, value_name = "ID", conflicts_with_all = ["apply", "policy", "list_quarantine"])]
     restore: Option<String>,
-    /// List the quarantine entries (what was cut, when, why).
+    /// List the quarantine entries (what was cut, when, why, whether restored),
+    /// oldest first.
     #[arg(long, conflicts_with_all = ["apply", "policy"])]
     list_quarantine: bool,
+    /// Delete quarantine entries: a dry run that lists what it would delete; with
+    /// --apply it deletes them. All entries, or those older than --older-than.
+    #[arg(long, conflicts_with_all = ["policy", "list_quarantine", "restore"])]
+    prune_quarantine: bool,
+    /// With --prune-quarantine: only entries older than this (e.g. 30d, 12h, 90min).
+    #[arg(long, value_name = "DURATION", requires = "prune_quarantine", value_parser = humantime::parse_duration)]
+    older_than: Option<std::time::Duration>,
     #[command(flatten)]
     quarantine: QuarantineArg,
 }
@@ -95,6 +103,18 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     if let Some(id) = &args.restore {
         let q = args.quarantine.open(false)?;
         return restore(&args, storage, id, q.as_deref());
+    }
+    if args.prune_quarantine {
+        let q = args.quarantine.open(false)?;
+        return super::prune::run(
+            storage,
+            q,
+            super::prune::Opts {
+                older_than: args.older_than,
+                apply: args.apply,
+                json: args.json,
+            },
+        );
     }
     // Before anything that could create a file (the lock): a wrong --dir is an error,
     // never an empty log.
@@ -530,10 +550,16 @@ fn list(args: &Args, storage: &dyn Storage, q: Option<&dyn Storage>) -> anyhow::
         }
     }
     let done = if skipped == 0 { Exit::Ok } else { Exit::Failed };
+    let restored: Vec<Option<String>> = entries
+        .iter()
+        .map(|m| walctl::quarantine::restored_at(loc, &m.id))
+        .collect();
     let mut out = output::stdout();
     if args.json {
-        for m in &entries {
-            output::json_line(&mut out, m)?;
+        for (m, r) in entries.iter().zip(&restored) {
+            let mut v = serde_json::to_value(m)?;
+            v["restored"] = json!(r);
+            output::json_line(&mut out, &v)?;
         }
         out.flush()?;
         return Ok(done);
@@ -545,30 +571,34 @@ fn list(args: &Args, storage: &dyn Storage, q: Option<&dyn Storage>) -> anyhow::
         ));
         return Ok(done);
     }
-    let rows: Vec<[String; 6]> = entries
+    let rows: Vec<[String; 7]> = entries
         .iter()
-        .map(|m| {
+        .zip(&restored)
+        .map(|(m, r)| {
             [
                 m.id.clone(),
                 m.time.clone(),
                 m.policy.clone(),
                 m.items.iter().map(|i| i.length).sum::<u64>().to_string(),
+                r.clone().unwrap_or_else(|| "no".into()),
                 pieces(m),
                 m.reason.clone(),
             ]
         })
         .collect();
-    let header = ["ID", "TIME", "POLICY", "BYTES", "PIECES", "REASON"];
+    let header = [
+        "ID", "TIME", "POLICY", "BYTES", "RESTORED", "PIECES", "REASON",
+    ];
     let mut widths = header.map(str::len);
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.len());
         }
     }
-    let line = |cells: [&str; 6]| {
+    let line = |cells: [&str; 7]| {
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
-            if i == 5 {
+            if i == 6 {
                 s.push_str(c);
             } else if i == 3 {
                 s.push_str(&format!("{c:>w$}  ", w = widths[i]));
