@@ -847,12 +847,24 @@ fn the_listing_is_oldest_first_whatever_the_pids() {
 }
 
 #[test]
-fn the_undo_hint_can_be_pasted_into_a_shell() {
+fn the_hints_can_be_pasted_into_a_shell() {
+    /// Runs a suggested command line with sh, `$x` set: it must succeed.
+    fn pasted(hint: &str) -> Output {
+        let exe = cargo_bin("walctl");
+        let cmd = hint.replacen("walctl", &exe.to_string_lossy(), 1);
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .env("x", "EXPANDED")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{cmd}: {}", stderr_of(&out));
+        out
+    }
     let tmp = tempdir();
     let dir = tmp.path().join("my wal ü'$x");
-    let (_, text) = torn_and_repaired(&dir);
-    // The second --apply found a clean log: make a fresh cut to get the hint.
-    assert!(!text.contains("undo with"));
+    torn_and_repaired(&dir);
     let mut tail = Vec::new();
     encode_record(&mut tail, 6, &[7u8; 300], false);
     let seg = dir.join("segment-0");
@@ -860,22 +872,26 @@ fn the_undo_hint_can_be_pasted_into_a_shell() {
     let mut bytes = before.clone();
     bytes.extend_from_slice(&tail[..150]);
     fs::write(&seg, &bytes).unwrap();
-    let out = run(&mut walctl("truncate-corrupt", &dir, &["--apply"]));
-    let text = stdout_of(ok(&out));
+    // verify's hint, pasted, cuts the torn tail...
+    let out = run(&mut walctl("verify", &dir, &[]));
+    assert_eq!(out.status.code(), Some(3));
+    let text = stdout_of(&out);
+    let hint = text
+        .split('`')
+        .find(|s| s.starts_with("walctl truncate-corrupt"))
+        .unwrap_or_else(|| panic!("no hint in {text}"));
+    let out = pasted(hint);
+    assert!(
+        fs::read(&seg).unwrap() == before,
+        "the pasted hint cut the tail"
+    );
+    // ...and its undo hint, pasted, puts it back.
+    let text = stdout_of(&out);
     let hint = text
         .lines()
         .find_map(|l| l.strip_prefix("undo with: "))
         .unwrap_or_else(|| panic!("no undo hint in {text}"));
-    let exe = cargo_bin("walctl");
-    let cmd = hint.replacen("walctl", &exe.to_string_lossy(), 1);
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(&cmd)
-        .env("x", "EXPANDED")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{cmd}: {}", stderr_of(&out));
+    pasted(hint);
     assert!(
         fs::read(&seg).unwrap() == bytes,
         "the pasted hint restored the cut"

@@ -211,7 +211,7 @@ fn write_text(
         Exit::TornTail => format!(
             "torn tail (exit 3): the newest segment ends with an incomplete record, as a \
              crash mid-write leaves; `walctl truncate-corrupt --dir {} --apply` cuts it",
-            dir.display()
+            output::shell_quote(dir.as_os_str())
         ),
         _ => format!("CORRUPT (exit {})", exit as i32),
     };
