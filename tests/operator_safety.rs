@@ -897,3 +897,112 @@ fn the_hints_can_be_pasted_into_a_shell() {
         "the pasted hint restored the cut"
     );
 }
+
+// ---------------------------------------------------------------------------------
+// 12. Small messages
+
+#[test]
+fn a_dangling_symlink_as_dir_says_its_target_is_missing() {
+    let tmp = tempdir();
+    let link = tmp.path().join("wal");
+    let target = tmp.path().join("gone");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let want = format!(
+        "{} is a symbolic link to {}, which does not exist",
+        link.display(),
+        target.display()
+    );
+    for (sub, args) in [
+        ("append", &["x"][..]),
+        ("checkpoint", &["x"]),
+        ("dump", &[]),
+        ("verify", &[]),
+    ] {
+        let out = run(&mut walctl(sub, &link, args));
+        assert_eq!(out.status.code(), Some(1), "{sub}");
+        let err = stderr_of(&out);
+        assert!(err.contains(&want), "{sub}: {want:?} in {err}");
+        assert!(!err.contains("os error 17"), "{sub}: {err}");
+    }
+    assert!(!target.exists());
+}
+
+#[test]
+fn only_the_writer_that_made_the_directory_says_it_created_it() {
+    for round in 0..5 {
+        let tmp = tempdir();
+        let dir = tmp.path().join(format!("fresh-{round}"));
+        let children: Vec<_> = (0..2)
+            .map(|i| {
+                walctl("append", &dir, &[&format!("entry {i}")])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut said = 0;
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            // One of the two may find the lock held: that is fine here.
+            if stderr_of(&out).contains("created log directory") {
+                said += 1;
+            }
+        }
+        assert_eq!(
+            said, 1,
+            "round {round}: 'created log directory' said {said} times"
+        );
+    }
+}
+
+#[test]
+fn hex_whitespace_is_ignored_alike_everywhere_and_errors_name_the_byte() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("w");
+    // An argument, a line, a file: "ab cd" is two bytes everywhere.
+    ok(&run(&mut walctl("append", &dir, &["-e", "hex", "ab cd"])));
+    ok(&run_with(
+        &mut walctl("append", &dir, &["-e", "hex"]),
+        b"ab cd\n",
+    ));
+    let f = tmp.path().join("f.hex");
+    fs::write(&f, b"ab\n cd\n").unwrap();
+    ok(&run(
+        walctl("append", &dir, &["-e", "hex", "--file"]).arg(&f)
+    ));
+    let datas: Vec<Vec<u8>> = WalReader::open(&dir)
+        .unwrap()
+        .entries_from(0)
+        .unwrap()
+        .map(|e| e.unwrap().data)
+        .collect();
+    assert_eq!(datas, vec![vec![0xab, 0xcd]; 3]);
+    // An odd digit count names the unpaired digit, whitespace not counted.
+    fs::write(&f, b"ab c").unwrap();
+    let mut arg = walctl("append", &dir, &["-e", "hex", "ab c"]);
+    let mut line = walctl("append", &dir, &["-e", "hex"]);
+    let mut file = walctl("append", &dir, &["-e", "hex", "--file"]);
+    file.arg(&f);
+    for (name, c, input) in [
+        ("argument", &mut arg, &b""[..]),
+        ("line", &mut line, b"ab c\n"),
+        ("file", &mut file, b""),
+    ] {
+        let out = run_with(c, input);
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let err = stderr_of(&out);
+        assert!(
+            err.contains("odd number of digits (3, whitespace not counted): the last, 'c' at byte 3, has no pair"),
+            "{name}: {err}"
+        );
+    }
+    let out = run(&mut walctl("append", &dir, &["-e", "hex", "ab zz"]));
+    assert!(
+        stderr_of(&out).contains("invalid hex digit 'z' at byte 3"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(log_lsns(&dir), vec![1, 2, 3], "refused input wrote nothing");
+}

@@ -262,39 +262,84 @@ pub fn decode_into(enc: Encoding, input: &[u8], out: &mut Vec<u8>) -> Result<(),
                 e.valid_up_to()
             )),
         },
-        Encoding::Hex => {
-            if input.len() % 2 != 0 {
-                Err(format!(
-                    "invalid hex: odd number of digits ({})",
-                    input.len()
-                ))
-            } else {
-                out.reserve(input.len() / 2);
-                input
-                    .chunks_exact(2)
-                    .enumerate()
-                    .try_for_each(|(i, pair)| {
-                        let hi = hex_nibble(pair[0]).ok_or(2 * i)?;
-                        let lo = hex_nibble(pair[1]).ok_or(2 * i + 1)?;
-                        out.push(hi << 4 | lo);
-                        Ok(())
-                    })
-                    .map_err(|pos: usize| {
-                        format!(
-                            "invalid hex digit {} at byte {pos}",
-                            describe_byte(input[pos])
-                        )
-                    })
-            }
-        }
-        Encoding::Base64 => base64_engine()
-            .decode_vec(input, out)
-            .map_err(|e| format!("invalid base64: {e}")),
+        Encoding::Hex => decode_hex(input, out),
+        Encoding::Base64 => decode_base64(input, out),
     };
     if res.is_err() {
         out.truncate(before);
     }
     res
+}
+
+/// Hex digits, two per byte; ASCII whitespace anywhere is ignored (the same for
+/// arguments, lines and whole documents). Errors name the offending byte.
+fn decode_hex(input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    out.reserve(input.len() / 2);
+    let mut high: Option<(u8, usize)> = None;
+    let mut digits = 0usize;
+    for (pos, &b) in input.iter().enumerate() {
+        if b.is_ascii_whitespace() {
+            continue;
+        }
+        let Some(n) = hex_nibble(b) else {
+            return Err(format!(
+                "invalid hex digit {} at byte {pos}",
+                describe_byte(b)
+            ));
+        };
+        digits += 1;
+        match high.take() {
+            None => high = Some((n, pos)),
+            Some((h, _)) => out.push(h << 4 | n),
+        }
+    }
+    match high {
+        None => Ok(()),
+        Some((_, pos)) => Err(format!(
+            "invalid hex: odd number of digits ({digits}, whitespace not counted): the last, {} \
+             at byte {pos}, has no pair",
+            describe_byte(input[pos])
+        )),
+    }
+}
+
+/// Standard base64; ASCII whitespace anywhere is ignored. Errors name the offending
+/// byte by its place in `input`.
+fn decode_base64(input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    let compact: std::borrow::Cow<[u8]> = if input.iter().any(u8::is_ascii_whitespace) {
+        input
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect::<Vec<u8>>()
+            .into()
+    } else {
+        input.into()
+    };
+    // Where the n-th byte that is not whitespace sits in `input`.
+    let original = |n: usize| {
+        input
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| !b.is_ascii_whitespace())
+            .nth(n)
+            .map_or(input.len(), |(i, _)| i)
+    };
+    base64_engine()
+        .decode_vec(&compact, out)
+        .map_err(|e| match e {
+            base64::DecodeError::InvalidByte(at, b) => format!(
+                "invalid base64: {} at byte {}",
+                describe_byte(b),
+                original(at)
+            ),
+            base64::DecodeError::InvalidLastSymbol(at, b) => format!(
+                "invalid base64: last symbol {} at byte {} leaves stray bits",
+                describe_byte(b),
+                original(at)
+            ),
+            e => format!("invalid base64: {e}"),
+        })
 }
 
 /// The longest encoded form of a record of at most [`MAX_DATA_LEN`] bytes.
@@ -321,13 +366,8 @@ pub fn decode_whole(enc: Option<Encoding>, raw: Vec<u8>, what: &str) -> anyhow::
             out
         }
         Some(enc) => {
-            let compact: Vec<u8> = raw
-                .into_iter()
-                .filter(|b| !b.is_ascii_whitespace())
-                .collect();
             let mut out = Vec::new();
-            decode_into(enc, &compact, &mut out)
-                .map_err(|m| anyhow!("{what}: {m} (counting bytes with whitespace removed)"))?;
+            decode_into(enc, &raw, &mut out).map_err(|m| anyhow!("{what}: {m}"))?;
             out
         }
     };

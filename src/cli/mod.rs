@@ -68,9 +68,14 @@ impl DirArg {
         match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => anyhow::bail!("not a WAL directory: {} is not a directory", dir.display()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                anyhow::bail!("not a WAL directory: {} does not exist", dir.display())
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read_link(dir) {
+                Ok(target) => anyhow::bail!(
+                    "not a WAL directory: {} is a symbolic link to {}, which does not exist",
+                    dir.display(),
+                    target.display()
+                ),
+                Err(_) => anyhow::bail!("not a WAL directory: {} does not exist", dir.display()),
+            },
             Err(e) => anyhow::bail!("cannot open {}: {e}", dir.display()),
         }
         let storage = FileStorage::open(dir)
