@@ -1006,3 +1006,150 @@ fn hex_whitespace_is_ignored_alike_everywhere_and_errors_name_the_byte() {
     );
     assert_eq!(log_lsns(&dir), vec![1, 2, 3], "refused input wrote nothing");
 }
+
+// ---------------------------------------------------------------------------------
+// 7. Contract details
+
+#[test]
+fn every_help_has_the_same_shape() {
+    for cmd in [
+        "append",
+        "checkpoint",
+        "dump",
+        "verify",
+        "segments",
+        "truncate-corrupt",
+        "bench",
+        "completions",
+        "man",
+    ] {
+        let out = Command::new(cargo_bin("walctl"))
+            .args([cmd, "--help"])
+            .output()
+            .unwrap();
+        let help = stdout_of(ok(&out));
+        let at = |heading: &str| {
+            help.lines()
+                .position(|l| l.starts_with(heading))
+                .unwrap_or_else(|| panic!("{cmd} --help has no {heading:?}:\n{help}"))
+        };
+        let (usage, options, examples, codes) = (
+            at("Usage:"),
+            at("Options:"),
+            at("Examples:"),
+            at("Exit codes"),
+        );
+        assert!(usage > 0, "{cmd}: a summary comes first");
+        assert!(
+            usage < options && options < examples && examples < codes,
+            "{cmd}: summary, usage, options, examples, exit codes:\n{help}"
+        );
+        assert!(
+            help.contains("2 usage error") || help.contains("2  usage error"),
+            "{cmd}"
+        );
+    }
+}
+
+#[test]
+fn bench_with_a_zero_duration_is_a_usage_error() {
+    for args in [&["--duration", "0s"][..], &["--count", "0"]] {
+        let out = Command::new(cargo_bin("walctl"))
+            .arg("bench")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr_of(&out));
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn tables_off_a_terminal_are_plain_and_statuses_have_one_spelling() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("w");
+    let (_, _) = torn_and_repaired(&dir);
+    let mut tail = Vec::new();
+    encode_record(&mut tail, 6, &[7u8; 300], false);
+    let seg = dir.join("segment-0");
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&tail[..150]);
+    fs::write(&seg, &bytes).unwrap();
+    let out = run(&mut walctl("segments", &dir, &[]));
+    assert_eq!(out.status.code(), Some(3));
+    let text = stdout_of(&out);
+    assert!(
+        !text.chars().any(|c| ('\u{2500}'..='\u{257f}').contains(&c)),
+        "box drawing off a terminal:\n{text}"
+    );
+    // awk-able: the row's second field is the file.
+    let row = text.lines().find(|l| l.contains("segment-0")).unwrap();
+    assert_eq!(row.split_whitespace().nth(1), Some("segment-0"), "{row}");
+    // Text says "torn tail", JSON says "torn_tail", in every command.
+    assert!(text.contains("status torn tail"), "{text}");
+    assert!(!text.contains("torn_tail"), "{text}");
+    for sub in ["verify", "segments", "dump"] {
+        let out = run(&mut walctl(sub, &dir, &[]));
+        let all = format!("{}{}", stdout_of(&out), stderr_of(&out));
+        assert!(
+            !all.contains("torn_tail") && !all.contains("torn-tail"),
+            "{sub}: {all}"
+        );
+        // JSON values (prose in "message" aside) spell it torn_tail.
+        fn strip_messages(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    m.remove("message");
+                    m.values_mut().for_each(strip_messages);
+                }
+                serde_json::Value::Array(a) => a.iter_mut().for_each(strip_messages),
+                _ => {}
+            }
+        }
+        let out = run(&mut walctl(sub, &dir, &["--json"]));
+        for line in stdout_of(&out).lines() {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            strip_messages(&mut v);
+            let text = v.to_string();
+            assert!(
+                !text.contains("torn tail") && !text.contains("torn-tail"),
+                "{sub}: {text}"
+            );
+        }
+    }
+    let out = run(&mut walctl("truncate-corrupt", &dir, &["--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "would_cut");
+    assert_eq!(v["worst"], "torn_tail");
+    // "1 segment", not "1 segments".
+    ok(&run(&mut walctl("truncate-corrupt", &dir, &["--apply"])));
+    let out = run(&mut walctl("truncate-corrupt", &dir, &[]));
+    assert!(
+        stdout_of(&out).contains("(1 segment,"),
+        "{}",
+        stdout_of(&out)
+    );
+}
+
+#[test]
+fn truncate_corrupt_quiet_prints_nothing_and_answers_by_exit_code() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("w");
+    ok(&run(&mut walctl("append", &dir, &["a", "b"])));
+    let mut tail = Vec::new();
+    encode_record(&mut tail, 3, &[7u8; 300], false);
+    let seg = dir.join("segment-0");
+    let mut bytes = fs::read(&seg).unwrap();
+    let kept = bytes.len() as u64;
+    bytes.extend_from_slice(&tail[..150]);
+    fs::write(&seg, &bytes).unwrap();
+    for (args, code) in [(&["--quiet"][..], 3), (&["-q", "--apply"], 0), (&["-q"], 0)] {
+        let out = run(&mut walctl("truncate-corrupt", &dir, args));
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{args:?}");
+    }
+    assert_eq!(fs::metadata(&seg).unwrap().len(), kept);
+    let out = run(&mut walctl("truncate-corrupt", &dir, &["-q", "--json"]));
+    assert_eq!(out.status.code(), Some(2));
+}

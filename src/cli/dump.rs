@@ -35,7 +35,7 @@ Output (--json), one object per record, keys always in this order:
   len: the record's size on disk, prefix included;
   \"data_encoding\":\"base64\" or \"hex\" follows \"data\" when the payload is encoded.
 
-Exit status: 0 every record read was intact; 3 the newest segment ends with a torn
+Exit codes: 0 every record read was intact; 3 the newest segment ends with a torn
 record; 4 corruption (the problem is reported on stderr after every good record
 before it was printed); 1 the log could not be read; 2 usage error. With --to or
 --limit, dump stops reading once it has printed what was asked for.";

@@ -121,6 +121,26 @@ pub fn progress(total_bytes: u64, quiet: bool, what: &str) -> ProgressBar {
     pb
 }
 
+/// A log's or segment's state in text: `ok`, `torn tail` or `corrupt` (JSON spells
+/// them `ok`, `torn_tail`, `corrupt`: `verify::status_word`).
+pub fn status_text(worst: Option<walctl::Severity>) -> &'static str {
+    match worst {
+        None => "ok",
+        Some(walctl::Severity::TornTail) => "torn tail",
+        Some(walctl::Severity::Corruption) => "corrupt",
+    }
+}
+
+/// Table borders: box-drawing on a terminal; off one (a pipe, a file) plain columns
+/// separated by spaces, so that awk and grep work.
+pub fn table_preset() -> &'static str {
+    if io::stdout().is_terminal() {
+        comfy_table::presets::UTF8_FULL_CONDENSED
+    } else {
+        comfy_table::presets::NOTHING
+    }
+}
+
 /// Lets a table fit the terminal only when stdout is one and its width is known: a pty
 /// may report no width, and fitting into "no width" makes one-letter columns.
 pub fn fit_to_terminal(table: &mut comfy_table::Table) {

@@ -17,6 +17,7 @@ pub struct Opts {
     pub older_than: Option<Duration>,
     pub apply: bool,
     pub json: bool,
+    pub quiet: bool,
 }
 
 /// One entry and what pruning does with it.
@@ -68,7 +69,11 @@ pub fn run(log: Arc<dyn Storage>, q: Option<Arc<dyn Storage>>, opts: Opts) -> an
     }
     protect_lsn_floor(log.as_ref(), loc, &mut candidates)?;
 
-    let mut out = output::stdout();
+    let mut out: Box<dyn Write> = if opts.quiet {
+        Box::new(std::io::sink())
+    } else {
+        Box::new(output::stdout())
+    };
     let mut deleted = 0u64;
     let mut freed = 0u64;
     for c in &candidates {
@@ -119,7 +124,9 @@ pub fn run(log: Arc<dyn Storage>, q: Option<Arc<dyn Storage>>, opts: Opts) -> an
         Some(d) => format!(" older than {}", humantime::format_duration(d)),
         None => String::new(),
     };
-    if candidates.is_empty() {
+    if opts.quiet {
+        // The exit code is the answer.
+    } else if candidates.is_empty() {
         output::note(format_args!(
             "no quarantine entries{which} in {}",
             loc.path().display()

@@ -31,19 +31,23 @@ use super::{DirArg, Exit, QuarantineArg};
 ///   point-in-time            keep everything before the first problem, cut
 ///                            everything from it on (the rest of that segment and
 ///                            every later segment)
-///
-/// Exit codes: 0 the log is (now) clean or there is nothing to do; 3 (dry run) the
-/// only damage is a torn tail; 4 (dry run) corruption, or the policy refuses;
-/// 1 could not act (lock held, I/O error, restore refused); 2 usage error.
-///
-/// Examples:
-///   walctl truncate-corrupt --dir /var/lib/app/wal
-///   walctl truncate-corrupt --dir /var/lib/app/wal --apply
-///   walctl truncate-corrupt --dir /var/lib/app/wal --policy point-in-time --apply
-///   walctl truncate-corrupt --dir /var/lib/app/wal --list-quarantine
-///   walctl truncate-corrupt --dir /var/lib/app/wal --restore 2026-11-25T043000Z-1234-000000001-0
 #[derive(Debug, clap::Args)]
-#[command(verbatim_doc_comment)]
+#[command(
+    verbatim_doc_comment,
+    after_help = "\
+Examples:
+  walctl truncate-corrupt --dir /var/lib/app/wal
+  walctl truncate-corrupt --dir /var/lib/app/wal --apply
+  walctl truncate-corrupt --dir /var/lib/app/wal --policy point-in-time --apply
+  walctl truncate-corrupt --dir /var/lib/app/wal --apply --quarantine-dir /mnt/other/q
+  walctl truncate-corrupt --dir /var/lib/app/wal --list-quarantine
+  walctl truncate-corrupt --dir /var/lib/app/wal --restore 2026-11-25T043000Z-1234-000000001-0
+  walctl truncate-corrupt --dir /var/lib/app/wal --prune-quarantine --older-than 30d
+
+Exit codes: 0 the log is (now) clean or there is nothing to do; 3 (dry run) the
+only damage is a torn tail; 4 (dry run) corruption, or the policy refuses; 1 could
+not act (lock held, I/O error, a full disk, restore refused); 2 usage error."
+)]
 pub struct Args {
     #[command(flatten)]
     dir: DirArg,
@@ -71,6 +75,10 @@ pub struct Args {
     /// With --prune-quarantine: only entries older than this (e.g. 30d, 12h, 90min).
     #[arg(long, value_name = "DURATION", requires = "prune_quarantine", value_parser = humantime::parse_duration)]
     older_than: Option<std::time::Duration>,
+    /// Print nothing (no report, no notes): the exit code is the answer. An error
+    /// that stops the command is still named on stderr.
+    #[arg(long, short = 'q', conflicts_with_all = ["json", "list_quarantine"])]
+    quiet: bool,
     #[command(flatten)]
     quarantine: QuarantineArg,
 }
@@ -113,6 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                 older_than: args.older_than,
                 apply: args.apply,
                 json: args.json,
+                quiet: args.quiet,
             },
         );
     }
@@ -246,6 +255,9 @@ fn report(
     writer: Option<&LockProbe>,
     exit: Exit,
 ) -> anyhow::Result<()> {
+    if args.quiet {
+        return Ok(());
+    }
     let quarantine = applied.and_then(|a| a.quarantine.as_ref());
     let after = applied.and_then(|a| a.after.as_ref());
     let suggested = match &plan.verdict {
@@ -257,7 +269,7 @@ fn report(
         let status = match (&plan.verdict, applied.is_some()) {
             (Verdict::Clean, _) => "clean",
             (Verdict::Refuse(_), _) => "refused",
-            (Verdict::Cut, false) => "would-cut",
+            (Verdict::Cut, false) => "would_cut",
             (Verdict::Cut, true) => "cut",
         };
         let mut v = json!({
@@ -304,8 +316,8 @@ fn report(
         (Verdict::Clean, _) => {
             writeln!(
                 out,
-                "nothing to do: the log is clean ({} segments, {})",
-                plan.segments,
+                "nothing to do: the log is clean ({}, {})",
+                output::count(plan.segments as u64, "segment", "segments"),
                 kept_line(plan)
             )?;
         }
@@ -468,6 +480,9 @@ fn restore(
     let dir = storage.root().to_path_buf();
     let done = repair::restore_with(storage, id, q)
         .with_context(|| format!("restoring quarantine entry {id} into {}", dir.display()))?;
+    if args.quiet {
+        return Ok(Exit::Ok);
+    }
     let mut out = output::stdout();
     if args.json {
         output::json_line(
