@@ -1153,3 +1153,21 @@ fn truncate_corrupt_quiet_prints_nothing_and_answers_by_exit_code() {
     let out = run(&mut walctl("truncate-corrupt", &dir, &["-q", "--json"]));
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_binary_payload_in_text_mode_uses_the_encoding_of_json_auto_mode() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("w");
+    ok(&run(&mut walctl(
+        "append",
+        &dir,
+        &["-e", "hex", "00fffe61"],
+    )));
+    let out = run(&mut walctl("dump", &dir, &["--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&ok(&out).stdout).unwrap();
+    assert_eq!(v["data_encoding"], "base64");
+    let b64 = v["data"].as_str().unwrap();
+    let out = run(&mut walctl("dump", &dir, &[]));
+    let text = stdout_of(ok(&out));
+    assert!(text.contains(&format!("base64:{b64}")), "{text}");
+}

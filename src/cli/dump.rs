@@ -557,7 +557,8 @@ fn text_record(out: &mut Vec<u8>, r: &ScannedRecord<'_>, format: DataFormat, pre
         DataFormat::None => None,
         DataFormat::Auto => Some(match std::str::from_utf8(r.data) {
             Ok(text) => quoted_preview(&mut s, text, limit),
-            Err(_) => encoded_preview(&mut s, "hex:", r.data, limit, DataFormat::Hex),
+            // The encoding JSON's auto mode uses.
+            Err(_) => encoded_preview(&mut s, "base64:", r.data, limit, DataFormat::Base64),
         }),
         DataFormat::Utf8 => Some(quoted_preview(
             &mut s,
