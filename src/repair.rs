@@ -635,6 +635,8 @@ pub struct Applied {
     pub quarantine: Option<Manifest>,
     /// A scan of the log after the cuts (`None` when nothing was cut).
     pub after: Option<ScanReport>,
+    /// What went wrong after the cuts without undoing them.
+    pub warnings: Vec<String>,
 }
 
 fn take_lock(storage: &dyn Storage) -> Result<Box<dyn Any + Send + Sync>> {
@@ -684,6 +686,7 @@ pub fn apply_with(
             plan,
             quarantine: None,
             after: None,
+            warnings: Vec::new(),
         });
     }
     let cuts: Vec<Cut> = plan
@@ -732,11 +735,39 @@ pub fn apply_with(
                 .map_err(|e| Error::io("fsync", &root, e))?;
         }
     }
+    let mut warnings = Vec::new();
+    if q.is_separate() && plan.kept_last_lsn.is_none() {
+        // The log keeps no record: a writer opened without the other directory must
+        // still continue at the next LSN. A copy-less entry in the log's own
+        // quarantine says where it is (the cut freed the space it takes).
+        let reason = format!(
+            "the log keeps no record after this cut; its bytes are in quarantine entry {} \
+             in {}, and the next LSN is {}",
+            manifest.id,
+            q.path().display(),
+            plan.next_lsn
+        );
+        let info = quarantine::CutInfo {
+            reason: &reason,
+            policy: policy.name(),
+            next_lsn: Some(plan.next_lsn),
+        };
+        let in_log = quarantine::Location::in_log(storage.as_ref());
+        if let Err(e) = quarantine::save_at(storage.as_ref(), in_log, info, &[]) {
+            warnings.push(format!(
+                "could not note the next LSN ({}) in the log's own quarantine ({e}): give \
+                 --quarantine-dir {} to the next writer, so that LSNs do not restart at 1",
+                plan.next_lsn,
+                q.path().display()
+            ));
+        }
+    }
     let after = scan_log(storage.clone(), ScanOptions::default(), |_| {})?;
     Ok(Applied {
         plan,
         quarantine: Some(manifest),
         after: Some(after),
+        warnings,
     })
 }
 

@@ -1171,3 +1171,32 @@ fn a_binary_payload_in_text_mode_uses_the_encoding_of_json_auto_mode() {
     let text = stdout_of(ok(&out));
     assert!(text.contains(&format!("base64:{b64}")), "{text}");
 }
+
+#[test]
+fn a_cut_saved_elsewhere_that_keeps_nothing_still_keeps_the_next_lsn_in_the_log() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("go");
+    let mut s7 = go_log_500(&dir);
+    s7[10] ^= 1;
+    fs::write(dir.join("segment-7"), &s7).unwrap();
+    let q = tmp.path().join("elsewhere");
+    ok(&run(walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--policy", "point-in-time", "--apply", "--quarantine-dir"],
+    )
+    .arg(&q)));
+    // The bytes went elsewhere; the log's own quarantine notes only where, and the
+    // next LSN, so a writer given no --quarantine-dir does not restart at 1.
+    let own = manifests(&dir);
+    assert_eq!(own.len(), 1);
+    assert!(own[0].items.is_empty());
+    assert_eq!(own[0].next_lsn, Some(500));
+    assert!(
+        own[0].reason.contains(&q.display().to_string()),
+        "{}",
+        own[0].reason
+    );
+    let out = run(&mut walctl("append", &dir, &["next"]));
+    assert_eq!(lsns(ok(&out)), vec![500]);
+}

@@ -132,6 +132,9 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     if args.apply {
         let q = args.quarantine.open(true)?;
         let applied = repair::apply_with(storage, policy, q.as_deref())?;
+        for w in &applied.warnings {
+            output::note(format_args!("warning: {w}"));
+        }
         let exit = match &applied.plan.verdict {
             Verdict::Clean => Exit::Ok,
             Verdict::Refuse(_) => Exit::Corrupt,
