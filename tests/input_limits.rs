@@ -138,3 +138,20 @@ fn oversized_piped_input_stops_at_the_limit_plus_one_byte() {
     assert!(err.contains(&want), "{want:?} in {err}");
     assert!(rss < REFUSED_RSS_KIB, "peak RSS {rss} KiB");
 }
+
+#[test]
+fn an_oversized_line_is_refused_without_holding_it() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("w");
+    let (code, err, rss, fed) = run_measured(
+        &mut walctl("append", &dir, &[]),
+        Some(feed_bytes(b'a', MAX_DATA_LEN + (64 << 20))),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("standard input line 1 (byte offset 0) is longer than any record can be"),
+        "{err}"
+    );
+    assert!(rss < REFUSED_RSS_KIB, "peak RSS {rss} KiB");
+    assert!(fed < MAX_DATA_LEN + (2 << 20), "{fed} bytes were taken");
+}

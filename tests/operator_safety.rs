@@ -1200,3 +1200,25 @@ fn a_cut_saved_elsewhere_that_keeps_nothing_still_keeps_the_next_lsn_in_the_log(
     let out = run(&mut walctl("append", &dir, &["next"]));
     assert_eq!(lsns(ok(&out)), vec![500]);
 }
+
+#[test]
+fn a_long_line_between_short_ones_is_appended_whole() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("w");
+    let long: Vec<u8> = (0..(20u32 << 20)).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut input = b"first\n".to_vec();
+    input.extend_from_slice(&long);
+    input.extend_from_slice(b"\r\nlast\n");
+    let out = run_with(&mut walctl("append", &dir, &[]), &input);
+    assert_eq!(lsns(ok(&out)), vec![1, 2, 3]);
+    let datas: Vec<Vec<u8>> = WalReader::open(&dir)
+        .unwrap()
+        .entries_from(0)
+        .unwrap()
+        .map(|e| e.unwrap().data)
+        .collect();
+    assert_eq!(datas.len(), 3);
+    assert_eq!(datas[0], b"first");
+    assert!(datas[1] == long, "the long line came back different");
+    assert_eq!(datas[2], b"last");
+}

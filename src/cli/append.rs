@@ -872,18 +872,24 @@ pub fn pump(input: &mut impl Input, split: Split, sink: &mut impl Sink) -> anyho
     let mut base: u64 = 0;
     let mut pieces: u64 = 0;
     let mut batch = Batch::default();
+    // `buf` holds input left over after a long piece: look at it before reading more.
+    let mut carried = false;
     loop {
-        let len = buf.len();
-        buf.resize(len + READ_CHUNK, 0);
-        let n = match input.read(&mut buf[len..]) {
-            Ok(n) => n,
-            Err(e) => {
-                sink.commit(&mut batch)?;
-                return Err(anyhow::Error::new(e).context("read standard input"));
-            }
+        let eof = if std::mem::take(&mut carried) {
+            false
+        } else {
+            let len = buf.len();
+            buf.resize(len + READ_CHUNK, 0);
+            let n = match input.read(&mut buf[len..]) {
+                Ok(n) => n,
+                Err(e) => {
+                    sink.commit(&mut batch)?;
+                    return Err(anyhow::Error::new(e).context("read standard input"));
+                }
+            };
+            buf.truncate(len + n);
+            n == 0
         };
-        buf.truncate(len + n);
-        let eof = n == 0;
 
         let mut start = 0usize;
         while start < buf.len() {
@@ -920,6 +926,46 @@ pub fn pump(input: &mut impl Input, split: Split, sink: &mut impl Sink) -> anyho
         if eof {
             return sink.commit(&mut batch);
         }
+        if buf.len() > IN_MEMORY_MAX {
+            // One piece longer than what input may hold in memory before it is known
+            // to fit: the rest of it waits in a temporary file.
+            let long = match long_piece(input, split, &mut buf) {
+                Ok(l) => l,
+                Err(e) => {
+                    sink.commit(&mut batch)?;
+                    return Err(e);
+                }
+            };
+            let Some((raw, terminated, eof)) = long else {
+                sink.commit(&mut batch)?;
+                bail!(
+                    "standard input {} {} (byte offset {base}) is longer than any record can be ({MAX_DATA_LEN} bytes)",
+                    split.unit(),
+                    pieces + 1
+                );
+            };
+            let mut piece = &raw[..];
+            if terminated && split.strip_cr {
+                piece = piece.strip_suffix(b"\r").unwrap_or(piece);
+            }
+            pieces += 1;
+            if let Err(msg) = batch.push_decoded(split.enc, piece) {
+                sink.commit(&mut batch)?;
+                bail!(
+                    "standard input {} {pieces} (byte offset {base}): {msg}",
+                    split.unit()
+                );
+            }
+            base += raw.len() as u64 + u64::from(terminated);
+            drop(raw);
+            sink.commit(&mut batch)?;
+            if eof {
+                return Ok(());
+            }
+            searched = 0;
+            carried = true;
+            continue;
+        }
         if buf.len() > split.max_piece_len() {
             sink.commit(&mut batch)?;
             bail!(
@@ -935,6 +981,58 @@ pub fn pump(input: &mut impl Input, split: Split, sink: &mut impl Sink) -> anyho
             sink.commit(&mut batch)?;
         }
     }
+}
+
+/// Reads the rest of a piece that already fills `buf` (all of `buf` is its start)
+/// into a temporary file, stopping as soon as it cannot fit a record (`None`).
+/// Otherwise returns the whole piece, whether a terminator ended it, and whether
+/// input ended; `buf` then holds the input after the terminator.
+fn long_piece(
+    input: &mut impl Input,
+    split: Split,
+    buf: &mut Vec<u8>,
+) -> anyhow::Result<Option<(Vec<u8>, bool, bool)>> {
+    let limit = split.max_piece_len() as u64;
+    let mut bound = DecodedBound {
+        enc: split.enc,
+        significant: 0,
+    };
+    let over = MAX_DATA_LEN as u64 + u64::from(split.strip_cr);
+    bound.feed(buf);
+    let mut total = buf.len() as u64;
+    let context = "hold a long standard input line in a temporary file";
+    let mut spill = tempfile::tempfile().context(context)?;
+    spill.write_all(buf).context(context)?;
+    buf.clear();
+    buf.shrink_to(2 * READ_CHUNK);
+    let mut chunk = vec![0u8; READ_CHUNK];
+    let (terminated, eof) = loop {
+        let n = input.read(&mut chunk).context("read standard input")?;
+        if n == 0 {
+            break (false, true);
+        }
+        let (body, rest) = match memchr::memchr(split.sep, &chunk[..n]) {
+            Some(p) => (&chunk[..p], Some(&chunk[p + 1..n])),
+            None => (&chunk[..n], None),
+        };
+        total += body.len() as u64;
+        bound.feed(body);
+        if total > limit || bound.decoded() > over {
+            return Ok(None);
+        }
+        spill.write_all(body).context(context)?;
+        if let Some(rest) = rest {
+            buf.extend_from_slice(rest);
+            break (true, false);
+        }
+    };
+    let mut piece = Vec::with_capacity(total as usize);
+    use std::io::Seek;
+    spill
+        .rewind()
+        .and_then(|()| spill.read_to_end(&mut piece))
+        .context(context)?;
+    Ok(Some((piece, terminated, eof)))
 }
 
 // ---------------------------------------------------------------------------------
