@@ -906,3 +906,55 @@ fn quarantine_dir_on_another_file_system_lets_a_repair_through_a_full_disk() {
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert!(!dir.join(quarantine::QUARANTINE_DIR).exists());
 }
+
+#[test]
+fn an_append_that_fills_the_disk_says_what_is_durable_and_what_to_do() {
+    let Some(mnt) = Tmpfs::mount("append_full_message", "size=128k") else {
+        return;
+    };
+    let dir = mnt.path.join("log");
+    let out = run(&mut walctl("append", &dir, &["a", "b", "c"]));
+    assert_eq!(lsn_lines(&out), vec![1, 2, 3]);
+    fill(&mnt.path.join("filler"));
+    // Lines acknowledged one by one until the disk refuses one.
+    let mut child = walctl("append", &dir, &[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut acked = Vec::new();
+    for i in 0..1000 {
+        let line = format!("{}\n", "x".repeat(1000 + i));
+        if stdin
+            .write_all(line.as_bytes())
+            .and_then(|()| stdin.flush())
+            .is_err()
+        {
+            break;
+        }
+        let mut ack = String::new();
+        if stdout.read_line(&mut ack).unwrap() == 0 {
+            break;
+        }
+        acked.push(ack.trim().parse::<u64>().unwrap());
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let err = read_stderr(&mut child);
+    assert_eq!(status.code(), Some(1), "{err}");
+    let err = one_error_line_of(&err);
+    let durable = match acked.last() {
+        Some(l) => format!("every LSN printed, up to {l}, is durable"),
+        None => "no LSN was printed".to_string(),
+    };
+    for want in [
+        ENOSPC_TEXT,
+        durable.as_str(),
+        "free space on that file system and run the command again",
+    ] {
+        assert!(err.contains(want), "{want:?} in {err}");
+    }
+}

@@ -751,14 +751,17 @@ impl<W: Write> Sink for Committer<'_, W> {
             return Ok(());
         }
         let dir = self.wal.storage().root();
-        let (first, last) = self
-            .wal
-            .append_batch(&batch.slices())
-            .with_context(|| format!("appending to {}", dir.display()))?;
+        let acked = self.last;
+        let what = || match acked {
+            Some(l) => format!(
+                "appending to {} (every LSN printed, up to {l}, is durable)",
+                dir.display()
+            ),
+            None => format!("appending to {} (no LSN was printed)", dir.display()),
+        };
+        let (first, last) = self.wal.append_batch(&batch.slices()).with_context(what)?;
         if self.flush_os {
-            self.wal
-                .flush()
-                .with_context(|| format!("appending to {}", dir.display()))?;
+            self.wal.flush().with_context(what)?;
         }
         batch.clear();
         self.first.get_or_insert(first);

@@ -151,6 +151,20 @@ pub fn main() -> i32 {
 /// What to do about an error that needs more than its text: bytes that could not be
 /// saved before a cut (a full disk, most often).
 fn what_next(e: &anyhow::Error) -> Option<String> {
+    let poisoned_full = e.chain().any(|c| {
+        matches!(c.downcast_ref::<Error>(), Some(Error::Poisoned(why))
+            if why.contains(&format!("(os error {})", libc::ENOSPC))
+                || why.contains(&format!("(os error {})", libc::EDQUOT)))
+    });
+    if poisoned_full {
+        return Some(
+            "to go on, free space on that file system and run the command again: the next \
+             writer saves any partial record in the quarantine, cuts it, and continues after \
+             the last durable LSN (--quarantine-dir DIR puts the saved bytes on another file \
+             system)"
+                .into(),
+        );
+    }
     let (quarantine, source) = e.chain().find_map(|c| match c.downcast_ref::<Error>() {
         Some(Error::SaveFailed {
             quarantine, source, ..
