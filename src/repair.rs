@@ -246,7 +246,9 @@ pub fn plan(storage: Arc<dyn Storage>, policy: Policy) -> Result<Plan> {
 
 fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> Result<Plan> {
     let problems: Vec<Problem> = report.problems().cloned().collect();
-    let floor = quarantine::lsn_floor(storage.as_ref())?;
+    // Read only when the log would keep no record: where earlier cuts left it.
+    let floor =
+        || -> Result<u64> { Ok(quarantine::lsn_floor(storage.as_ref())?.unwrap_or(1).max(1)) };
     let base = Plan {
         policy,
         verdict: Verdict::Clean,
@@ -258,7 +260,7 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
         kept_last_lsn: report.last_lsn,
         next_lsn: match report.last_lsn {
             Some(l) => l.saturating_add(1),
-            None => floor.unwrap_or(1).max(1),
+            None => floor()?,
         },
         kept_checkpoint_lsn: report.newest_checkpoint.as_ref().map(|c| c.lsn),
     };
@@ -344,7 +346,7 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
     let kept_last_lsn = first.last_good_lsn;
     let next_lsn = match kept_last_lsn {
         Some(l) => l.saturating_add(1),
-        None => first_cut.unwrap_or(1).max(floor.unwrap_or(1)),
+        None => first_cut.unwrap_or(1).max(floor()?),
     };
     // Everything the scan read before the first problem is kept.
     let kept_checkpoint_lsn = report
