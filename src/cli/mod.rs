@@ -195,10 +195,10 @@ fn what_next(e: &anyhow::Error) -> Option<String> {
 /// `--quarantine-dir`, shared by the commands that may cut bytes from a log.
 #[derive(Debug, Clone, clap::Args)]
 pub struct QuarantineArg {
-    /// Keep quarantine entries (the bytes a repair cuts) in DIR instead of
-    /// DIR/.walctl-quarantine inside the log, e.g. on another file system when the
-    /// log's is full. Created if missing. Give the same DIR to --list-quarantine and
-    /// --restore.
+    /// Keep quarantine entries (the bytes a cut saves first) in this directory
+    /// instead of .walctl-quarantine inside the log directory, e.g. on another file
+    /// system when the log's is full. Created if missing. Give the same directory to
+    /// --list-quarantine, --restore and --prune-quarantine.
     #[arg(long, value_name = "DIR")]
     pub quarantine_dir: Option<PathBuf>,
 }

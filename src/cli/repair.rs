@@ -61,7 +61,9 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Put the bytes of quarantine entry ID back exactly where they were cut. Refuses,
-    /// changing nothing, if the log was written to since the cut.
+    /// changing nothing, if the log was written to since the cut, or while a newer
+    /// entry that cut the same segment at or before it is not restored (it names
+    /// that entry: restore it first).
     #[arg(long, value_name = "ID", conflicts_with_all = ["apply", "policy", "list_quarantine"])]
     restore: Option<String>,
     /// List the quarantine entries (what was cut, when, why, whether restored),
