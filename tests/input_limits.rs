@@ -97,6 +97,7 @@ fn an_oversized_file_is_refused_by_its_size_before_it_is_read() {
             err.contains(&(MAX_DATA_LEN + (2 << 20)).to_string()),
             "{err}"
         );
+        eprintln!("{sub}: peak RSS {rss} KiB");
         assert!(rss < REFUSED_RSS_KIB, "{sub}: peak RSS {rss} KiB");
         assert!(!dir.exists(), "{sub} created the log for refused input");
     }
@@ -107,6 +108,7 @@ fn an_oversized_file_is_refused_by_its_size_before_it_is_read() {
     );
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("standard input is"), "{err}");
+    eprintln!("peak RSS {rss} KiB");
     assert!(rss < REFUSED_RSS_KIB, "peak RSS {rss} KiB");
 }
 
@@ -122,6 +124,7 @@ fn oversized_piped_input_stops_at_the_limit_plus_one_byte() {
     let want = format!("refused after reading {} bytes", MAX_DATA_LEN + 1);
     assert!(err.contains(&want), "{want:?} in {err}");
     assert!(err.contains("nothing was written"), "{err}");
+    eprintln!("peak RSS {rss} KiB");
     assert!(rss < REFUSED_RSS_KIB, "peak RSS {rss} KiB");
     // What got into the pipe beyond the limit is at most what a pipe holds.
     assert!(fed < MAX_DATA_LEN + (2 << 20), "{fed} bytes were taken");
@@ -136,6 +139,7 @@ fn oversized_piped_input_stops_at_the_limit_plus_one_byte() {
     assert_eq!(code, Some(1), "{err}");
     let want = format!("refused after reading {} bytes", 2 * MAX_DATA_LEN + 2);
     assert!(err.contains(&want), "{want:?} in {err}");
+    eprintln!("peak RSS {rss} KiB");
     assert!(rss < REFUSED_RSS_KIB, "peak RSS {rss} KiB");
 }
 
@@ -152,6 +156,7 @@ fn an_oversized_line_is_refused_without_holding_it() {
         err.contains("standard input line 1 (byte offset 0) is longer than any record can be"),
         "{err}"
     );
+    eprintln!("peak RSS {rss} KiB");
     assert!(rss < REFUSED_RSS_KIB, "peak RSS {rss} KiB");
     assert!(fed < MAX_DATA_LEN + (2 << 20), "{fed} bytes were taken");
 }

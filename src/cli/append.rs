@@ -379,7 +379,7 @@ pub fn decode_whole(enc: Option<Encoding>, raw: Vec<u8>, what: &str) -> anyhow::
 
 /// Input held in memory while it is not yet known to fit a record; the rest waits in
 /// an unlinked temporary file, so that refused input never costs more than this.
-const IN_MEMORY_MAX: usize = 16 << 20;
+const IN_MEMORY_MAX: usize = 8 << 20;
 /// Bytes asked of one read of a file or of standard input read whole.
 const WHOLE_CHUNK: usize = 1 << 20;
 
