@@ -356,17 +356,24 @@ pub fn load_at(q: Location<'_>, id: &str) -> Result<Manifest> {
         });
     }
     let name = q.entry_path(id, MANIFEST);
-    if let Err(e) = storage.size(&q.rel(id)) {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            return Err(Error::NoSuchEntry {
-                id: id.into(),
-                dir: q.path(),
-            });
+    let mut f = match storage.open_read(&name) {
+        Ok(f) => f,
+        Err(e) => {
+            // No entry by that name at all (not a damaged one): say so.
+            let listed = storage.list(q.base);
+            let absent = match &listed {
+                Ok(entries) => !entries.iter().any(|d| d.name == id),
+                Err(l) => l.kind() == std::io::ErrorKind::NotFound,
+            };
+            if e.kind() == std::io::ErrorKind::NotFound && absent {
+                return Err(Error::NoSuchEntry {
+                    id: id.into(),
+                    dir: q.path(),
+                });
+            }
+            return Err(Error::io("open", storage.root().join(&name), e));
         }
-    }
-    let mut f = storage
-        .open_read(&name)
-        .map_err(|e| Error::io("open", storage.root().join(&name), e))?;
+    };
     let size = f
         .size()
         .map_err(|e| Error::io("stat", storage.root().join(&name), e))?;
