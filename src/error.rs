@@ -184,7 +184,7 @@ pub enum Error {
         dir: PathBuf,
     },
     /// The bytes to be cut could not be saved in the quarantine, so nothing was cut.
-    #[error("could not save the bytes to be cut in {} ({source}); nothing was cut: the log is as it was{}", quarantine.display(), last_lsn.map(|l| format!(", its last intact record is LSN {l}")).unwrap_or_default())]
+    #[error("could not save the bytes to be cut in {} ({source}); nothing was cut: the log is as it was, every acknowledged record still in it{}", quarantine.display(), last_lsn.map(|l| format!(" (the last intact one is LSN {l})")).unwrap_or_default())]
     SaveFailed {
         /// Where they were to be saved.
         quarantine: PathBuf,

@@ -805,7 +805,8 @@ fn a_full_disk_refusal_says_what_happened_and_what_to_do() {
         let err = one_error_line(&out);
         for want in [
             ENOSPC_TEXT,
-            "nothing was cut: the log is as it was, its last intact record is LSN 5",
+            "nothing was cut: the log is as it was, every acknowledged record still in it (the \
+             last intact one is LSN 5)",
             "free space on the file system of",
             "or rerun with --quarantine-dir DIR on another file system",
         ] {
