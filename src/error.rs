@@ -228,6 +228,25 @@ pub enum Error {
     /// `append_batch` was given nothing.
     #[error("empty batch: nothing to append")]
     EmptyBatch,
+    /// No quarantine entry has this id.
+    #[error("no quarantine entry {id} in {}; `walctl truncate-corrupt --list-quarantine` lists the entries (with --quarantine-dir DIR for entries saved elsewhere)", dir.display())]
+    NoSuchEntry {
+        /// The id asked for.
+        id: String,
+        /// Where the entries were looked for.
+        dir: PathBuf,
+    },
+    /// The bytes to be cut could not be saved in the quarantine, so nothing was cut.
+    #[error("could not save the bytes to be cut in {} ({source}); nothing was cut: the log is as it was, every acknowledged record still in it{}", quarantine.display(), last_lsn.map(|l| format!(" (the last intact one is LSN {l})")).unwrap_or_default())]
+    SaveFailed {
+        /// Where they were to be saved.
+        quarantine: PathBuf,
+        /// The last intact record of the log, left where it was.
+        last_lsn: Option<u64>,
+        /// Why saving failed.
+        #[source]
+        source: Box<Error>,
+    },
     /// A quarantine (saved bytes) is missing or inconsistent.
     #[error("quarantine {id}: {reason}")]
     Quarantine {

@@ -14,11 +14,17 @@
 //! An entry is built under `<id>.partial`, fsynced, then renamed into place: a crash
 //! leaves either no entry or a complete one (a stray `.partial` holds only copies).
 //!
+//! The entries may live elsewhere instead (a [`Location`] of its own, the command
+//! line's `--quarantine-dir DIR`), for instance on another file system when the log's
+//! is full; each entry then sits directly in that directory and its manifest records
+//! where it is and which log its bytes came from.
+//!
 //! [`verify`] re-reads an entry's copies against its manifest; [`restore`] puts the
 //! bytes of an entry back where they were cut, byte for byte, and only when that
 //! cannot mix old records with records written since.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +38,8 @@ use crate::storage::{EntryKind, Storage};
 pub const QUARANTINE_DIR: &str = ".walctl-quarantine";
 /// Name of an entry's manifest.
 pub const MANIFEST: &str = "manifest.json";
+/// Written into an entry once its bytes were restored (holding the time).
+pub const RESTORED: &str = "restored";
 const PARTIAL: &str = ".partial";
 
 /// Bytes to cut: from `offset` to the end of `file` (offset 0 with `whole_file` means
@@ -78,8 +86,90 @@ pub struct Manifest {
     pub policy: String,
     /// walctl version that cut them.
     pub walctl_version: String,
+    /// The LSN the next record appended after this cut gets: the first LSN cut (the
+    /// point in time), which a writer keeps to when the cut left the log without
+    /// records, so that no LSN is ever given out twice ([`lsn_floor`]). Absent in
+    /// manifests of walctl versions that did not record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_lsn: Option<u64>,
     /// The pieces.
     pub items: Vec<ManifestItem>,
+    /// Where the entry was saved, when not inside the log directory
+    /// (`--quarantine-dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_in: Option<String>,
+    /// The log directory the bytes were cut from, when the entry is kept outside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_dir: Option<String>,
+}
+
+/// Where quarantine entries are kept: the log's own `.walctl-quarantine/`, or a
+/// directory of their own.
+#[derive(Clone, Copy)]
+pub struct Location<'a> {
+    storage: &'a dyn Storage,
+    /// Directory of the entries inside `storage` ("" for its root).
+    base: &'static str,
+}
+
+impl std::fmt::Debug for Location<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Location({})", self.path().display())
+    }
+}
+
+impl<'a> Location<'a> {
+    /// `.walctl-quarantine/` inside the log directory `log` (the default).
+    pub fn in_log(log: &'a dyn Storage) -> Self {
+        Location {
+            storage: log,
+            base: QUARANTINE_DIR,
+        }
+    }
+
+    /// The directory `storage` is opened on: one entry per subdirectory.
+    pub fn dir(storage: &'a dyn Storage) -> Self {
+        Location { storage, base: "" }
+    }
+
+    /// Whether the entries live outside the log directory.
+    pub fn is_separate(&self) -> bool {
+        self.base.is_empty()
+    }
+
+    /// The directory holding the entries.
+    pub fn path(&self) -> PathBuf {
+        self.storage.root().join(self.base)
+    }
+
+    /// Path of an entry's directory.
+    pub fn entry_dir(&self, id: &str) -> PathBuf {
+        self.path().join(id)
+    }
+
+    /// Path of a saved piece of entry `id`.
+    pub fn saved_file(&self, id: &str, item: &ManifestItem) -> PathBuf {
+        self.storage
+            .root()
+            .join(self.entry_path(id, &item.saved_as))
+    }
+
+    fn rel(&self, rest: &str) -> String {
+        if self.base.is_empty() {
+            rest.to_string()
+        } else {
+            format!("{}/{rest}", self.base)
+        }
+    }
+
+    fn entry_path(&self, id: &str, name: &str) -> String {
+        self.rel(&format!("{id}/{name}"))
+    }
+
+    fn err(&self, op: &'static str, name: &str) -> impl Fn(std::io::Error) -> Error {
+        let path = self.storage.root().join(name);
+        move |e| Error::io(op, path.clone(), e)
+    }
 }
 
 fn entry_path(id: &str, name: &str) -> String {
@@ -100,24 +190,43 @@ fn new_id() -> String {
     format!("{stamp}-{}-{nanos:09}-{n}", std::process::id())
 }
 
+/// Why and how bytes are cut, as a manifest records it.
+#[derive(Debug, Clone, Copy)]
+pub struct CutInfo<'a> {
+    /// Why the bytes are cut.
+    pub reason: &'a str,
+    /// Which policy or operation cuts them.
+    pub policy: &'a str,
+    /// The LSN the next record appended after the cut gets ([`Manifest::next_lsn`]).
+    pub next_lsn: Option<u64>,
+}
+
 /// Copies the bytes of every cut into a new, fsynced quarantine entry and returns its
 /// manifest. Nothing in the log is changed: the caller cuts afterwards.
-pub fn save(storage: &dyn Storage, reason: &str, policy: &str, cuts: &[Cut]) -> Result<Manifest> {
-    let root = storage.root().to_path_buf();
-    let io = |op: &'static str, name: &str| {
-        let path = root.join(name);
-        move |e| Error::io(op, path, e)
-    };
-    match storage.create_dir(QUARANTINE_DIR) {
-        Ok(()) => storage.sync_dir("").map_err(io("fsync", ""))?,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io("create", QUARANTINE_DIR)(e)),
+pub fn save(storage: &dyn Storage, info: CutInfo<'_>, cuts: &[Cut]) -> Result<Manifest> {
+    save_at(storage, Location::in_log(storage), info, cuts)
+}
+
+/// [`save`] into the entries at `q`, copying from the log kept by `log`.
+pub fn save_at(
+    log: &dyn Storage,
+    q: Location<'_>,
+    info: CutInfo<'_>,
+    cuts: &[Cut],
+) -> Result<Manifest> {
+    let storage = q.storage;
+    if !q.base.is_empty() {
+        match storage.create_dir(q.base) {
+            Ok(()) => storage.sync_dir("").map_err(q.err("fsync", ""))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(q.err("create", q.base)(e)),
+        }
     }
     let id = new_id();
     let partial = format!("{id}{PARTIAL}");
-    let pdir = format!("{QUARANTINE_DIR}/{partial}");
-    storage.create_dir(&pdir).map_err(io("create", &pdir))?;
-    let saved = fill_entry(storage, &id, &partial, reason, policy, cuts);
+    let pdir = q.rel(&partial);
+    storage.create_dir(&pdir).map_err(q.err("create", &pdir))?;
+    let saved = fill_entry(log, q, &id, &partial, info, cuts);
     if saved.is_err() {
         // A half-made copy is useless (the log still holds every byte, since the
         // caller cuts nothing after an error) and takes space on what may be a full
@@ -126,10 +235,10 @@ pub fn save(storage: &dyn Storage, reason: &str, policy: &str, cuts: &[Cut]) -> 
         // leaves it behind instead, which is harmless: `.partial` entries are never
         // listed or restored.
         for dir_name in [partial.as_str(), id.as_str()] {
-            let dir = format!("{QUARANTINE_DIR}/{dir_name}");
+            let dir = q.rel(dir_name);
             if let Ok(entries) = storage.list(&dir) {
                 for e in entries {
-                    let _ = storage.remove_file(&entry_path(dir_name, &e.name));
+                    let _ = storage.remove_file(&q.entry_path(dir_name, &e.name));
                 }
                 let _ = storage.remove_dir(&dir);
             }
@@ -141,25 +250,24 @@ pub fn save(storage: &dyn Storage, reason: &str, policy: &str, cuts: &[Cut]) -> 
 /// Writes the copies and the manifest of entry `id` into its `.partial` directory,
 /// fsyncs them, and renames the directory to its final name.
 fn fill_entry(
-    storage: &dyn Storage,
+    log: &dyn Storage,
+    q: Location<'_>,
     id: &str,
     partial: &str,
-    reason: &str,
-    policy: &str,
+    info: CutInfo<'_>,
     cuts: &[Cut],
 ) -> Result<Manifest> {
-    let root = storage.root().to_path_buf();
+    let root = log.root().to_path_buf();
     let io = |op: &'static str, name: &str| {
         let path = root.join(name);
         move |e| Error::io(op, path, e)
     };
-    let pdir = format!("{QUARANTINE_DIR}/{partial}");
+    let storage = q.storage;
+    let pdir = q.rel(partial);
     let mut items = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
     for cut in cuts {
-        let mut src = storage
-            .open_read(&cut.file)
-            .map_err(io("open", &cut.file))?;
+        let mut src = log.open_read(&cut.file).map_err(io("open", &cut.file))?;
         let size = src.size().map_err(io("stat", &cut.file))?;
         let offset = if cut.whole_file {
             0
@@ -172,8 +280,10 @@ fn fill_entry(
         } else {
             format!("{}@{offset}", cut.file)
         };
-        let dst_name = entry_path(partial, &saved_as);
-        let mut dst = storage.create(&dst_name).map_err(io("create", &dst_name))?;
+        let dst_name = q.entry_path(partial, &saved_as);
+        let mut dst = storage
+            .create(&dst_name)
+            .map_err(q.err("create", &dst_name))?;
         let mut hasher = Sha256::new();
         let mut left = size - offset;
         while left > 0 {
@@ -186,10 +296,11 @@ fn fill_entry(
                 });
             }
             hasher.update(&buf[..n]);
-            dst.write_all(&buf[..n]).map_err(io("write", &dst_name))?;
+            dst.write_all(&buf[..n])
+                .map_err(q.err("write", &dst_name))?;
             left -= n as u64;
         }
-        dst.sync_data().map_err(io("fsync", &dst_name))?;
+        dst.sync_data().map_err(q.err("fsync", &dst_name))?;
         items.push(ManifestItem {
             file: cut.file.clone(),
             offset,
@@ -203,37 +314,66 @@ fn fill_entry(
     let manifest = Manifest {
         id: id.to_string(),
         time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        reason: reason.to_string(),
-        policy: policy.to_string(),
+        reason: info.reason.to_string(),
+        policy: info.policy.to_string(),
         walctl_version: env!("CARGO_PKG_VERSION").to_string(),
+        next_lsn: info.next_lsn,
         items,
+        saved_in: q
+            .is_separate()
+            .then(|| q.entry_dir(id).to_string_lossy().into_owned()),
+        log_dir: q
+            .is_separate()
+            .then(|| log.root().to_string_lossy().into_owned()),
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("a manifest always serializes");
-    let mname = entry_path(partial, MANIFEST);
-    let mut m = storage.create(&mname).map_err(io("create", &mname))?;
-    m.write_all(&json).map_err(io("write", &mname))?;
-    m.sync_data().map_err(io("fsync", &mname))?;
-    storage.sync_dir(&pdir).map_err(io("fsync", &pdir))?;
-    let fdir = format!("{QUARANTINE_DIR}/{id}");
-    storage.rename(&pdir, &fdir).map_err(io("rename", &pdir))?;
+    let mname = q.entry_path(partial, MANIFEST);
+    let mut m = storage.create(&mname).map_err(q.err("create", &mname))?;
+    m.write_all(&json).map_err(q.err("write", &mname))?;
+    m.sync_data().map_err(q.err("fsync", &mname))?;
+    storage.sync_dir(&pdir).map_err(q.err("fsync", &pdir))?;
+    let fdir = q.rel(id);
     storage
-        .sync_dir(QUARANTINE_DIR)
-        .map_err(io("fsync", QUARANTINE_DIR))?;
+        .rename(&pdir, &fdir)
+        .map_err(q.err("rename", &pdir))?;
+    storage.sync_dir(q.base).map_err(q.err("fsync", q.base))?;
     Ok(manifest)
 }
 
 /// Reads the manifest of entry `id`.
 pub fn load(storage: &dyn Storage, id: &str) -> Result<Manifest> {
+    load_at(Location::in_log(storage), id)
+}
+
+/// [`load`] from the entries at `q`. An id with no entry there is
+/// [`Error::NoSuchEntry`].
+pub fn load_at(q: Location<'_>, id: &str) -> Result<Manifest> {
+    let storage = q.storage;
     if id.is_empty() || id.contains('/') || id.starts_with('.') || id.ends_with(PARTIAL) {
         return Err(Error::Quarantine {
             id: id.into(),
             reason: "not a quarantine entry id".into(),
         });
     }
-    let name = entry_path(id, MANIFEST);
-    let mut f = storage
-        .open_read(&name)
-        .map_err(|e| Error::io("open", storage.root().join(&name), e))?;
+    let name = q.entry_path(id, MANIFEST);
+    let mut f = match storage.open_read(&name) {
+        Ok(f) => f,
+        Err(e) => {
+            // No entry by that name at all (not a damaged one): say so.
+            let listed = storage.list(q.base);
+            let absent = match &listed {
+                Ok(entries) => !entries.iter().any(|d| d.name == id),
+                Err(l) => l.kind() == std::io::ErrorKind::NotFound,
+            };
+            if e.kind() == std::io::ErrorKind::NotFound && absent {
+                return Err(Error::NoSuchEntry {
+                    id: id.into(),
+                    dir: q.path(),
+                });
+            }
+            return Err(Error::io("open", storage.root().join(&name), e));
+        }
+    };
     let size = f
         .size()
         .map_err(|e| Error::io("stat", storage.root().join(&name), e))?;
@@ -258,28 +398,64 @@ pub fn list(storage: &dyn Storage) -> Result<Vec<Manifest>> {
     entries(storage)?.into_iter().map(|(_, m)| m).collect()
 }
 
+/// The order of entries in time: the id's second, then its nanoseconds, process and
+/// counter (`<second>-<pid>-<nanos>-<n>`; a string sort would let the pid decide
+/// within a second).
+fn id_order(id: &str) -> (String, u64, u64, u64, String) {
+    let mut parts = id.rsplitn(4, '-');
+    let n = parts.next().and_then(|p| p.parse().ok());
+    let nanos = parts.next().and_then(|p| p.parse().ok());
+    let pid = parts.next().and_then(|p| p.parse().ok());
+    match (parts.next(), pid, nanos, n) {
+        (Some(stamp), Some(pid), Some(nanos), Some(n)) => {
+            (stamp.to_string(), nanos, pid, n, String::new())
+        }
+        _ => (id.to_string(), 0, 0, 0, id.to_string()),
+    }
+}
+
 /// Every entry of the quarantine by id, in id order, each with its manifest or the
 /// reason it cannot be read: one damaged entry (or a stray directory) does not hide
 /// the others. Half-made (`.partial`) entries are not listed.
 pub fn entries(storage: &dyn Storage) -> Result<Vec<(String, Result<Manifest>)>> {
-    let entries = match storage.list(QUARANTINE_DIR) {
+    entries_at(Location::in_log(storage))
+}
+
+/// [`entries`] at `q`, oldest first.
+pub fn entries_at(q: Location<'_>) -> Result<Vec<(String, Result<Manifest>)>> {
+    let entries = match q.storage.list(q.base) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("list", storage.root().join(QUARANTINE_DIR), e)),
+        Err(e) => return Err(Error::io("list", q.path(), e)),
     };
     let mut ids: Vec<String> = entries
         .into_iter()
         .filter(|e| e.kind == EntryKind::Dir && !e.name.ends_with(PARTIAL))
         .map(|e| e.name)
         .collect();
-    ids.sort();
+    ids.sort_by_cached_key(|id| id_order(id));
     Ok(ids
         .into_iter()
         .map(|id| {
-            let m = load(storage, &id);
+            let m = load_at(q, &id);
             (id, m)
         })
         .collect())
+}
+
+/// The lowest LSN a writer may give out when the log holds no record: the highest
+/// [`Manifest::next_lsn`] among the readable quarantine entries (`None`: no entry
+/// records one). A cut that left the log empty must not let LSNs restart at 1.
+pub fn lsn_floor(storage: &dyn Storage) -> Result<Option<u64>> {
+    lsn_floor_at(Location::in_log(storage))
+}
+
+/// [`lsn_floor`] of the entries at `q`.
+pub fn lsn_floor_at(q: Location<'_>) -> Result<Option<u64>> {
+    Ok(entries_at(q)?
+        .into_iter()
+        .filter_map(|(_, m)| m.ok().and_then(|m| m.next_lsn))
+        .max())
 }
 
 /// Path (relative to the log directory) of a saved piece, for readers of the entry.
@@ -364,10 +540,15 @@ fn digest(storage: &dyn Storage, name: &str) -> Result<(u64, String)> {
 /// Checks that every saved copy of `manifest` is present, with the length and sha256
 /// its manifest records, and that its names are sane. Changes nothing.
 pub fn verify(storage: &dyn Storage, manifest: &Manifest) -> Result<()> {
+    verify_at(Location::in_log(storage), manifest)
+}
+
+/// [`verify`] of an entry at `q`.
+pub fn verify_at(q: Location<'_>, manifest: &Manifest) -> Result<()> {
     for item in &manifest.items {
         item_segment(&manifest.id, item)?;
-        let name = saved_path(&manifest.id, item);
-        let (len, sha) = digest(storage, &name)?;
+        let name = q.entry_path(&manifest.id, &item.saved_as);
+        let (len, sha) = digest(q.storage, &name)?;
         if len != item.length || sha != item.sha256 {
             return Err(quarantine_err(
                 &manifest.id,
@@ -384,12 +565,14 @@ pub fn verify(storage: &dyn Storage, manifest: &Manifest) -> Result<()> {
 
 /// Whether `len` bytes of `a` from `a_off` equal those of `b` from `b_off`.
 fn same_bytes(
-    storage: &dyn Storage,
-    (a, a_off): (&str, u64),
-    (b, b_off): (&str, u64),
+    (sa, a, a_off): (&dyn Storage, &str, u64),
+    (sb, b, b_off): (&dyn Storage, &str, u64),
     len: u64,
 ) -> Result<bool> {
-    let open = |name: &str, off: u64| -> Result<Box<dyn crate::storage::ReadFile>> {
+    let open = |storage: &dyn Storage,
+                name: &str,
+                off: u64|
+     -> Result<Box<dyn crate::storage::ReadFile>> {
         let path = storage.root().join(name);
         let mut f = storage
             .open_read(name)
@@ -397,15 +580,15 @@ fn same_bytes(
         f.seek_to(off).map_err(|e| Error::io("seek", &path, e))?;
         Ok(f)
     };
-    let (mut fa, mut fb) = (open(a, a_off)?, open(b, b_off)?);
+    let (mut fa, mut fb) = (open(sa, a, a_off)?, open(sb, b, b_off)?);
     let (mut ba, mut bb) = (vec![0u8; COPY_CHUNK], vec![0u8; COPY_CHUNK]);
     let mut left = len;
     while left > 0 {
         let want = left.min(COPY_CHUNK as u64) as usize;
         let ra = crate::storage::read_up_to(&mut *fa, &mut ba[..want])
-            .map_err(|e| Error::io("read", storage.root().join(a), e))?;
+            .map_err(|e| Error::io("read", sa.root().join(a), e))?;
         let rb = crate::storage::read_up_to(&mut *fb, &mut bb[..want])
-            .map_err(|e| Error::io("read", storage.root().join(b), e))?;
+            .map_err(|e| Error::io("read", sb.root().join(b), e))?;
         if ra != want || rb != want || ba[..want] != bb[..want] {
             return Ok(false);
         }
@@ -417,14 +600,12 @@ fn same_bytes(
 /// Appends the bytes of saved copy `src` from `from` to its end onto `dst`, and
 /// fdatasyncs `dst`.
 fn copy_out(
-    storage: &dyn Storage,
-    src: &str,
+    (storage, src): (&dyn Storage, &str),
     from: u64,
     dst: &mut dyn crate::storage::WriteFile,
-    dst_name: &str,
+    dst_path: PathBuf,
 ) -> Result<u64> {
     let src_path = storage.root().join(src);
-    let dst_path = storage.root().join(dst_name);
     let mut f = storage
         .open_read(src)
         .map_err(|e| Error::io("open", &src_path, e))?;
@@ -499,13 +680,28 @@ pub const RESTORE_TMP_PREFIX: &str = ".walctl-restore.";
 /// log with no hole in its segment ids, and running `restore` again finishes the job.
 /// The entry itself is kept.
 pub fn restore(storage: &dyn Storage, id: &str) -> Result<Vec<RestoredItem>> {
+    restore_at(storage, Location::in_log(storage), id)
+}
+
+/// [`restore`] of entry `id` at `q` into the log kept by `storage`.
+pub fn restore_at(storage: &dyn Storage, q: Location<'_>, id: &str) -> Result<Vec<RestoredItem>> {
     enum Step {
         Append { from: u64 },
         Create,
         Nothing,
     }
-    let manifest = load(storage, id)?;
-    verify(storage, &manifest)?;
+    let manifest = load_at(q, id)?;
+    verify_at(q, &manifest)?;
+    if let Some((newer, why)) = newer_cut_first(q, &manifest)? {
+        return Err(quarantine_err(
+            id,
+            format!(
+                "the newer entry {newer} {why} and is not restored: it holds what was written \
+                 after this cut. Restore {newer} first (`walctl truncate-corrupt --restore \
+                 {newer}`). Nothing was changed"
+            ),
+        ));
+    }
     let mut items = Vec::with_capacity(manifest.items.len());
     for item in &manifest.items {
         let seg = item_segment(id, item)?;
@@ -537,7 +733,7 @@ pub fn restore(storage: &dyn Storage, id: &str) -> Result<Vec<RestoredItem>> {
     }
     let mut plan = Vec::with_capacity(items.len());
     for &(seg, item) in &items {
-        let saved = saved_path(id, item);
+        let saved = q.entry_path(id, &item.saved_as);
         let size = segments.iter().find(|s| s.id == seg).map(|s| s.size);
         let step = match size {
             None if item.whole_file || item.offset == 0 => Step::Create,
@@ -552,7 +748,9 @@ pub fn restore(storage: &dyn Storage, id: &str) -> Result<Vec<RestoredItem>> {
                 ))
             }
             Some(size) if item.whole_file => {
-                if size == item.length && same_bytes(storage, (&item.file, 0), (&saved, 0), size)? {
+                if size == item.length
+                    && same_bytes((storage, &item.file, 0), (q.storage, &saved, 0), size)?
+                {
                     Step::Nothing
                 } else {
                     return Err(quarantine_err(
@@ -578,7 +776,11 @@ pub fn restore(storage: &dyn Storage, id: &str) -> Result<Vec<RestoredItem>> {
                 let done = size.wrapping_sub(item.offset);
                 if size < item.offset
                     || size > end
-                    || !same_bytes(storage, (&item.file, item.offset), (&saved, 0), done)?
+                    || !same_bytes(
+                        (storage, &item.file, item.offset),
+                        (q.storage, &saved, 0),
+                        done,
+                    )?
                 {
                     return Err(quarantine_err(
                         id,
@@ -600,6 +802,7 @@ pub fn restore(storage: &dyn Storage, id: &str) -> Result<Vec<RestoredItem>> {
     }
     let root = storage.root().to_path_buf();
     let mut out = Vec::with_capacity(plan.len());
+    let marker = RestoredMark(q, id);
     for (item, saved, step) in plan {
         let (action, written) = match step {
             Step::Nothing => (RestoreAction::AlreadyPresent, 0),
@@ -607,7 +810,7 @@ pub fn restore(storage: &dyn Storage, id: &str) -> Result<Vec<RestoredItem>> {
                 let mut f = storage
                     .open_append(&item.file)
                     .map_err(|e| Error::io("open", root.join(&item.file), e))?;
-                let n = copy_out(storage, &saved, from, &mut *f, &item.file)?;
+                let n = copy_out((q.storage, &saved), from, &mut *f, root.join(&item.file))?;
                 (RestoreAction::Appended, n)
             }
             Step::Create => {
@@ -621,7 +824,7 @@ pub fn restore(storage: &dyn Storage, id: &str) -> Result<Vec<RestoredItem>> {
                 let mut f = storage
                     .create(&tmp)
                     .map_err(|e| Error::io("create", root.join(&tmp), e))?;
-                let n = copy_out(storage, &saved, 0, &mut *f, &tmp)?;
+                let n = copy_out((q.storage, &saved), 0, &mut *f, root.join(&tmp))?;
                 drop(f);
                 storage
                     .rename(&tmp, &item.file)
@@ -640,5 +843,76 @@ pub fn restore(storage: &dyn Storage, id: &str) -> Result<Vec<RestoredItem>> {
             written,
         });
     }
+    marker.write();
     Ok(out)
+}
+
+/// Marks entry `id` as restored (best effort: the bytes are back either way).
+struct RestoredMark<'a>(Location<'a>, &'a str);
+
+impl RestoredMark<'_> {
+    fn write(&self) {
+        let Location { storage, .. } = self.0;
+        let name = self.0.entry_path(self.1, RESTORED);
+        let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let _ = storage.remove_file(&name);
+        if let Ok(mut f) = storage.create(&name) {
+            if f.write_all(stamp.as_bytes()).is_ok() && f.sync_data().is_ok() {
+                let _ = storage.sync_dir(&self.0.rel(self.1));
+            }
+        }
+    }
+}
+
+/// When entry `id` at `q` was restored (`None`: never).
+pub fn restored_at(q: Location<'_>, id: &str) -> Option<String> {
+    let mut f = q.storage.open_read(&q.entry_path(id, RESTORED)).ok()?;
+    let mut s = String::new();
+    (&mut f).take(64).read_to_string(&mut s).ok()?;
+    Some(s.trim().to_string())
+}
+
+/// A newer entry, not restored, that cut a file of `manifest` at or before where
+/// `manifest` cut it: it holds records written after `manifest`'s cut, which
+/// restoring `manifest` first would leave stranded in it.
+fn newer_cut_first(q: Location<'_>, manifest: &Manifest) -> Result<Option<(String, String)>> {
+    let mine = id_order(&manifest.id);
+    for (id, m) in entries_at(q)? {
+        let Ok(m) = m else { continue };
+        if id_order(&id) <= mine || restored_at(q, &id).is_some() {
+            continue;
+        }
+        for theirs in &m.items {
+            if let Some(ours) = manifest
+                .items
+                .iter()
+                .find(|i| i.file == theirs.file && theirs.offset <= i.offset)
+            {
+                return Ok(Some((
+                    id.clone(),
+                    format!(
+                        "cut {} at offset {}, at or before this entry's cut at {}",
+                        theirs.file, theirs.offset, ours.offset
+                    ),
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Deletes entry `id` at `q`: its files, its directory, then an fsync of the
+/// quarantine directory.
+pub fn remove_at(q: Location<'_>, id: &str) -> Result<()> {
+    load_at(q, id)?;
+    let dir = q.rel(id);
+    let files = q.storage.list(&dir).map_err(q.err("list", &dir))?;
+    for f in files {
+        let name = q.entry_path(id, &f.name);
+        q.storage
+            .remove_file(&name)
+            .map_err(q.err("remove", &name))?;
+    }
+    q.storage.remove_dir(&dir).map_err(q.err("remove", &dir))?;
+    q.storage.sync_dir(q.base).map_err(q.err("fsync", q.base))
 }

@@ -57,7 +57,7 @@ use serde::Serialize;
 use crate::codec::{LEN_PREFIX, MAX_BODY_LEN};
 use crate::error::{Error, Problem, ProblemKind, Result, Severity};
 use crate::quarantine::{self, Cut, Manifest, RestoredItem};
-use crate::scan::{scan_log, ScanOptions, ScanReport};
+use crate::scan::{scan_log, Event, ScanOptions, ScanReport, Scanner, SegmentSummary};
 use crate::storage::{DirEntry, EntryKind, LockAttempt, ReadFile, Storage, WriteFile};
 
 /// What a repair may cut.
@@ -137,6 +137,8 @@ pub struct PlannedCut {
     /// Cut bytes that are not intact records: the torn or damaged record itself, and
     /// whatever past the damage could not be framed as records.
     pub damaged_bytes: u64,
+    /// LSNs of the intact checkpoints among the cut records.
+    pub checkpoints: Vec<u64>,
 }
 
 /// What a [`Plan`] decided.
@@ -173,12 +175,29 @@ pub struct Plan {
     /// Last LSN the log keeps (after the cuts, for [`Verdict::Cut`]); a writer
     /// continues at the next one.
     pub kept_last_lsn: Option<u64>,
+    /// The LSN a writer opened after the plan is applied gives out next: after the
+    /// last kept record; when the cut keeps none, the first LSN cut (the damaged
+    /// record's, derived from its neighbours when it cannot be read), never lower
+    /// than where an earlier cut left the log ([`quarantine::lsn_floor`]). LSNs never
+    /// restart.
+    pub next_lsn: u64,
+    /// The newest checkpoint the log keeps: where recovery starts afterwards
+    /// (`None`: at the first kept record).
+    pub kept_checkpoint_lsn: Option<u64>,
 }
 
 impl Plan {
     /// The LSN a writer opened after this plan is applied will assign next.
     pub fn next_lsn(&self) -> u64 {
-        self.kept_last_lsn.map_or(1, |l| l + 1)
+        self.next_lsn
+    }
+
+    /// LSNs of the intact checkpoints the plan cuts, in log order.
+    pub fn cut_checkpoints(&self) -> Vec<u64> {
+        self.cuts
+            .iter()
+            .flat_map(|c| c.checkpoints.iter().copied())
+            .collect()
     }
 
     /// Bytes the plan cuts.
@@ -227,6 +246,9 @@ pub fn plan(storage: Arc<dyn Storage>, policy: Policy) -> Result<Plan> {
 
 fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> Result<Plan> {
     let problems: Vec<Problem> = report.problems().cloned().collect();
+    // Read only when the log would keep no record: where earlier cuts left it.
+    let floor =
+        || -> Result<u64> { Ok(quarantine::lsn_floor(storage.as_ref())?.unwrap_or(1).max(1)) };
     let base = Plan {
         policy,
         verdict: Verdict::Clean,
@@ -236,6 +258,11 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
         segments: report.segments.len(),
         kept_first_lsn: report.first_lsn,
         kept_last_lsn: report.last_lsn,
+        next_lsn: match report.last_lsn {
+            Some(l) => l.saturating_add(1),
+            None => floor()?,
+        },
+        kept_checkpoint_lsn: report.newest_checkpoint.as_ref().map(|c| c.lsn),
     };
     let Some(first) = base.problems.first().cloned() else {
         return Ok(base);
@@ -260,6 +287,10 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
         });
     }
     let mut cuts = Vec::new();
+    // The first LSN cut, when the cut keeps no record: known from the first intact
+    // record after the damage, less the damaged records before it.
+    let mut first_cut: Option<u64> = None;
+    let mut unknown_before = Some(0u64);
     for s in &report.segments {
         // A missing segment has no file to cut: the cut starts after the hole.
         if matches!(
@@ -270,6 +301,11 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
         }
         if s.id == first.segment_id {
             let rest = survey(storage, &s.name, first.offset, s.size)?;
+            match rest.first_lsn {
+                Some(a) => first_cut = Some(a.saturating_sub(rest.steps_before_first).max(1)),
+                None if rest.complete => unknown_before = Some(rest.steps),
+                None => unknown_before = None,
+            }
             cuts.push(PlannedCut {
                 segment: s.name.clone(),
                 segment_id: s.id,
@@ -280,11 +316,23 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
                 intact_records: rest.records,
                 lsns: rest.lsns,
                 damaged_bytes: rest.damaged,
+                checkpoints: rest.checkpoints,
             });
         } else if s.id > first.segment_id {
             let mut found = Survey::default();
             if let (Some(a), Some(b)) = (s.first_lsn, s.last_lsn) {
                 found.add(a, b, s.records);
+                if first_cut.is_none() {
+                    // Exact when every record between the damage and here is counted;
+                    // otherwise this segment's first LSN, which is never too low.
+                    first_cut = Some(match unknown_before {
+                        Some(n) => a.saturating_sub(n).max(1),
+                        None => a,
+                    });
+                }
+            }
+            if s.checkpoints > 0 {
+                found.checkpoints = window_checkpoints(storage, &s.name, 0, s.valid_len)?;
             }
             match &s.problem {
                 Some(p) => {
@@ -294,6 +342,7 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
                     }
                     found.records += rest.records;
                     found.damaged += rest.damaged;
+                    found.checkpoints.extend(rest.checkpoints);
                 }
                 None => found.damaged += s.size - s.valid_len,
             }
@@ -307,15 +356,29 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
                 intact_records: found.records,
                 lsns: found.lsns,
                 damaged_bytes: found.damaged,
+                checkpoints: found.checkpoints,
             });
         }
     }
     let kept_last_lsn = first.last_good_lsn;
+    let next_lsn = match kept_last_lsn {
+        Some(l) => l.saturating_add(1),
+        None => first_cut.unwrap_or(1).max(floor()?),
+    };
+    // Everything the scan read before the first problem is kept.
+    let kept_checkpoint_lsn = report
+        .segments
+        .iter()
+        .filter(|s| s.id <= first.segment_id)
+        .filter_map(|s| s.last_checkpoint_lsn)
+        .max();
     Ok(Plan {
         verdict: Verdict::Cut,
         cuts,
         kept_first_lsn: kept_last_lsn.and(report.first_lsn),
         kept_last_lsn,
+        next_lsn,
+        kept_checkpoint_lsn,
         ..base
     })
 }
@@ -326,6 +389,17 @@ struct Survey {
     records: u64,
     lsns: Vec<LsnRange>,
     damaged: u64,
+    /// LSNs of the intact checkpoints.
+    checkpoints: Vec<u64>,
+    /// LSN of the first intact record, and how many damaged records (framing whole)
+    /// were stepped over before it.
+    first_lsn: Option<u64>,
+    steps_before_first: u64,
+    /// Damaged records stepped over in all.
+    steps: u64,
+    /// Whether the range was framed record by record to its end (so `steps` counts
+    /// every record in it that is not intact).
+    complete: bool,
 }
 
 impl Survey {
@@ -358,15 +432,20 @@ fn survey(storage: &Arc<dyn Storage>, name: &str, from: u64, size: u64) -> Resul
             start: pos,
             end: size,
         });
-        let report = scan_log(window, ScanOptions::default(), |_| {})?;
-        let Some(s) = report.segments.first() else {
+        let Some((s, checkpoints)) = scan_window(window)? else {
             break;
         };
+        out.checkpoints.extend(checkpoints);
         if let (Some(a), Some(b)) = (s.first_lsn, s.last_lsn) {
             out.add(a, b, s.records);
+            if out.first_lsn.is_none() {
+                out.first_lsn = Some(a);
+                out.steps_before_first = out.steps;
+            }
         }
         let Some(p) = &s.problem else {
             pos = size;
+            out.complete = true;
             break;
         };
         let at = pos + p.offset;
@@ -378,6 +457,7 @@ fn survey(storage: &Arc<dyn Storage>, name: &str, from: u64, size: u64) -> Resul
             ProblemKind::CrcMismatch { .. } | ProblemKind::Undecodable { .. } => {
                 frame_len(storage.as_ref(), name, at, size)?.map(|n| {
                     out.damaged += n;
+                    out.steps += 1;
                     at + n
                 })
             }
@@ -392,8 +472,46 @@ fn survey(storage: &Arc<dyn Storage>, name: &str, from: u64, size: u64) -> Resul
             }
         }
     }
+    if pos >= size {
+        out.complete = true;
+    }
     out.damaged += size - pos;
     Ok(out)
+}
+
+/// Scans a read-only window onto one segment: its summary and the LSNs of its
+/// intact checkpoints (`None`: nothing to scan).
+fn scan_window(window: Arc<dyn Storage>) -> Result<Option<(SegmentSummary, Vec<u64>)>> {
+    let mut scanner = Scanner::new(window, ScanOptions::default())?;
+    let mut checkpoints = Vec::new();
+    while let Some(ev) = scanner.next()? {
+        if let Event::Record(r) = ev {
+            if r.checkpoint {
+                checkpoints.push(r.lsn);
+            }
+        }
+    }
+    Ok(scanner
+        .summaries()
+        .first()
+        .cloned()
+        .map(|s| (s, checkpoints)))
+}
+
+/// LSNs of the intact checkpoints in bytes `from..to` of segment `name`.
+fn window_checkpoints(
+    storage: &Arc<dyn Storage>,
+    name: &str,
+    from: u64,
+    to: u64,
+) -> Result<Vec<u64>> {
+    let window: Arc<dyn Storage> = Arc::new(Window {
+        inner: storage.clone(),
+        name: name.to_string(),
+        start: from,
+        end: to,
+    });
+    Ok(scan_window(window)?.map(|(_, c)| c).unwrap_or_default())
 }
 
 /// Size on disk of the record framed at `at`, when its length prefix is sane and the
@@ -536,6 +654,8 @@ pub struct Applied {
     pub quarantine: Option<Manifest>,
     /// A scan of the log after the cuts (`None` when nothing was cut).
     pub after: Option<ScanReport>,
+    /// What went wrong after the cuts without undoing them.
+    pub warnings: Vec<String>,
 }
 
 fn take_lock(storage: &dyn Storage) -> Result<Box<dyn Any + Send + Sync>> {
@@ -562,13 +682,30 @@ fn take_lock(storage: &dyn Storage) -> Result<Box<dyn Any + Send + Sync>> {
 /// says why. An error part-way (or a crash) loses nothing; calling `apply` again
 /// finishes the job.
 pub fn apply(storage: Arc<dyn Storage>, policy: Policy) -> Result<Applied> {
+    apply_with(storage, policy, None)
+}
+
+/// [`apply`], saving the cut bytes in the directory kept by `quarantine` instead of
+/// the log's own `.walctl-quarantine/` (`None`), for instance on another file system
+/// when the log's is full.
+pub fn apply_with(
+    storage: Arc<dyn Storage>,
+    policy: Policy,
+    quarantine: Option<&dyn Storage>,
+) -> Result<Applied> {
     let _lock = take_lock(storage.as_ref())?;
-    let plan = plan(storage.clone(), policy)?;
+    let mut plan = plan(storage.clone(), policy)?;
+    if let (Some(q), None) = (quarantine, plan.kept_last_lsn) {
+        // Where earlier cuts kept elsewhere left the log counts too.
+        let floor = quarantine::lsn_floor_at(quarantine::Location::dir(q))?;
+        plan.next_lsn = plan.next_lsn.max(floor.unwrap_or(1));
+    }
     if plan.verdict != Verdict::Cut {
         return Ok(Applied {
             plan,
             quarantine: None,
             after: None,
+            warnings: Vec::new(),
         });
     }
     let cuts: Vec<Cut> = plan
@@ -580,9 +717,21 @@ pub fn apply(storage: Arc<dyn Storage>, policy: Policy) -> Result<Applied> {
             whole_file: c.action == CutAction::Remove,
         })
         .collect();
-    let manifest = quarantine::save(storage.as_ref(), &plan.reason(), policy.name(), &cuts)?;
+    let reason = plan.reason();
+    let info = quarantine::CutInfo {
+        reason: &reason,
+        policy: policy.name(),
+        next_lsn: Some(plan.next_lsn),
+    };
+    let q = location(storage.as_ref(), quarantine);
+    let manifest =
+        quarantine::save_at(storage.as_ref(), q, info, &cuts).map_err(|e| Error::SaveFailed {
+            quarantine: q.path(),
+            last_lsn: plan.problems.first().and_then(|p| p.last_good_lsn),
+            source: Box::new(e),
+        })?;
     check_saved(&plan, &manifest)?;
-    quarantine::verify(storage.as_ref(), &manifest)?;
+    quarantine::verify_at(q, &manifest)?;
 
     let root = storage.root().to_path_buf();
     for c in plan.cuts.iter().rev() {
@@ -605,11 +754,39 @@ pub fn apply(storage: Arc<dyn Storage>, policy: Policy) -> Result<Applied> {
                 .map_err(|e| Error::io("fsync", &root, e))?;
         }
     }
+    let mut warnings = Vec::new();
+    if q.is_separate() && plan.kept_last_lsn.is_none() {
+        // The log keeps no record: a writer opened without the other directory must
+        // still continue at the next LSN. A copy-less entry in the log's own
+        // quarantine says where it is (the cut freed the space it takes).
+        let reason = format!(
+            "the log keeps no record after this cut; its bytes are in quarantine entry {} \
+             in {}, and the next LSN is {}",
+            manifest.id,
+            q.path().display(),
+            plan.next_lsn
+        );
+        let info = quarantine::CutInfo {
+            reason: &reason,
+            policy: policy.name(),
+            next_lsn: Some(plan.next_lsn),
+        };
+        let in_log = quarantine::Location::in_log(storage.as_ref());
+        if let Err(e) = quarantine::save_at(storage.as_ref(), in_log, info, &[]) {
+            warnings.push(format!(
+                "could not note the next LSN ({}) in the log's own quarantine ({e}): give \
+                 --quarantine-dir {} to the next writer, so that LSNs do not restart at 1",
+                plan.next_lsn,
+                q.path().display()
+            ));
+        }
+    }
     let after = scan_log(storage.clone(), ScanOptions::default(), |_| {})?;
     Ok(Applied {
         plan,
         quarantine: Some(manifest),
         after: Some(after),
+        warnings,
     })
 }
 
@@ -650,8 +827,19 @@ pub struct Restored {
 /// lock; see [`quarantine::restore`] for when it refuses (nothing changed) and why
 /// it is idempotent and safe to rerun after a crash.
 pub fn restore(storage: Arc<dyn Storage>, id: &str) -> Result<Restored> {
+    restore_with(storage, id, None)
+}
+
+/// [`restore`] of an entry kept in the directory of `quarantine` (`None`: the log's
+/// own).
+pub fn restore_with(
+    storage: Arc<dyn Storage>,
+    id: &str,
+    quarantine: Option<&dyn Storage>,
+) -> Result<Restored> {
     let _lock = take_lock(storage.as_ref())?;
-    let items = quarantine::restore(storage.as_ref(), id)?;
+    let q = location(storage.as_ref(), quarantine);
+    let items = quarantine::restore_at(storage.as_ref(), q, id)?;
     let after = scan_log(storage.clone(), ScanOptions::default(), |_| {})?;
     Ok(Restored {
         id: id.to_string(),
@@ -664,4 +852,15 @@ pub fn restore(storage: Arc<dyn Storage>, id: &str) -> Result<Restored> {
 /// cannot be read (reads only).
 pub fn list_quarantine(storage: &dyn Storage) -> Result<Vec<(String, Result<Manifest>)>> {
     quarantine::entries(storage)
+}
+
+/// The entries of the log's own quarantine, or of the directory of `quarantine`.
+fn location<'a>(
+    log: &'a dyn Storage,
+    quarantine: Option<&'a dyn Storage>,
+) -> quarantine::Location<'a> {
+    match quarantine {
+        Some(q) => quarantine::Location::dir(q),
+        None => quarantine::Location::in_log(log),
+    }
 }

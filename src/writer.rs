@@ -39,9 +39,11 @@ pub struct WalOptions {
     /// Rotate before a write when the current segment holds at least this many bytes
     /// (the reference's rule: a segment may exceed it by one record). Default 4 MiB.
     pub max_segment_size: u64,
-    /// Keep at most this many segments (0 = unlimited). Default 10. Retention only
-    /// deletes segments wholly before the newest checkpoint: without a checkpoint,
-    /// nothing is deleted.
+    /// Keep at most this many segments (0 = unlimited). Default 10, the Go
+    /// library's default. Retention only deletes segments wholly before the newest
+    /// checkpoint: without a checkpoint, nothing is deleted. What it deleted is in
+    /// [`Wal::retention`]. (The `walctl` command line defaults to 0: it deletes
+    /// history only when asked.)
     pub max_segments: usize,
     /// Durability policy. Default [`SyncPolicy::Always`].
     pub sync: SyncPolicy,
@@ -101,6 +103,56 @@ pub struct OpenReport {
     pub created_segment: bool,
 }
 
+/// A segment deleted by retention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemovedSegment {
+    /// Segment id.
+    pub id: u64,
+    /// File name.
+    pub name: String,
+    /// LSNs of the records it held, both ends included (`None`: it held none).
+    pub lsns: Option<(u64, u64)>,
+}
+
+/// What retention ([`WalOptions::max_segments`]) deleted since the log was opened
+/// ([`Wal::retention`]). Retention deletes the oldest segments first, so the deleted
+/// ids and LSNs form one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RetentionReport {
+    /// Segments deleted.
+    pub removed: u64,
+    /// Lowest and highest id deleted.
+    pub ids: Option<(u64, u64)>,
+    /// Lowest and highest LSN among the records of the deleted segments.
+    pub lsns: Option<(u64, u64)>,
+    /// The deleted segments, oldest first; only the newest [`RetentionReport::KEPT`]
+    /// are listed (the counts above cover all of them).
+    pub segments: Vec<RemovedSegment>,
+}
+
+impl RetentionReport {
+    /// How many deleted segments [`RetentionReport::segments`] lists at most.
+    pub const KEPT: usize = 1024;
+
+    fn add(&mut self, seg: RemovedSegment) {
+        self.removed += 1;
+        self.ids = Some(match self.ids {
+            Some((a, _)) => (a, seg.id),
+            None => (seg.id, seg.id),
+        });
+        if let Some((first, last)) = seg.lsns {
+            self.lsns = Some(match self.lsns {
+                Some((a, _)) => (a, last),
+                None => (first, last),
+            });
+        }
+        if self.segments.len() == Self::KEPT {
+            self.segments.remove(0);
+        }
+        self.segments.push(seg);
+    }
+}
+
 /// Counts of a writer's data fsyncs since it opened: how well group commit shares
 /// them out ([`Wal::sync_stats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -151,7 +203,10 @@ struct State {
     poisoned: Option<String>,
     closed: bool,
     shutdown: bool,
-    segments: VecDeque<u64>,
+    /// The log's segments, oldest first: (id, LSN its first record has or will have).
+    segments: VecDeque<(u64, u64)>,
+    /// What retention deleted.
+    retention: RetentionReport,
     /// (segment id, lsn) of the newest checkpoint.
     newest_checkpoint: Option<(u64, u64)>,
 }
@@ -248,6 +303,18 @@ impl Wal {
 
     /// Opens the log kept by `storage` (tests pass a fault-injecting one).
     pub fn open_with_storage(storage: Arc<dyn Storage>, opts: WalOptions) -> Result<Wal> {
+        Self::open_with_quarantine(storage, opts, None)
+    }
+
+    /// [`Wal::open_with_storage`], saving a torn tail cut at open in the directory
+    /// kept by `quarantine` instead of the log's own `.walctl-quarantine/` (`None`),
+    /// for instance on another file system when the log's is full. A log without
+    /// records also takes its next LSN from the entries there.
+    pub fn open_with_quarantine(
+        storage: Arc<dyn Storage>,
+        opts: WalOptions,
+        quarantine: Option<Arc<dyn Storage>>,
+    ) -> Result<Wal> {
         opts.validate()?;
         let root = storage.root().to_path_buf();
         let guard = match storage
@@ -264,7 +331,11 @@ impl Wal {
             }
         };
         let scan = scan_log(storage.clone(), ScanOptions::default(), |_| {})?;
-        let repaired_tail = Self::repair_torn_tail(storage.as_ref(), &scan)?;
+        let q = match &quarantine {
+            Some(q) => quarantine::Location::dir(q.as_ref()),
+            None => quarantine::Location::in_log(storage.as_ref()),
+        };
+        let repaired_tail = Self::repair_torn_tail(storage.as_ref(), q, &scan)?;
         let io_err = |op, name: &str| {
             let path = root.join(name);
             move |e| Error::io(op, path, e)
@@ -293,10 +364,30 @@ impl Wal {
         };
         let last_lsn = scan.last_lsn;
         // Saturating: a log ending at LSN u64::MAX opens, and refuses every append.
-        let next_lsn = last_lsn.map_or(1, |l| l.saturating_add(1));
-        let mut segments: VecDeque<u64> = scan.segments.iter().map(|s| s.id).collect();
+        // A log without records continues where an earlier cut left off, never at 1
+        // again (the quarantine records where).
+        let next_lsn = match last_lsn {
+            Some(l) => l.saturating_add(1),
+            None => {
+                let mut floor = quarantine::lsn_floor(storage.as_ref())?;
+                if q.is_separate() {
+                    floor = floor.max(quarantine::lsn_floor_at(q)?);
+                }
+                floor.unwrap_or(1).max(1)
+            }
+        };
+        // Segments are contiguous in LSN: one without records starts where the next
+        // record goes.
+        let mut segments: VecDeque<(u64, u64)> = VecDeque::new();
+        let mut start = next_lsn;
+        for s in scan.segments.iter().rev() {
+            if let Some(first) = s.first_lsn {
+                start = first;
+            }
+            segments.push_front((s.id, start));
+        }
         if segments.is_empty() {
-            segments.push_back(seg_id);
+            segments.push_back((seg_id, next_lsn));
         }
         let state = State {
             buf: Vec::with_capacity(64 * 1024),
@@ -304,8 +395,8 @@ impl Wal {
             next_lsn,
             seg_id,
             seg_size,
-            appended_lsn: last_lsn.unwrap_or(0),
-            synced_lsn: last_lsn.unwrap_or(0),
+            appended_lsn: last_lsn.unwrap_or(next_lsn - 1),
+            synced_lsn: last_lsn.unwrap_or(next_lsn - 1),
             syncing: false,
             gathering: false,
             pending: 0,
@@ -315,6 +406,7 @@ impl Wal {
             closed: false,
             shutdown: false,
             segments,
+            retention: RetentionReport::default(),
             newest_checkpoint: scan.newest_checkpoint.map(|c| (c.segment_id, c.lsn)),
         };
         let inner = Arc::new(Inner {
@@ -356,7 +448,11 @@ impl Wal {
         })
     }
 
-    fn repair_torn_tail(storage: &dyn Storage, scan: &ScanReport) -> Result<Option<TailRepair>> {
+    fn repair_torn_tail(
+        storage: &dyn Storage,
+        q: quarantine::Location<'_>,
+        scan: &ScanReport,
+    ) -> Result<Option<TailRepair>> {
         let mut problems = scan.problems();
         let Some(problem) = problems.next() else {
             return Ok(None);
@@ -375,16 +471,26 @@ impl Wal {
             .find(|s| s.id == problem.segment_id)
             .expect("a problem names a scanned segment");
         let reason = format!("torn tail found when opening for write: {problem}");
-        let manifest = quarantine::save(
-            storage,
-            &reason,
-            "open",
-            &[Cut {
-                file: seg.name.clone(),
-                offset: problem.offset,
-                whole_file: false,
-            }],
-        )?;
+        let next_lsn = match scan.last_lsn {
+            Some(l) => Some(l.saturating_add(1)),
+            None => quarantine::lsn_floor(storage)?.max(quarantine::lsn_floor_at(q)?),
+        };
+        let info = quarantine::CutInfo {
+            reason: &reason,
+            policy: "open",
+            next_lsn,
+        };
+        let cut = [Cut {
+            file: seg.name.clone(),
+            offset: problem.offset,
+            whole_file: false,
+        }];
+        let manifest =
+            quarantine::save_at(storage, q, info, &cut).map_err(|e| Error::SaveFailed {
+                quarantine: q.path(),
+                last_lsn: scan.last_lsn,
+                source: Box::new(e),
+            })?;
         storage
             .truncate(&seg.name, problem.offset)
             .map_err(|e| Error::io("truncate", storage.root().join(&seg.name), e))?;
@@ -420,6 +526,12 @@ impl Wal {
     /// The last LSN known durable.
     pub fn durable_lsn(&self) -> u64 {
         lock(&self.inner.state).synced_lsn
+    }
+
+    /// What retention ([`WalOptions::max_segments`]) deleted since the log was
+    /// opened: how many segments, which ids, which LSNs.
+    pub fn retention(&self) -> RetentionReport {
+        lock(&self.inner.state).retention.clone()
     }
 
     /// What this writer's fsyncs did so far: how many, how many records they made
@@ -642,7 +754,7 @@ impl Inner {
         drop(io);
         st.seg_id = id;
         st.seg_size = 0;
-        st.segments.push_back(id);
+        st.segments.push_back((id, st.next_lsn));
         self.apply_retention(st)
     }
 
@@ -657,15 +769,24 @@ impl Inner {
         }
         let mut removed = false;
         while st.segments.len() > max {
-            let oldest = st.segments[0];
+            let (oldest, first) = st.segments[0];
             match st.newest_checkpoint {
                 Some((cp_seg, _)) if oldest < cp_seg => {}
                 _ => break,
             }
-            if self.storage.remove_file(&segment_name(oldest)).is_err() {
+            let name = segment_name(oldest);
+            if self.storage.remove_file(&name).is_err() {
                 break;
             }
             st.segments.pop_front();
+            // The next segment's first LSN ends this one's run (there is one: the
+            // segment just created is never deleted).
+            let end = st.segments.front().map_or(st.next_lsn, |s| s.1);
+            st.retention.add(RemovedSegment {
+                id: oldest,
+                name,
+                lsns: (end > first).then(|| (first, end - 1)),
+            });
             removed = true;
         }
         if removed {

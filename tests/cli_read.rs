@@ -1128,7 +1128,7 @@ fn completions_man_version_and_usage_errors() {
         assert!(help.contains("Examples:"), "{cmd}");
         assert!(help.contains(&format!("walctl {cmd} --dir")), "{cmd}");
         assert!(
-            help.contains("--json") && help.contains("Exit status"),
+            help.contains("--json") && help.contains("Exit codes"),
             "{cmd}"
         );
         assert!(help.lines().count() > 15, "{cmd}");

@@ -755,3 +755,207 @@ fn the_failing_append_does_not_claim_that_nothing_was_written() {
         tail.map_or(0, |t| t.bytes.len())
     );
 }
+
+// ---------------------------------------------------------------------------------
+// (e) what a full disk's refusal says, and --quarantine-dir on another file system
+
+/// A log on `mnt` with LSN 1..=5 intact and a torn sixth record of over 5 KB, then
+/// the file system filled. Returns (log dir, the torn tail, the filler).
+fn torn_log_on_a_full_disk(mnt: &Tmpfs) -> (PathBuf, Tail, PathBuf) {
+    let dir = mnt.path.join("log");
+    let wal = Wal::open(&dir, lib_opts(1 << 20)).unwrap();
+    for i in 0..5 {
+        wal.append(&entry(i)).unwrap();
+    }
+    let big: Vec<u8> = (0..12_000u32).map(|i| (i % 200) as u8).collect();
+    wal.append(&big).unwrap();
+    wal.close().unwrap();
+    drop(wal);
+    let seg = dir.join("segment-0");
+    let (entries, _) = read_log(&dir);
+    let last = entries.last().unwrap();
+    let size = fs::metadata(&seg).unwrap().len();
+    cut(&seg, last.offset + (size - last.offset) / 2);
+    let tail = Tail {
+        segment: "segment-0".into(),
+        offset: last.offset,
+        bytes: fs::read(&seg).unwrap()[last.offset as usize..].to_vec(),
+    };
+    let filler = mnt.path.join("filler");
+    fill(&filler);
+    assert!(mnt.free() < 4096);
+    (dir, tail, filler)
+}
+
+#[test]
+fn a_full_disk_refusal_says_what_happened_and_what_to_do() {
+    let Some(mnt) = Tmpfs::mount("full_disk_message", "size=128k") else {
+        return;
+    };
+    let (dir, _tail, _filler) = torn_log_on_a_full_disk(&mnt);
+    let before = segment_digests(&dir);
+    let cases: [(&str, &[&str]); 3] = [
+        ("truncate-corrupt", &["--apply"]),
+        ("append", &["x"]),
+        ("checkpoint", &["x"]),
+    ];
+    for (sub, args) in cases {
+        let out = run(&mut walctl(sub, &dir, args));
+        assert_eq!(out.status.code(), Some(1), "{sub}: {}", stderr_of(&out));
+        let err = one_error_line(&out);
+        for want in [
+            ENOSPC_TEXT,
+            "nothing was cut: the log is as it was, every acknowledged record still in it (the \
+             last intact one is LSN 5)",
+            "free space on the file system of",
+            "or rerun with --quarantine-dir DIR on another file system",
+        ] {
+            assert!(err.contains(want), "{sub}: {want:?} in {err}");
+        }
+        assert_eq!(segment_digests(&dir), before, "{sub} changed the log");
+    }
+}
+
+#[test]
+fn quarantine_dir_on_another_file_system_lets_a_repair_through_a_full_disk() {
+    let Some(mnt) = Tmpfs::mount("quarantine_dir", "size=128k") else {
+        return;
+    };
+    let (dir, tail, _filler) = torn_log_on_a_full_disk(&mnt);
+    let before = segment_digests(&dir);
+    // Another file system: the test's temporary directory, not the tmpfs.
+    let elsewhere = tempdir();
+    let qdir = elsewhere.path().join("saved");
+    let q = qdir.to_str().unwrap();
+
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--apply", "--quarantine-dir", q, "--json"],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["quarantine_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        v["quarantine_dir"].as_str().unwrap(),
+        qdir.join(&id).to_str().unwrap()
+    );
+    assert_eq!(
+        fs::metadata(dir.join("segment-0")).unwrap().len(),
+        tail.offset
+    );
+    assert_eq!(verify_code(&dir), Some(0));
+    // The bytes are in DIR/<id>, and the manifest says where they went and whence.
+    let m: quarantine::Manifest =
+        serde_json::from_slice(&fs::read(qdir.join(&id).join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m.saved_in.as_deref(), qdir.join(&id).to_str());
+    assert_eq!(m.log_dir.as_deref(), dir.to_str());
+    assert_eq!(m.next_lsn, Some(6));
+    let saved = fs::read(qdir.join(&id).join(&m.items[0].saved_as)).unwrap();
+    assert!(
+        saved == tail.bytes,
+        "the saved copy differs from the torn tail"
+    );
+    assert!(!dir.join(quarantine::QUARANTINE_DIR).exists());
+
+    // Listing finds it with the same flag, and says where to look without it.
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--list-quarantine"],
+    ));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--list-quarantine", "--json", "--quarantine-dir", q],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["id"], id.as_str());
+    // Restore needs the flag too; without it the entry is not there.
+    let out = run(&mut walctl("truncate-corrupt", &dir, &["--restore", &id]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = one_error_line(&out);
+    assert!(err.contains("no quarantine entry"), "{err}");
+    let out = run(&mut walctl(
+        "truncate-corrupt",
+        &dir,
+        &["--restore", &id, "--quarantine-dir", q],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(segment_digests(&dir), before, "restore is byte for byte");
+
+    // A writer repairing the tail at open takes the same flag.
+    let out = run(&mut walctl(
+        "append",
+        &dir,
+        &["--quarantine-dir", q, "next"],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(lsn_lines(&out), vec![6]);
+    assert!(
+        stderr_of(&out).contains(qdir.to_str().unwrap()),
+        "{}",
+        stderr_of(&out)
+    );
+    let ids: Vec<String> = fs::read_dir(&qdir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(!dir.join(quarantine::QUARANTINE_DIR).exists());
+}
+
+#[test]
+fn an_append_that_fills_the_disk_says_what_is_durable_and_what_to_do() {
+    let Some(mnt) = Tmpfs::mount("append_full_message", "size=128k") else {
+        return;
+    };
+    let dir = mnt.path.join("log");
+    let out = run(&mut walctl("append", &dir, &["a", "b", "c"]));
+    assert_eq!(lsn_lines(&out), vec![1, 2, 3]);
+    fill(&mnt.path.join("filler"));
+    // Lines acknowledged one by one until the disk refuses one.
+    let mut child = walctl("append", &dir, &[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut acked = Vec::new();
+    for i in 0..1000 {
+        let line = format!("{}\n", "x".repeat(1000 + i));
+        if stdin
+            .write_all(line.as_bytes())
+            .and_then(|()| stdin.flush())
+            .is_err()
+        {
+            break;
+        }
+        let mut ack = String::new();
+        if stdout.read_line(&mut ack).unwrap() == 0 {
+            break;
+        }
+        acked.push(ack.trim().parse::<u64>().unwrap());
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let err = read_stderr(&mut child);
+    assert_eq!(status.code(), Some(1), "{err}");
+    let err = one_error_line_of(&err);
+    let durable = match acked.last() {
+        Some(l) => format!("every LSN printed, up to {l}, is durable"),
+        None => "no LSN was printed".to_string(),
+    };
+    for want in [
+        ENOSPC_TEXT,
+        durable.as_str(),
+        "free space on that file system and run the command again",
+    ] {
+        assert!(err.contains(want), "{want:?} in {err}");
+    }
+}

@@ -400,7 +400,7 @@ fn binary_dry_run_changes_nothing_and_apply_cuts_the_torn_tail() {
         let o = run(&dir, &["--json"]);
         assert_eq!(code(&o), 3);
         let v = json(&o);
-        assert_eq!(v["status"], "would-cut");
+        assert_eq!(v["status"], "would_cut");
         assert_eq!(v["worst"], "torn_tail");
         assert_eq!(v["cuts"][0]["segment"], last.segment.as_str());
         assert_eq!(v["cuts"][0]["offset"], last.offset);

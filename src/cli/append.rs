@@ -24,10 +24,11 @@ use base64::Engine;
 use serde::Serialize;
 use walctl::codec::MAX_DATA_LEN;
 use walctl::quarantine::QUARANTINE_DIR;
+use walctl::segment::segment_name;
 use walctl::storage::FileStorage;
 use walctl::writer::{SyncPolicy, Wal, WalOptions};
 
-use super::{output, DirArg, Exit};
+use super::{output, DirArg, Exit, QuarantineArg};
 
 /// A batch is committed once it holds this many data bytes...
 const BATCH_MAX_BYTES: usize = 4 << 20;
@@ -139,9 +140,10 @@ pub struct WriterArgs {
     #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_size)]
     max_segment_size: u64,
 
-    /// Keep at most N segments (0 = unlimited). Only segments wholly before the
-    /// newest checkpoint are ever deleted.
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    /// Delete the oldest segments beyond N (0, the default: delete nothing). Only
+    /// segments wholly before the newest checkpoint are ever deleted, and the ones
+    /// deleted are named on stderr. (The library's default is 10, as in Go.)
+    #[arg(long, value_name = "N", default_value_t = 0)]
     max_segments: usize,
 
     /// When entries are made durable. Exit 0 always means durable: the log is
@@ -152,6 +154,10 @@ pub struct WriterArgs {
     /// Milliseconds between background fsyncs with --sync interval [default: 200].
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     sync_interval_ms: Option<u64>,
+
+    /// Where a torn tail cut at open is saved (see truncate-corrupt).
+    #[command(flatten)]
+    pub quarantine: QuarantineArg,
 }
 
 impl WriterArgs {
@@ -256,39 +262,84 @@ pub fn decode_into(enc: Encoding, input: &[u8], out: &mut Vec<u8>) -> Result<(),
                 e.valid_up_to()
             )),
         },
-        Encoding::Hex => {
-            if input.len() % 2 != 0 {
-                Err(format!(
-                    "invalid hex: odd number of digits ({})",
-                    input.len()
-                ))
-            } else {
-                out.reserve(input.len() / 2);
-                input
-                    .chunks_exact(2)
-                    .enumerate()
-                    .try_for_each(|(i, pair)| {
-                        let hi = hex_nibble(pair[0]).ok_or(2 * i)?;
-                        let lo = hex_nibble(pair[1]).ok_or(2 * i + 1)?;
-                        out.push(hi << 4 | lo);
-                        Ok(())
-                    })
-                    .map_err(|pos: usize| {
-                        format!(
-                            "invalid hex digit {} at byte {pos}",
-                            describe_byte(input[pos])
-                        )
-                    })
-            }
-        }
-        Encoding::Base64 => base64_engine()
-            .decode_vec(input, out)
-            .map_err(|e| format!("invalid base64: {e}")),
+        Encoding::Hex => decode_hex(input, out),
+        Encoding::Base64 => decode_base64(input, out),
     };
     if res.is_err() {
         out.truncate(before);
     }
     res
+}
+
+/// Hex digits, two per byte; ASCII whitespace anywhere is ignored (the same for
+/// arguments, lines and whole documents). Errors name the offending byte.
+fn decode_hex(input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    out.reserve(input.len() / 2);
+    let mut high: Option<(u8, usize)> = None;
+    let mut digits = 0usize;
+    for (pos, &b) in input.iter().enumerate() {
+        if b.is_ascii_whitespace() {
+            continue;
+        }
+        let Some(n) = hex_nibble(b) else {
+            return Err(format!(
+                "invalid hex digit {} at byte {pos}",
+                describe_byte(b)
+            ));
+        };
+        digits += 1;
+        match high.take() {
+            None => high = Some((n, pos)),
+            Some((h, _)) => out.push(h << 4 | n),
+        }
+    }
+    match high {
+        None => Ok(()),
+        Some((_, pos)) => Err(format!(
+            "invalid hex: odd number of digits ({digits}, whitespace not counted): the last, {} \
+             at byte {pos}, has no pair",
+            describe_byte(input[pos])
+        )),
+    }
+}
+
+/// Standard base64; ASCII whitespace anywhere is ignored. Errors name the offending
+/// byte by its place in `input`.
+fn decode_base64(input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    let compact: std::borrow::Cow<[u8]> = if input.iter().any(u8::is_ascii_whitespace) {
+        input
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect::<Vec<u8>>()
+            .into()
+    } else {
+        input.into()
+    };
+    // Where the n-th byte that is not whitespace sits in `input`.
+    let original = |n: usize| {
+        input
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| !b.is_ascii_whitespace())
+            .nth(n)
+            .map_or(input.len(), |(i, _)| i)
+    };
+    base64_engine()
+        .decode_vec(&compact, out)
+        .map_err(|e| match e {
+            base64::DecodeError::InvalidByte(at, b) => format!(
+                "invalid base64: {} at byte {}",
+                describe_byte(b),
+                original(at)
+            ),
+            base64::DecodeError::InvalidLastSymbol(at, b) => format!(
+                "invalid base64: last symbol {} at byte {} leaves stray bits",
+                describe_byte(b),
+                original(at)
+            ),
+            e => format!("invalid base64: {e}"),
+        })
 }
 
 /// The longest encoded form of a record of at most [`MAX_DATA_LEN`] bytes.
@@ -315,13 +366,8 @@ pub fn decode_whole(enc: Option<Encoding>, raw: Vec<u8>, what: &str) -> anyhow::
             out
         }
         Some(enc) => {
-            let compact: Vec<u8> = raw
-                .into_iter()
-                .filter(|b| !b.is_ascii_whitespace())
-                .collect();
             let mut out = Vec::new();
-            decode_into(enc, &compact, &mut out)
-                .map_err(|m| anyhow!("{what}: {m} (counting bytes with whitespace removed)"))?;
+            decode_into(enc, &raw, &mut out).map_err(|m| anyhow!("{what}: {m}"))?;
             out
         }
     };
@@ -331,23 +377,149 @@ pub fn decode_whole(enc: Option<Encoding>, raw: Vec<u8>, what: &str) -> anyhow::
     Ok(data)
 }
 
-/// Reads all of `r`, refusing (before allocating more) anything whose encoded form
-/// could not fit a record.
-fn read_bounded(mut r: impl Read, enc: Option<Encoding>, what: &str) -> anyhow::Result<Vec<u8>> {
-    // Wrapped hex/base64 carries whitespace: allow an eighth more.
-    let limit = match enc {
+/// Input held in memory while it is not yet known to fit a record; the rest waits in
+/// an unlinked temporary file, so that refused input never costs more than this.
+const IN_MEMORY_MAX: usize = 8 << 20;
+/// Bytes asked of one read of a file or of standard input read whole.
+const WHOLE_CHUNK: usize = 1 << 20;
+
+/// The most raw bytes a document may have: wrapped hex/base64 carries whitespace, so
+/// an eighth more is allowed.
+fn raw_limit(enc: Option<Encoding>) -> u64 {
+    (match enc {
         None | Some(Encoding::Utf8) => MAX_DATA_LEN,
         e => max_encoded_len(e) + max_encoded_len(e) / 8,
-    } as u64;
-    let mut buf = Vec::new();
-    (&mut r)
-        .take(limit + 1)
-        .read_to_end(&mut buf)
-        .with_context(|| format!("read {what}"))?;
-    if buf.len() as u64 > limit {
-        return Err(too_large(what));
+    }) as u64
+}
+
+/// Counts, as a document is read, the bytes its decoding can be at most.
+struct DecodedBound {
+    enc: Option<Encoding>,
+    significant: u64,
+}
+
+impl DecodedBound {
+    fn feed(&mut self, bytes: &[u8]) {
+        self.significant += match self.enc {
+            None | Some(Encoding::Utf8) => bytes.len(),
+            Some(Encoding::Hex) => bytes.iter().filter(|b| !b.is_ascii_whitespace()).count(),
+            Some(Encoding::Base64) => bytes
+                .iter()
+                .filter(|b| !b.is_ascii_whitespace() && **b != b'=')
+                .count(),
+        } as u64;
     }
-    Ok(buf)
+
+    /// Significant bytes that, read on top of those so far, make the decoding too
+    /// large for a record (at least 1 while it still fits).
+    fn room(&self) -> u64 {
+        let over = MAX_DATA_LEN as u64 + 1;
+        let needed = match self.enc {
+            None | Some(Encoding::Utf8) => over,
+            Some(Encoding::Hex) => 2 * over,
+            Some(Encoding::Base64) => (4 * over).div_ceil(3),
+        };
+        needed.saturating_sub(self.significant).max(1)
+    }
+
+    fn decoded(&self) -> u64 {
+        match self.enc {
+            None | Some(Encoding::Utf8) => self.significant,
+            Some(Encoding::Hex) => self.significant / 2,
+            Some(Encoding::Base64) => self.significant * 3 / 4,
+        }
+    }
+}
+
+fn refused_after(what: &str, read: u64) -> anyhow::Error {
+    anyhow!(
+        "{what} is larger than the maximum record size ({MAX_DATA_LEN} bytes): refused after \
+         reading {read} bytes of it; nothing was written"
+    )
+}
+
+/// Reads all of `r`, stopping as soon as what was read cannot fit a record (at most
+/// the limit plus one byte is read). Past [`IN_MEMORY_MAX`] bytes the input waits in
+/// an unlinked temporary file until it is known to fit, so refused input costs
+/// little memory, however large it is.
+fn read_bounded(mut r: impl Read, enc: Option<Encoding>, what: &str) -> anyhow::Result<Vec<u8>> {
+    let limit = raw_limit(enc);
+    let mut bound = DecodedBound {
+        enc,
+        significant: 0,
+    };
+    let mut mem = Vec::new();
+    let mut spill: Option<std::fs::File> = None;
+    let mut chunk = vec![0u8; WHOLE_CHUNK];
+    let mut total = 0u64;
+    loop {
+        // Never past the byte that shows the input cannot fit.
+        let want = (limit + 1 - total)
+            .min(bound.room())
+            .min(WHOLE_CHUNK as u64) as usize;
+        let n = match r.read(&mut chunk[..want]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("read {what}"))),
+        };
+        if n == 0 {
+            break;
+        }
+        let bytes = &chunk[..n];
+        total += n as u64;
+        bound.feed(bytes);
+        if total > limit || bound.decoded() > MAX_DATA_LEN as u64 {
+            return Err(refused_after(what, total));
+        }
+        match &mut spill {
+            None if mem.len() + n <= IN_MEMORY_MAX => mem.extend_from_slice(bytes),
+            _ => {
+                if spill.is_none() {
+                    spill = Some(tempfile::tempfile().with_context(|| {
+                        format!("create a temporary file to hold {what} while it is read")
+                    })?);
+                }
+                let f = spill.as_mut().expect("just created");
+                f.write_all(bytes)
+                    .with_context(|| format!("buffer {what} in a temporary file"))?;
+            }
+        }
+    }
+    let Some(mut f) = spill else {
+        return Ok(mem);
+    };
+    // It fits: now it may take the memory it needs.
+    let mut all = Vec::with_capacity(total as usize);
+    all.append(&mut mem);
+    drop(mem);
+    use std::io::Seek;
+    f.rewind()
+        .and_then(|()| f.read_to_end(&mut all))
+        .with_context(|| format!("read back {what} from its temporary file"))?;
+    Ok(all)
+}
+
+/// Refuses, before reading any of it, a regular file whose size alone says it cannot
+/// fit a record.
+fn check_size(size: u64, enc: Option<Encoding>, what: &str) -> anyhow::Result<()> {
+    let limit = raw_limit(enc);
+    if size > limit {
+        bail!(
+            "{what} is {size} bytes, larger than {} ({MAX_DATA_LEN} bytes{}): refused before \
+             reading it; nothing was written",
+            if enc.is_none() || enc == Some(Encoding::Utf8) {
+                "the maximum record size".to_string()
+            } else {
+                "any encoding of the largest record can be".to_string()
+            },
+            if enc.is_none() || enc == Some(Encoding::Utf8) {
+                String::new()
+            } else {
+                format!(" decoded, {limit} bytes encoded with whitespace")
+            }
+        );
+    }
+    Ok(())
 }
 
 /// Reads a file named on the command line, checking its size before reading.
@@ -358,12 +530,23 @@ pub fn read_file_arg(path: &Path, enc: Option<Encoding>) -> anyhow::Result<Vec<u
     if meta.is_dir() {
         bail!("{what} is a directory, not a file");
     }
+    if meta.is_file() {
+        check_size(meta.len(), enc, &what)?;
+    }
     let raw = read_bounded(f, enc, &what)?;
     decode_whole(enc, raw, &what)
 }
 
-/// Reads all of standard input as one document.
+/// Reads all of standard input as one document (a regular file redirected to it is
+/// refused by its size, before it is read).
 pub fn read_stdin_whole(enc: Option<Encoding>) -> anyhow::Result<Vec<u8>> {
+    // SAFETY: fstat(2) on descriptor 0 into a struct we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(libc::STDIN_FILENO, &mut st) } == 0
+        && st.st_mode & libc::S_IFMT == libc::S_IFREG
+    {
+        check_size(st.st_size as u64, enc, "standard input")?;
+    }
     let raw = read_bounded(io::stdin().lock(), enc, "standard input")?;
     decode_whole(enc, raw, "standard input")
 }
@@ -384,13 +567,18 @@ pub fn decode_arg(enc: Option<Encoding>, arg: &OsString, n: usize) -> anyhow::Re
 
 /// Opens (creating if needed) the log for writing, saying on stderr what opening did:
 /// a created directory, a new log, a torn tail saved and cut.
-pub fn open_writer(dir: &Path, opts: WalOptions) -> anyhow::Result<Wal> {
+pub fn open_writer(dir: &Path, opts: WalOptions, q: &QuarantineArg) -> anyhow::Result<Wal> {
     let (storage, created) = FileStorage::create(dir)
         .with_context(|| format!("open log directory {}", dir.display()))?;
     if created {
         output::note(format!("created log directory {}", dir.display()));
     }
-    let wal = Wal::open_with_storage(Arc::new(storage), opts)?;
+    let quarantine = q.open(true)?;
+    let saved_in = match &quarantine {
+        Some(q) => q.root().to_path_buf(),
+        None => dir.join(QUARANTINE_DIR),
+    };
+    let wal = Wal::open_with_quarantine(Arc::new(storage), opts, quarantine)?;
     let report = wal.open_report();
     if let Some(r) = &report.repaired_tail {
         output::note(format!(
@@ -399,7 +587,7 @@ pub fn open_writer(dir: &Path, opts: WalOptions) -> anyhow::Result<Wal> {
             r.offset,
             r.bytes,
             r.quarantine_id,
-            dir.join(QUARANTINE_DIR).join(&r.quarantine_id).display()
+            saved_in.join(&r.quarantine_id).display()
         ));
     }
     if report.created_segment && !created {
@@ -420,6 +608,7 @@ pub fn close_after(wal: &Wal, work: anyhow::Result<()>) -> (anyhow::Result<()>, 
         .close()
         .with_context(|| format!("closing {}", wal.storage().root().display()));
     let ok = closed.is_ok();
+    note_retention(wal);
     let res = match (work, closed) {
         (Ok(()), c) => c,
         (Err(e), Ok(())) => Err(e),
@@ -430,6 +619,30 @@ pub fn close_after(wal: &Wal, work: anyhow::Result<()>) -> (anyhow::Result<()>, 
         (Err(e), Err(c)) => Err(anyhow!("{e:#}; closing the log also failed: {c:#}")),
     };
     (res, ok)
+}
+
+/// Says on stderr which segments retention (`--max-segments`) deleted, if any.
+fn note_retention(wal: &Wal) {
+    let r = wal.retention();
+    let Some((a, b)) = r.ids else {
+        return;
+    };
+    let names = if a == b {
+        segment_name(a)
+    } else {
+        format!("{}..{}", segment_name(a), segment_name(b))
+    };
+    let lsns = match r.lsns {
+        Some((x, y)) if x == y => format!("LSN {x}"),
+        Some((x, y)) => format!("LSN {x}-{y}"),
+        None => "no records".to_string(),
+    };
+    output::note(format_args!(
+        "retention (--max-segments {}) deleted {}: {names} ({lsns}), all before the newest \
+         checkpoint",
+        wal.options().max_segments,
+        output::count(r.removed, "segment", "segments"),
+    ));
 }
 
 fn is_poisoned(e: &anyhow::Error) -> bool {
@@ -538,14 +751,17 @@ impl<W: Write> Sink for Committer<'_, W> {
             return Ok(());
         }
         let dir = self.wal.storage().root();
-        let (first, last) = self
-            .wal
-            .append_batch(&batch.slices())
-            .with_context(|| format!("appending to {}", dir.display()))?;
+        let acked = self.last;
+        let what = || match acked {
+            Some(l) => format!(
+                "appending to {} (every LSN printed, up to {l}, is durable)",
+                dir.display()
+            ),
+            None => format!("appending to {} (no LSN was printed)", dir.display()),
+        };
+        let (first, last) = self.wal.append_batch(&batch.slices()).with_context(what)?;
         if self.flush_os {
-            self.wal
-                .flush()
-                .with_context(|| format!("appending to {}", dir.display()))?;
+            self.wal.flush().with_context(what)?;
         }
         batch.clear();
         self.first.get_or_insert(first);
@@ -659,18 +875,24 @@ pub fn pump(input: &mut impl Input, split: Split, sink: &mut impl Sink) -> anyho
     let mut base: u64 = 0;
     let mut pieces: u64 = 0;
     let mut batch = Batch::default();
+    // `buf` holds input left over after a long piece: look at it before reading more.
+    let mut carried = false;
     loop {
-        let len = buf.len();
-        buf.resize(len + READ_CHUNK, 0);
-        let n = match input.read(&mut buf[len..]) {
-            Ok(n) => n,
-            Err(e) => {
-                sink.commit(&mut batch)?;
-                return Err(anyhow::Error::new(e).context("read standard input"));
-            }
+        let eof = if std::mem::take(&mut carried) {
+            false
+        } else {
+            let len = buf.len();
+            buf.resize(len + READ_CHUNK, 0);
+            let n = match input.read(&mut buf[len..]) {
+                Ok(n) => n,
+                Err(e) => {
+                    sink.commit(&mut batch)?;
+                    return Err(anyhow::Error::new(e).context("read standard input"));
+                }
+            };
+            buf.truncate(len + n);
+            n == 0
         };
-        buf.truncate(len + n);
-        let eof = n == 0;
 
         let mut start = 0usize;
         while start < buf.len() {
@@ -707,6 +929,46 @@ pub fn pump(input: &mut impl Input, split: Split, sink: &mut impl Sink) -> anyho
         if eof {
             return sink.commit(&mut batch);
         }
+        if buf.len() > IN_MEMORY_MAX {
+            // One piece longer than what input may hold in memory before it is known
+            // to fit: the rest of it waits in a temporary file.
+            let long = match long_piece(input, split, &mut buf) {
+                Ok(l) => l,
+                Err(e) => {
+                    sink.commit(&mut batch)?;
+                    return Err(e);
+                }
+            };
+            let Some((raw, terminated, eof)) = long else {
+                sink.commit(&mut batch)?;
+                bail!(
+                    "standard input {} {} (byte offset {base}) is longer than any record can be ({MAX_DATA_LEN} bytes)",
+                    split.unit(),
+                    pieces + 1
+                );
+            };
+            let mut piece = &raw[..];
+            if terminated && split.strip_cr {
+                piece = piece.strip_suffix(b"\r").unwrap_or(piece);
+            }
+            pieces += 1;
+            if let Err(msg) = batch.push_decoded(split.enc, piece) {
+                sink.commit(&mut batch)?;
+                bail!(
+                    "standard input {} {pieces} (byte offset {base}): {msg}",
+                    split.unit()
+                );
+            }
+            base += raw.len() as u64 + u64::from(terminated);
+            drop(raw);
+            sink.commit(&mut batch)?;
+            if eof {
+                return Ok(());
+            }
+            searched = 0;
+            carried = true;
+            continue;
+        }
         if buf.len() > split.max_piece_len() {
             sink.commit(&mut batch)?;
             bail!(
@@ -722,6 +984,58 @@ pub fn pump(input: &mut impl Input, split: Split, sink: &mut impl Sink) -> anyho
             sink.commit(&mut batch)?;
         }
     }
+}
+
+/// Reads the rest of a piece that already fills `buf` (all of `buf` is its start)
+/// into a temporary file, stopping as soon as it cannot fit a record (`None`).
+/// Otherwise returns the whole piece, whether a terminator ended it, and whether
+/// input ended; `buf` then holds the input after the terminator.
+fn long_piece(
+    input: &mut impl Input,
+    split: Split,
+    buf: &mut Vec<u8>,
+) -> anyhow::Result<Option<(Vec<u8>, bool, bool)>> {
+    let limit = split.max_piece_len() as u64;
+    let mut bound = DecodedBound {
+        enc: split.enc,
+        significant: 0,
+    };
+    let over = MAX_DATA_LEN as u64 + u64::from(split.strip_cr);
+    bound.feed(buf);
+    let mut total = buf.len() as u64;
+    let context = "hold a long standard input line in a temporary file";
+    let mut spill = tempfile::tempfile().context(context)?;
+    spill.write_all(buf).context(context)?;
+    buf.clear();
+    buf.shrink_to(2 * READ_CHUNK);
+    let mut chunk = vec![0u8; READ_CHUNK];
+    let (terminated, eof) = loop {
+        let n = input.read(&mut chunk).context("read standard input")?;
+        if n == 0 {
+            break (false, true);
+        }
+        let (body, rest) = match memchr::memchr(split.sep, &chunk[..n]) {
+            Some(p) => (&chunk[..p], Some(&chunk[p + 1..n])),
+            None => (&chunk[..n], None),
+        };
+        total += body.len() as u64;
+        bound.feed(body);
+        if total > limit || bound.decoded() > over {
+            return Ok(None);
+        }
+        spill.write_all(body).context(context)?;
+        if let Some(rest) = rest {
+            buf.extend_from_slice(rest);
+            break (true, false);
+        }
+    };
+    let mut piece = Vec::with_capacity(total as usize);
+    use std::io::Seek;
+    spill
+        .rewind()
+        .and_then(|()| spill.read_to_end(&mut piece))
+        .context(context)?;
+    Ok(Some((piece, terminated, eof)))
 }
 
 // ---------------------------------------------------------------------------------
@@ -754,7 +1068,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         None
     };
 
-    let wal = open_writer(&args.dir.dir, opts)?;
+    let wal = open_writer(&args.dir.dir, opts, &args.writer.quarantine)?;
     let mut committer = Committer {
         wal: &wal,
         out: output::stdout(),

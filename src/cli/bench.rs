@@ -27,17 +27,20 @@ use super::{output, Exit};
 /// scan-cold (the same, evicted from the page cache first), verify and dump
 /// (`walctl verify --quiet` and `walctl dump --json` as child processes, timed, with
 /// their peak resident memory). Append knobs apply to every append workload run.
-///
-/// Examples:
-///   walctl bench
-///   walctl bench --workload buffered --entry-size 1000 --duration 5s
-///   walctl bench --workload scan,verify,dump --scan-size 1GiB
-///   walctl bench --dir /mnt/data --json
-///
-/// Exit status: 0 every workload ran; 1 a workload could not run (I/O error, a full
-/// disk, a child process that failed); 2 usage error. Speed never sets the status.
 #[derive(Debug, clap::Args)]
-#[command(verbatim_doc_comment)]
+#[command(
+    verbatim_doc_comment,
+    after_help = "\
+Examples:
+  walctl bench
+  walctl bench --workload buffered --entry-size 1000 --duration 5s
+  walctl bench --workload scan,verify,dump --scan-size 1GiB
+  walctl bench --dir /mnt/data --json
+
+Exit codes: 0 every workload ran; 1 a workload could not run (I/O error, a full
+disk, a child process that failed); 2 usage error (also --count 0 or --duration 0s).
+Speed never sets the status."
+)]
 pub struct Args {
     /// Run on this directory's file system (a temporary directory is made inside it;
     /// default: the system temporary directory).
@@ -65,7 +68,7 @@ pub struct Args {
     count: Option<u64>,
 
     /// Time per side per round of each append workload. Default 0.75s.
-    #[arg(long, value_name = "TIME", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "TIME", value_parser = parse_nonzero_duration)]
     duration: Option<Duration>,
 
     /// Sync policy of every append workload (default: each workload's own).
@@ -74,7 +77,7 @@ pub struct Args {
 
     /// The interval of `--sync interval`.
     #[arg(long, value_name = "TIME", default_value = "100ms",
-          value_parser = humantime::parse_duration)]
+          value_parser = parse_nonzero_duration)]
     sync_interval: Duration,
 
     /// Threads appending concurrently to one log, in every append workload.
@@ -413,6 +416,16 @@ fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         "ratio: walctl/baseline entries/s over all rounds (lowest-highest single round); latency: per call (one entry, or one batch); MB = 10^6 bytes on disk; peak RSS: the child process"
     )?;
     Ok(())
+}
+
+/// A duration longer than zero: a zero-length measurement has no rate, so `0s` is a
+/// usage error, like `--count 0`.
+fn parse_nonzero_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(d)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use serde::Serialize;
 
 use super::append::{
@@ -21,6 +21,7 @@ Examples:
   app dump-state | walctl checkpoint --dir /var/lib/app/wal
   walctl checkpoint --dir wal --file state.bin --json
   echo 7b7d | walctl checkpoint --dir wal --encoding hex
+  walctl checkpoint --dir wal --allow-empty ''           # an empty snapshot, on purpose
 
 {}",
         super::EXIT_CODES
@@ -50,6 +51,12 @@ pub struct Args {
     /// Take the snapshot from this file.
     #[arg(long, value_name = "PATH", conflicts_with = "data")]
     file: Option<PathBuf>,
+
+    /// Write the checkpoint even when the snapshot is empty. Without it an empty
+    /// snapshot (a failed `pg_dump | walctl checkpoint`) is refused: recovery would
+    /// start from it.
+    #[arg(long)]
+    allow_empty: bool,
 
     /// Print {"lsn":N} instead of the bare LSN.
     #[arg(long)]
@@ -82,7 +89,22 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         read_stdin_whole(args.encoding)?
     };
 
-    let wal = open_writer(&args.dir.dir, opts)?;
+    if snapshot.is_empty() && !args.allow_empty {
+        let source = if args.data.is_some() {
+            "the DATA argument is empty".to_string()
+        } else if let Some(path) = &args.file {
+            format!("{} is empty", path.display())
+        } else {
+            "standard input was empty (did the program feeding it fail?)".to_string()
+        };
+        bail!(
+            "refusing to write an empty checkpoint: {source}. Recovery starts at the newest \
+             checkpoint, so an empty one would hide the state before it. Nothing was written; \
+             pass --allow-empty if an empty snapshot is what you mean"
+        );
+    }
+
+    let wal = open_writer(&args.dir.dir, opts, &args.writer.quarantine)?;
     let mut lsn = 0;
     let work = wal
         .checkpoint(&snapshot)

@@ -35,7 +35,7 @@ Output (--json), one object per record, keys always in this order:
   len: the record's size on disk, prefix included;
   \"data_encoding\":\"base64\" or \"hex\" follows \"data\" when the payload is encoded.
 
-Exit status: 0 every record read was intact; 3 the newest segment ends with a torn
+Exit codes: 0 every record read was intact; 3 the newest segment ends with a torn
 record; 4 corruption (the problem is reported on stderr after every good record
 before it was printed); 1 the log could not be read; 2 usage error. With --to or
 --limit, dump stops reading once it has printed what was asked for.";
@@ -653,7 +653,8 @@ fn text_record(out: &mut Vec<u8>, r: &ScannedRecord<'_>, format: DataFormat, pre
         DataFormat::None => None,
         DataFormat::Auto => Some(match std::str::from_utf8(r.data) {
             Ok(text) => quoted_preview(&mut s, text, limit),
-            Err(_) => encoded_preview(&mut s, "hex:", r.data, limit, DataFormat::Hex),
+            // The encoding JSON's auto mode uses.
+            Err(_) => encoded_preview(&mut s, "base64:", r.data, limit, DataFormat::Base64),
         }),
         DataFormat::Utf8 => Some(quoted_preview(
             &mut s,

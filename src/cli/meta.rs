@@ -21,7 +21,7 @@ Examples:
   walctl completions zsh > \"${fpath[1]}/_walctl\"
   walctl completions fish > ~/.config/fish/completions/walctl.fish
 
-Exit status: 0 the script was printed; 2 usage error (an unknown shell).")]
+Exit codes: 0 the script was printed; 2 usage error (an unknown shell).")]
 pub struct CompletionsArgs {
     /// The shell.
     #[arg(value_enum)]
@@ -51,7 +51,7 @@ Examples:
   walctl man dump | man -l -
   walctl man --out-dir /usr/local/share/man/man1 && mandb -q
 
-Exit status: 0 the page was printed (or the pages written); 1 a page could not be
+Exit codes: 0 the page was printed (or the pages written); 1 a page could not be
 written; 2 usage error (an unknown command).")]
 pub struct ManArgs {
     /// Print the page of this command (walctl-COMMAND(1)) instead of walctl(1).

@@ -7,6 +7,7 @@ mod checkpoint;
 mod dump;
 mod meta;
 pub mod output;
+mod prune;
 mod repair;
 mod segments;
 mod verify;
@@ -67,9 +68,14 @@ impl DirArg {
         match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => anyhow::bail!("not a WAL directory: {} is not a directory", dir.display()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                anyhow::bail!("not a WAL directory: {} does not exist", dir.display())
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read_link(dir) {
+                Ok(target) => anyhow::bail!(
+                    "not a WAL directory: {} is a symbolic link to {}, which does not exist",
+                    dir.display(),
+                    target.display()
+                ),
+                Err(_) => anyhow::bail!("not a WAL directory: {} does not exist", dir.display()),
+            },
             Err(e) => anyhow::bail!("cannot open {}: {e}", dir.display()),
         }
         let storage = FileStorage::open(dir)
@@ -137,9 +143,88 @@ pub fn main() -> i32 {
         Ok(code) => code as i32,
         Err(e) if output::is_broken_pipe(&e) => 0,
         Err(e) => {
-            output::error_line(&e);
+            output::error_line_with(&e, what_next(&e));
             exit_for_error(&e) as i32
         }
+    }
+}
+
+/// What to do about an error that needs more than its text: bytes that could not be
+/// saved before a cut (a full disk, most often).
+fn what_next(e: &anyhow::Error) -> Option<String> {
+    let poisoned_full = e.chain().any(|c| {
+        matches!(c.downcast_ref::<Error>(), Some(Error::Poisoned(why))
+            if why.contains(&format!("(os error {})", libc::ENOSPC))
+                || why.contains(&format!("(os error {})", libc::EDQUOT)))
+    });
+    if poisoned_full {
+        return Some(
+            "to go on, free space on that file system and run the command again: the next \
+             writer saves any partial record in the quarantine, cuts it, and continues after \
+             the last durable LSN (--quarantine-dir DIR puts the saved bytes on another file \
+             system)"
+                .into(),
+        );
+    }
+    let (quarantine, source) = e.chain().find_map(|c| match c.downcast_ref::<Error>() {
+        Some(Error::SaveFailed {
+            quarantine, source, ..
+        }) => Some((quarantine, source)),
+        _ => None,
+    })?;
+    let full = std::iter::successors(Some(source.as_ref() as &dyn std::error::Error), |c| {
+        c.source()
+    })
+    .any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
+    });
+    Some(if full {
+        format!(
+            "to go on, free space on the file system of {}, or rerun with --quarantine-dir DIR \
+             on another file system (give the same --quarantine-dir to --list-quarantine and \
+             --restore later)",
+            quarantine.display()
+        )
+    } else {
+        "to go on, rerun with --quarantine-dir DIR to save the bytes somewhere else (give the \
+         same --quarantine-dir to --list-quarantine and --restore later)"
+            .to_string()
+    })
+}
+
+/// `--quarantine-dir`, shared by the commands that may cut bytes from a log.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QuarantineArg {
+    /// Keep quarantine entries (the bytes a cut saves first) in this directory
+    /// instead of .walctl-quarantine inside the log directory, e.g. on another file
+    /// system when the log's is full. Created if missing. Give the same directory to
+    /// --list-quarantine, --restore and --prune-quarantine.
+    #[arg(long, value_name = "DIR")]
+    pub quarantine_dir: Option<PathBuf>,
+}
+
+impl QuarantineArg {
+    /// Storage over the quarantine directory, created if `create` and missing;
+    /// `None` for the log's own.
+    pub fn open(&self, create: bool) -> anyhow::Result<Option<Arc<dyn Storage>>> {
+        let Some(dir) = &self.quarantine_dir else {
+            return Ok(None);
+        };
+        let storage = if create {
+            FileStorage::create(dir).map(|(s, _)| s)
+        } else {
+            match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => FileStorage::open(dir),
+                Ok(_) => anyhow::bail!("--quarantine-dir {} is not a directory", dir.display()),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("--quarantine-dir {}", dir.display())))
+                }
+            }
+        }
+        .map_err(|e| anyhow::anyhow!("cannot open --quarantine-dir {}: {e}", dir.display()))?;
+        Ok(Some(Arc::new(storage)))
     }
 }
 

@@ -26,6 +26,11 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// Prints `walctl: error: ...` with the whole cause chain on one line, leaving out a
 /// cause whose text the message before it already says.
 pub fn error_line(e: &anyhow::Error) {
+    error_line_with(e, None)
+}
+
+/// [`error_line`] ending with what to do next, when there is something to say.
+pub fn error_line_with(e: &anyhow::Error, next: Option<String>) {
     let mut line = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
@@ -37,7 +42,43 @@ pub fn error_line(e: &anyhow::Error) {
         }
         line.push_str(&text);
     }
+    if let Some(next) = next {
+        line.push_str("; ");
+        line.push_str(&next);
+    }
     let _ = writeln!(io::stderr().lock(), "walctl: error: {line}");
+}
+
+/// `n` with the singular or plural noun: "1 segment", "3 segments".
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A path or word as a POSIX shell reads it back unchanged: as it is when it holds
+/// only safe characters, else in single quotes (a `'` inside as `'\''`); bytes that
+/// are not UTF-8 in bash's `$'\xNN'`.
+pub fn shell_quote(s: &std::ffi::OsStr) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let b = s.as_bytes();
+    let safe = |c: &u8| c.is_ascii_alphanumeric() || b"_./,:@%+=-".contains(c);
+    if !b.is_empty() && b.iter().all(safe) {
+        return String::from_utf8_lossy(b).into_owned();
+    }
+    match std::str::from_utf8(b) {
+        Ok(text) => format!("'{}'", text.replace('\'', "'\\''")),
+        Err(_) => {
+            let mut q = String::from("$'");
+            for &c in b {
+                if c.is_ascii_alphanumeric() || c == b' ' || b"_./,:@%+=-".contains(&c) {
+                    q.push(c as char);
+                } else {
+                    q.push_str(&format!("\\x{c:02x}"));
+                }
+            }
+            q.push('\'');
+            q
+        }
+    }
 }
 
 /// Prints a diagnostic line on stderr.
@@ -78,6 +119,27 @@ pub fn progress(total_bytes: u64, quiet: bool, what: &str) -> ProgressBar {
     pb.set_style(style);
     pb.set_message(what.to_string());
     pb
+}
+
+/// A log's or segment's state in text: `ok`, `torn tail` or `corrupt` (JSON spells
+/// them `ok`, `torn_tail`, `corrupt`: `verify::status_word`).
+pub fn status_text(worst: Option<walctl::Severity>) -> &'static str {
+    match worst {
+        None => "ok",
+        Some(walctl::Severity::TornTail) => "torn tail",
+        Some(walctl::Severity::Unreadable) => "unreadable",
+        Some(walctl::Severity::Corruption) => "corrupt",
+    }
+}
+
+/// Table borders: box-drawing on a terminal; off one (a pipe, a file) plain columns
+/// separated by spaces, so that awk and grep work.
+pub fn table_preset() -> &'static str {
+    if io::stdout().is_terminal() {
+        comfy_table::presets::UTF8_FULL_CONDENSED
+    } else {
+        comfy_table::presets::NOTHING
+    }
 }
 
 /// Lets a table fit the terminal only when stdout is one and its width is known: a pty

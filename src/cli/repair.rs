@@ -15,7 +15,7 @@ use walctl::storage::{FileStorage, LockProbe, Storage};
 use walctl::{Error, Problem, ProblemKind};
 
 use super::output;
-use super::{DirArg, Exit};
+use super::{DirArg, Exit, QuarantineArg};
 
 /// Repair a damaged log without losing a byte: every cut byte is saved first.
 ///
@@ -32,19 +32,23 @@ use super::{DirArg, Exit};
 ///   point-in-time            keep everything before the first problem, cut
 ///                            everything from it on (the rest of that segment and
 ///                            every later segment)
-///
-/// Exit codes: 0 the log is (now) clean or there is nothing to do; 3 (dry run) the
-/// only damage is a torn tail; 4 (dry run) corruption, or the policy refuses;
-/// 1 could not act (lock held, I/O error, restore refused); 2 usage error.
-///
-/// Examples:
-///   walctl truncate-corrupt --dir /var/lib/app/wal
-///   walctl truncate-corrupt --dir /var/lib/app/wal --apply
-///   walctl truncate-corrupt --dir /var/lib/app/wal --policy point-in-time --apply
-///   walctl truncate-corrupt --dir /var/lib/app/wal --list-quarantine
-///   walctl truncate-corrupt --dir /var/lib/app/wal --restore 2026-11-25T043000Z-1234-000000001-0
 #[derive(Debug, clap::Args)]
-#[command(verbatim_doc_comment)]
+#[command(
+    verbatim_doc_comment,
+    after_help = "\
+Examples:
+  walctl truncate-corrupt --dir /var/lib/app/wal
+  walctl truncate-corrupt --dir /var/lib/app/wal --apply
+  walctl truncate-corrupt --dir /var/lib/app/wal --policy point-in-time --apply
+  walctl truncate-corrupt --dir /var/lib/app/wal --apply --quarantine-dir /mnt/other/q
+  walctl truncate-corrupt --dir /var/lib/app/wal --list-quarantine
+  walctl truncate-corrupt --dir /var/lib/app/wal --restore 2026-11-25T043000Z-1234-000000001-0
+  walctl truncate-corrupt --dir /var/lib/app/wal --prune-quarantine --older-than 30d
+
+Exit codes: 0 the log is (now) clean or there is nothing to do; 3 (dry run) the
+only damage is a torn tail; 4 (dry run) corruption, or the policy refuses; 1 could
+not act (lock held, I/O error, a full disk, restore refused); 2 usage error."
+)]
 pub struct Args {
     #[command(flatten)]
     dir: DirArg,
@@ -58,12 +62,28 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Put the bytes of quarantine entry ID back exactly where they were cut. Refuses,
-    /// changing nothing, if the log was written to since the cut.
+    /// changing nothing, if the log was written to since the cut, or while a newer
+    /// entry that cut the same segment at or before it is not restored (it names
+    /// that entry: restore it first).
     #[arg(long, value_name = "ID", conflicts_with_all = ["apply", "policy", "list_quarantine"])]
     restore: Option<String>,
-    /// List the quarantine entries (what was cut, when, why).
+    /// List the quarantine entries (what was cut, when, why, whether restored),
+    /// oldest first.
     #[arg(long, conflicts_with_all = ["apply", "policy"])]
     list_quarantine: bool,
+    /// Delete quarantine entries: a dry run that lists what it would delete; with
+    /// --apply it deletes them. All entries, or those older than --older-than.
+    #[arg(long, conflicts_with_all = ["policy", "list_quarantine", "restore"])]
+    prune_quarantine: bool,
+    /// With --prune-quarantine: only entries older than this (e.g. 30d, 12h, 90min).
+    #[arg(long, value_name = "DURATION", requires = "prune_quarantine", value_parser = humantime::parse_duration)]
+    older_than: Option<std::time::Duration>,
+    /// Print nothing (no report, no notes): the exit code is the answer. An error
+    /// that stops the command is still named on stderr.
+    #[arg(long, short = 'q', conflicts_with_all = ["json", "list_quarantine"])]
+    quiet: bool,
+    #[command(flatten)]
+    quarantine: QuarantineArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -88,17 +108,36 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let storage: Arc<dyn Storage> =
         Arc::new(FileStorage::open(&dir).map_err(|e| Error::io("open directory", dir.clone(), e))?);
     if args.list_quarantine {
-        return list(&args, storage.as_ref());
+        let q = args.quarantine.open(false)?;
+        return list(&args, storage.as_ref(), q.as_deref());
     }
     if let Some(id) = &args.restore {
-        return restore(&args, storage, id);
+        let q = args.quarantine.open(false)?;
+        return restore(&args, storage, id, q.as_deref());
+    }
+    if args.prune_quarantine {
+        let q = args.quarantine.open(false)?;
+        return super::prune::run(
+            storage,
+            q,
+            super::prune::Opts {
+                older_than: args.older_than,
+                apply: args.apply,
+                json: args.json,
+                quiet: args.quiet,
+            },
+        );
     }
     // Before anything that could create a file (the lock): a wrong --dir is an error,
     // never an empty log.
     super::require_segments(storage.as_ref())?;
     let policy = Policy::from(args.policy);
     if args.apply {
-        let applied = repair::apply(storage, policy)?;
+        let q = args.quarantine.open(true)?;
+        let applied = repair::apply_with(storage, policy, q.as_deref())?;
+        for w in &applied.warnings {
+            output::note(format_args!("warning: {w}"));
+        }
         let exit = match &applied.plan.verdict {
             Verdict::Clean => Exit::Ok,
             Verdict::Refuse(_) => Exit::Corrupt,
@@ -176,8 +215,50 @@ fn kept_line(plan: &Plan) -> String {
             LsnRange { first: a, last: b },
             plan.next_lsn()
         ),
-        _ => "no records; the next append gets LSN 1".to_string(),
+        _ => format!("no records; the next append gets LSN {}", plan.next_lsn()),
     }
+}
+
+/// Which checkpoints a cut takes and where recovery starts afterwards, e.g.
+/// "removes checkpoint LSN 1001; recovery will then start at the first kept record
+/// (LSN 930-1000): no checkpoint is kept".
+fn recovery_line(plan: &Plan, done: bool) -> String {
+    let cps = plan.cut_checkpoints();
+    let (removes, starts) = if done {
+        ("removed", "recovery now starts")
+    } else {
+        ("removes", "recovery will then start")
+    };
+    let mut s = match cps.as_slice() {
+        [] => format!("{removes} no checkpoint"),
+        [one] => format!("{removes} checkpoint LSN {one}"),
+        many => {
+            let shown: Vec<String> = many.iter().rev().take(8).map(u64::to_string).collect();
+            let more = many.len().saturating_sub(8);
+            format!(
+                "{removes} {} checkpoints: LSN {}{} (newest first)",
+                many.len(),
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} older")
+                } else {
+                    String::new()
+                }
+            )
+        }
+    };
+    s.push_str("; ");
+    match (plan.kept_checkpoint_lsn, plan.kept_first_lsn) {
+        (Some(cp), _) => s.push_str(&format!("{starts} at checkpoint LSN {cp}")),
+        (None, Some(first)) => s.push_str(&format!(
+            "{starts} at the first kept record, LSN {first}: no checkpoint is kept"
+        )),
+        (None, None) => s.push_str(&format!(
+            "the log keeps no record, so {starts} from the first record appended (LSN {})",
+            plan.next_lsn()
+        )),
+    }
+    s
 }
 
 fn cuts_json(plan: &Plan) -> Value {
@@ -189,6 +270,8 @@ fn cuts_json(plan: &Plan) -> Value {
         "kept_first_lsn": plan.kept_first_lsn,
         "kept_last_lsn": plan.kept_last_lsn,
         "next_lsn": plan.next_lsn(),
+        "cut_checkpoints": plan.cut_checkpoints(),
+        "kept_checkpoint_lsn": plan.kept_checkpoint_lsn,
     })
 }
 
@@ -201,6 +284,9 @@ fn report(
     writer: Option<&LockProbe>,
     exit: Exit,
 ) -> anyhow::Result<()> {
+    if args.quiet {
+        return Ok(());
+    }
     let quarantine = applied.and_then(|a| a.quarantine.as_ref());
     let after = applied.and_then(|a| a.after.as_ref());
     let suggested = match &plan.verdict {
@@ -212,7 +298,7 @@ fn report(
         let status = match (&plan.verdict, applied.is_some()) {
             (Verdict::Clean, _) => "clean",
             (Verdict::Refuse(_), _) => "refused",
-            (Verdict::Cut, false) => "would-cut",
+            (Verdict::Cut, false) => "would_cut",
             (Verdict::Cut, true) => "cut",
         };
         let mut v = json!({
@@ -230,12 +316,12 @@ fn report(
             "kept_first_lsn": plan.kept_first_lsn,
             "kept_last_lsn": plan.kept_last_lsn,
             "next_lsn": plan.next_lsn(),
+            "cut_checkpoints": plan.cut_checkpoints(),
+            "kept_checkpoint_lsn": plan.kept_checkpoint_lsn,
             "suggested_policy": suggested.map(|s| s.policy),
             "suggested": suggested.map(cuts_json),
             "quarantine_id": quarantine.map(|m| m.id.clone()),
-            "quarantine_dir": quarantine.map(|m| {
-                dir.join(QUARANTINE_DIR).join(&m.id).to_string_lossy().into_owned()
-            }),
+            "quarantine_dir": quarantine.map(|m| entry_dir(dir, m).to_string_lossy().into_owned()),
             "worst_after": after.map(|a| a.worst()),
             "exit_code": exit as i32,
         });
@@ -262,8 +348,8 @@ fn report(
         (Verdict::Clean, _) => {
             writeln!(
                 out,
-                "nothing to do: the log is clean ({} segments, {})",
-                plan.segments,
+                "nothing to do: the log is clean ({}, {})",
+                output::count(plan.segments as u64, "segment", "segments"),
                 kept_line(plan)
             )?;
         }
@@ -289,6 +375,7 @@ fn report(
                 writeln!(out, "{}", cut_line(c, false))?;
             }
             writeln!(out, "and keep {}", kept_line(s))?;
+            writeln!(out, "it {}", recovery_line(s, false))?;
         }
         (Verdict::Cut, None) => {
             writeln!(
@@ -302,6 +389,7 @@ fn report(
                 writeln!(out, "{}", cut_line(c, false))?;
             }
             writeln!(out, "the log would keep {}", kept_line(plan))?;
+            writeln!(out, "the cut {}", recovery_line(plan, false))?;
         }
         (Verdict::Cut, Some(_)) => {
             if let Some(m) = quarantine {
@@ -310,13 +398,14 @@ fn report(
                     "saved {} bytes in quarantine entry {} ({})",
                     plan.bytes(),
                     m.id,
-                    dir.join(QUARANTINE_DIR).join(&m.id).display()
+                    entry_dir(dir, m).display()
                 )?;
             }
             writeln!(out, "policy {} cut:", plan.policy)?;
             for c in &plan.cuts {
                 writeln!(out, "{}", cut_line(c, true))?;
             }
+            writeln!(out, "the cut {}", recovery_line(plan, true))?;
             match after.and_then(|a| a.worst()) {
                 None => writeln!(out, "the log is clean: {}", kept_line(plan))?,
                 Some(_) => {
@@ -326,10 +415,16 @@ fn report(
                 }
             }
             if let Some(m) = quarantine {
+                let elsewhere = args
+                    .quarantine
+                    .quarantine_dir
+                    .as_ref()
+                    .map(|q| format!(" --quarantine-dir {}", output::shell_quote(q.as_os_str())))
+                    .unwrap_or_default();
                 writeln!(
                     out,
-                    "undo with: walctl truncate-corrupt --dir {} --restore {}",
-                    dir.display(),
+                    "undo with: walctl truncate-corrupt --dir {}{elsewhere} --restore {}",
+                    output::shell_quote(dir.as_os_str()),
                     m.id
                 )?;
             }
@@ -354,7 +449,11 @@ fn report(
         (Verdict::Cut, false) => output::note(format_args!(
             "dry run: nothing was changed. Run again with --apply to cut; the bytes are saved \
              in {} first",
-            dir.join(QUARANTINE_DIR).display()
+            args.quarantine
+                .quarantine_dir
+                .clone()
+                .unwrap_or_else(|| dir.join(QUARANTINE_DIR))
+                .display()
         )),
         (Verdict::Cut, true) if after.and_then(|a| a.worst()).is_some() => {
             output::note("the log still has problems after the cut; run `walctl verify`")
@@ -397,10 +496,26 @@ fn after_lines(after: &ScanReport) -> Vec<String> {
         .collect()
 }
 
-fn restore(args: &Args, storage: Arc<dyn Storage>, id: &str) -> anyhow::Result<Exit> {
+/// Where a quarantine entry was saved.
+fn entry_dir(dir: &Path, m: &Manifest) -> std::path::PathBuf {
+    match &m.saved_in {
+        Some(p) => p.into(),
+        None => dir.join(QUARANTINE_DIR).join(&m.id),
+    }
+}
+
+fn restore(
+    args: &Args,
+    storage: Arc<dyn Storage>,
+    id: &str,
+    q: Option<&dyn Storage>,
+) -> anyhow::Result<Exit> {
     let dir = storage.root().to_path_buf();
-    let done = repair::restore(storage, id)
+    let done = repair::restore_with(storage, id, q)
         .with_context(|| format!("restoring quarantine entry {id} into {}", dir.display()))?;
+    if args.quiet {
+        return Ok(Exit::Ok);
+    }
     let mut out = output::stdout();
     if args.json {
         output::json_line(
@@ -464,10 +579,14 @@ fn pieces(m: &Manifest) -> String {
     parts.join(", ")
 }
 
-fn list(args: &Args, storage: &dyn Storage) -> anyhow::Result<Exit> {
+fn list(args: &Args, storage: &dyn Storage, q: Option<&dyn Storage>) -> anyhow::Result<Exit> {
     let mut entries = Vec::new();
     let mut skipped = 0;
-    for (id, m) in repair::list_quarantine(storage)? {
+    let loc = match q {
+        Some(q) => walctl::quarantine::Location::dir(q),
+        None => walctl::quarantine::Location::in_log(storage),
+    };
+    for (id, m) in walctl::quarantine::entries_at(loc)? {
         match m {
             Ok(m) => entries.push(m),
             // One damaged entry (or a stray directory) must not hide the others; the
@@ -479,10 +598,16 @@ fn list(args: &Args, storage: &dyn Storage) -> anyhow::Result<Exit> {
         }
     }
     let done = if skipped == 0 { Exit::Ok } else { Exit::Failed };
+    let restored: Vec<Option<String>> = entries
+        .iter()
+        .map(|m| walctl::quarantine::restored_at(loc, &m.id))
+        .collect();
     let mut out = output::stdout();
     if args.json {
-        for m in &entries {
-            output::json_line(&mut out, m)?;
+        for (m, r) in entries.iter().zip(&restored) {
+            let mut v = serde_json::to_value(m)?;
+            v["restored"] = json!(r);
+            output::json_line(&mut out, &v)?;
         }
         out.flush()?;
         return Ok(done);
@@ -490,34 +615,38 @@ fn list(args: &Args, storage: &dyn Storage) -> anyhow::Result<Exit> {
     if entries.is_empty() {
         output::note(format_args!(
             "no quarantine entries in {}",
-            storage.root().join(QUARANTINE_DIR).display()
+            loc.path().display()
         ));
         return Ok(done);
     }
-    let rows: Vec<[String; 6]> = entries
+    let rows: Vec<[String; 7]> = entries
         .iter()
-        .map(|m| {
+        .zip(&restored)
+        .map(|(m, r)| {
             [
                 m.id.clone(),
                 m.time.clone(),
                 m.policy.clone(),
                 m.items.iter().map(|i| i.length).sum::<u64>().to_string(),
+                r.clone().unwrap_or_else(|| "no".into()),
                 pieces(m),
                 m.reason.clone(),
             ]
         })
         .collect();
-    let header = ["ID", "TIME", "POLICY", "BYTES", "PIECES", "REASON"];
+    let header = [
+        "ID", "TIME", "POLICY", "BYTES", "RESTORED", "PIECES", "REASON",
+    ];
     let mut widths = header.map(str::len);
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.len());
         }
     }
-    let line = |cells: [&str; 6]| {
+    let line = |cells: [&str; 7]| {
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
-            if i == 5 {
+            if i == 6 {
                 s.push_str(c);
             } else if i == 3 {
                 s.push_str(&format!("{c:>w$}  ", w = widths[i]));

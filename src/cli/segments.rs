@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use comfy_table::{presets, Cell, CellAlignment, Color, Table};
+use comfy_table::{Cell, CellAlignment, Color, Table};
 use serde::Serialize;
 use walctl::scan::SegmentSummary;
 use walctl::segment::segment_name;
@@ -19,7 +19,7 @@ Examples:
 
 Status: ok; torn tail at offset N (an incomplete record ends the newest segment);
 corrupt at offset N: what is wrong. Nothing after a problem in a segment is read.
-Exit status: 0 clean, 3 torn tail only, 4 corruption, 1 the log could not be read,
+Exit codes: 0 clean, 3 torn tail only, 4 corruption, 1 the log could not be read,
 2 usage error.";
 
 /// List the segments of a log with what each one holds.
@@ -89,7 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let color = output::color_enabled();
     let mut table = Table::new();
     output::fit_to_terminal(&mut table);
-    table.load_preset(presets::UTF8_FULL_CONDENSED).set_header([
+    table.load_preset(output::table_preset()).set_header([
         "ID",
         "FILE",
         "BYTES",
@@ -140,7 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         count(report.records, "record"),
         count(report.checkpoints, "checkpoint"),
         count(report.bytes, "byte"),
-        status_word(report.worst()),
+        output::status_text(report.worst()),
     )?;
     out.flush()?;
     Ok(exit)

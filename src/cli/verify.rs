@@ -18,7 +18,7 @@ Examples:
   walctl verify --dir /var/lib/app/wal --json | jq .status
   walctl verify --dir /var/lib/app/wal --quiet || echo \"damaged: $?\"
 
-Exit status: 0 clean; 3 the only problem is a torn tail in the newest segment
+Exit codes: 0 clean; 3 the only problem is a torn tail in the newest segment
 (what a crash mid-write leaves); 4 corruption; 1 the log could not be read;
 2 usage error.";
 
@@ -223,12 +223,12 @@ fn write_text(
         Exit::TornTail => format!(
             "torn tail (exit 3): the newest segment ends with an incomplete record, as a \
              crash mid-write leaves; `walctl truncate-corrupt --dir {} --apply` cuts it",
-            dir.display()
+            output::shell_quote(dir.as_os_str())
         ),
-        Exit::Failed => "UNREADABLE (exit 1): a segment could not be read; every other \
+        Exit::Failed => "unreadable (exit 1): a segment could not be read; every other \
                          segment was checked"
             .to_string(),
-        _ => format!("CORRUPT (exit {})", exit as i32),
+        _ => format!("corrupt (exit {})", exit as i32),
     };
     writeln!(out, "status       {status}")
 }

@@ -157,11 +157,31 @@ impl FileStorage {
         let created = match fs::metadata(&root) {
             Ok(_) => false,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&root)?;
-                if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                if let Ok(target) = fs::read_link(&root) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!(
+                            "{} is a symbolic link to {}, which does not exist",
+                            root.display(),
+                            target.display()
+                        ),
+                    ));
+                }
+                let parent = root.parent().filter(|p| !p.as_os_str().is_empty());
+                if let Some(parent) = parent {
+                    fs::create_dir_all(parent)?;
+                }
+                // Only the process whose mkdir made it says it created it (two writers
+                // started together on a fresh directory).
+                let made = match fs::create_dir(&root) {
+                    Ok(()) => true,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && root.is_dir() => false,
+                    Err(e) => return Err(e),
+                };
+                if let (true, Some(parent)) = (made, parent) {
                     sync_path_dir(parent)?;
                 }
-                true
+                made
             }
             Err(e) => return Err(e),
         };
