@@ -186,8 +186,8 @@ pub struct Skip {
     pub lsn_after: Option<u64>,
     /// Torn tail (nothing intact after it in the newest segment) or corruption.
     pub severity: Severity,
-    /// What the scanner found at `offset`, or that the range continues the damage
-    /// of the segment before.
+    /// What the scanner found at `offset` (a [`crate::ProblemKind`] as text), or
+    /// that the range continues the damage of the segment before.
     pub reason: String,
 }
 
@@ -385,7 +385,7 @@ impl Salvager {
             lsn_before: self.last,
             lsn_after: None,
             severity: p.severity,
-            reason: p.to_string(),
+            reason: p.kind.to_string(),
         });
         self.resync_at = Some((segment, offset + stuck as u64));
         Ok(())

@@ -5,9 +5,11 @@ mod append;
 mod bench;
 mod checkpoint;
 mod dump;
+mod inspect;
 mod meta;
 pub mod output;
 mod repair;
+mod salvage;
 mod segments;
 mod verify;
 
@@ -45,6 +47,7 @@ enum Command {
     Dump(dump::Args),
     Verify(verify::Args),
     Segments(segments::Args),
+    Inspect(inspect::Args),
     TruncateCorrupt(repair::Args),
     Bench(bench::Args),
     Completions(meta::CompletionsArgs),
@@ -127,6 +130,7 @@ pub fn main() -> i32 {
         Command::Dump(a) => dump::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Segments(a) => segments::run(a),
+        Command::Inspect(a) => inspect::run(a),
         Command::TruncateCorrupt(a) => repair::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Completions(a) => meta::completions(a),
