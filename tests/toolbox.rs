@@ -643,3 +643,141 @@ fn the_repair_plan_counts_the_intact_records_behind_a_damaged_length_prefix() {
     );
     assert!(r.stdout.contains(&line), "{line}\n{}", r.stdout);
 }
+
+// ---------------------------------------------------------------- stats
+
+/// The nearest-rank quantile of sorted sizes.
+fn nearest_rank(sorted: &[u64], q: f64) -> u64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+#[test]
+fn stats_counts_records_checkpoints_sizes_and_segment_fill() {
+    let (tmp, recs) = library_log(400);
+    let dir = tmp.path();
+    let segs = segment_names(dir);
+    // A known modification time on one segment.
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    fs::File::options()
+        .write(true)
+        .open(dir.join(&segs[1]))
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+
+    let r = run(dir, &["stats", "--json", "--max-segment-size", "4KiB"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = json_lines(&r.stdout);
+    assert_eq!(v.len(), 1, "one object");
+    let v = &v[0];
+    assert_eq!(v["records"], 400);
+    assert_eq!(
+        (v["first_lsn"].as_u64(), v["last_lsn"].as_u64()),
+        (Some(1), Some(400))
+    );
+    let files: u64 = segs
+        .iter()
+        .map(|s| fs::metadata(dir.join(s)).unwrap().len())
+        .sum();
+    assert_eq!(v["bytes"], files);
+    assert_eq!(v["record_bytes"], recs.iter().map(|r| r.len).sum::<u64>());
+    let sizes: Vec<u64> = recs.iter().map(|r| r.data.len() as u64).collect();
+    assert_eq!(v["payload_bytes"], sizes.iter().sum::<u64>());
+    let mut sorted = sizes.clone();
+    sorted.sort();
+    let max = *sorted.last().unwrap();
+    let p = &v["payload"];
+    assert_eq!(p["min"], sorted[0]);
+    assert_eq!(p["p50"], nearest_rank(&sorted, 0.5));
+    assert_eq!(p["p99"], nearest_rank(&sorted, 0.99));
+    assert_eq!(p["max"], max);
+    let max_lsn = recs
+        .iter()
+        .find(|r| r.data.len() as u64 == max)
+        .unwrap()
+        .lsn;
+    assert_eq!(p["max_lsn"], max_lsn);
+    let hist: u64 = v["histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(hist, 400);
+
+    let c = &v["checkpoints"];
+    assert_eq!(c["count"], 8);
+    let want: Vec<u64> = (1..=8).map(|i| i * 50).collect();
+    assert_eq!(c["lsns"], serde_json::json!(want));
+    assert_eq!(
+        (c["min_distance"].as_u64(), c["max_distance"].as_u64()),
+        (Some(50), Some(50))
+    );
+    assert_eq!(c["after_newest"], 0);
+
+    let out = v["segments"].as_array().unwrap();
+    assert_eq!(out.len(), segs.len());
+    for (o, name) in out.iter().zip(&segs) {
+        let size = fs::metadata(dir.join(name)).unwrap().len();
+        assert_eq!(o["name"], name.as_str());
+        assert_eq!(o["size"], size);
+        let fill = (size as f64 * 1000.0 / 4096.0).round() / 10.0;
+        assert_eq!(o["fill_percent"].as_f64(), Some(fill), "{name}");
+        let n = recs.iter().filter(|r| &r.segment == name).count();
+        assert_eq!(o["records"], n);
+    }
+    assert_eq!(out[1]["modified"], "2023-11-14T22:13:20Z");
+
+    // The default max segment size is the library's.
+    let v = json_lines(&run(dir, &["stats", "--json"]).stdout).remove(0);
+    assert_eq!(v["max_segment_size"], 4 << 20);
+
+    // Piped text: the figures, and the histogram's counts without bars.
+    let r = run(dir, &["stats"]);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stdout.contains("records        400 (LSN 1 ..= 400)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(&format!("max {max} (LSN {max_lsn})")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("checkpoints    8 (newest first: LSN 400, 350"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.is_ascii(),
+        "no bars or box drawing when piped:\n{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn stats_of_a_damaged_log_covers_its_intact_records_and_exits_as_verify() {
+    let (tmp, recs) = library_log(200);
+    let dir = tmp.path();
+    let bad = &recs[120];
+    flip_bit(&dir.join(&bad.segment), bad.offset + bad.len - 7, 4);
+    let r = run(dir, &["stats", "--json"]);
+    assert_eq!(r.code, 4);
+    let v = json_lines(&r.stdout).remove(0);
+    assert_eq!(v["status"], "corrupt");
+    // Verify reads on in the next segment; so does stats.
+    let verify = json_lines(&run(dir, &["verify", "--json"]).stdout).remove(0);
+    assert_eq!(v["records"], verify["records"]);
+    assert!(v["records"].as_u64().unwrap() < 200);
+    // Only a torn tail: exit 3, every complete record counted.
+    let (tmp2, recs2) = library_log(50);
+    let last2 = recs2.last().unwrap();
+    cut(&tmp2.path().join(&last2.segment), last2.offset + 6);
+    let r = run(tmp2.path(), &["stats", "--json"]);
+    assert_eq!(r.code, 3);
+    assert_eq!(json_lines(&r.stdout)[0]["records"], 49);
+}

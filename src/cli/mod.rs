@@ -11,6 +11,7 @@ pub mod output;
 mod repair;
 mod salvage;
 mod segments;
+mod stats;
 mod verify;
 
 use std::path::PathBuf;
@@ -48,6 +49,7 @@ enum Command {
     Verify(verify::Args),
     Segments(segments::Args),
     Inspect(inspect::Args),
+    Stats(stats::Args),
     TruncateCorrupt(repair::Args),
     Bench(bench::Args),
     Completions(meta::CompletionsArgs),
@@ -131,6 +133,7 @@ pub fn main() -> i32 {
         Command::Verify(a) => verify::run(a),
         Command::Segments(a) => segments::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Stats(a) => stats::run(a),
         Command::TruncateCorrupt(a) => repair::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Completions(a) => meta::completions(a),
