@@ -101,8 +101,9 @@ pub fn run(
         output::json_line(&mut io::stderr().lock(), &summary)?;
     } else if !job.quiet || ranges > 0 {
         let upto = last_printed.map_or(String::new(), |l| format!(", up to LSN {l}"));
+        let s = if ranges == 1 { "" } else { "s" };
         output::note(format!(
-            "salvage: {} records printed{upto}; {ranges} damaged ranges skipped ({bytes} bytes)",
+            "salvage: {} records printed{upto}; {ranges} damaged range{s} skipped ({bytes} bytes)",
             filter.printed
         ));
     }
