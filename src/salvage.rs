@@ -211,6 +211,8 @@ pub struct Salvager {
     base: (u64, u64),
     /// The current scanner has returned `None`.
     scanner_done: bool,
+    /// The problem the current scanner stopped at, taken from its segment's end.
+    stopped_at: Option<Problem>,
     /// Records delivered by the current scanner.
     since_resume: u64,
     /// Where to look for the next record start: segment and offset.
@@ -280,6 +282,7 @@ impl Salvager {
             scanner: None,
             base: (0, 0),
             scanner_done: false,
+            stopped_at: None,
             since_resume: 0,
             resync_at: None,
             only,
@@ -329,7 +332,10 @@ impl Salvager {
                 self.since_resume += 1;
                 Ok(Some(SalvageEvent::Record(r)))
             }
-            Some(Event::SegmentEnd(_)) => Ok(Some(SalvageEvent::Progress)),
+            Some(Event::SegmentEnd(summary)) => {
+                self.stopped_at = summary.problem.clone();
+                Ok(Some(SalvageEvent::Progress))
+            }
             None => {
                 self.scanner_done = true;
                 Ok(Some(SalvageEvent::Progress))
@@ -344,10 +350,10 @@ impl Salvager {
             self.resync_in(segment, from)?;
             return Ok(true);
         }
-        let Some(scanner) = &self.scanner else {
+        if self.scanner.is_none() {
             return Ok(false);
-        };
-        if let Some(p) = scanner.first_problem().cloned() {
+        }
+        if let Some(p) = self.stopped_at.take() {
             self.scanner = None;
             self.begin_skip(p)?;
             return Ok(true);
