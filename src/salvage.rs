@@ -424,46 +424,58 @@ impl Salvager {
             Some(s) if s.segment_id == segment.id => s.len = skip_end.saturating_sub(s.offset),
             _ => {}
         }
-        if let Some(f) = found {
-            self.close_skips(Some(f.lsn));
-            let view = LogView {
-                inner: self.storage.clone(),
-                id: segment.id,
-                name: segment.name.clone(),
-                start: f.offset,
-                end: self.only.map(|(_, end)| end),
-                only: self.only.is_some(),
-            };
-            self.scanner = Some(Scanner::new(Arc::new(view), self.opts.clone())?);
-            self.base = (segment.id, f.offset);
-            self.scanner_done = false;
-            self.since_resume = 0;
-            return Ok(());
+        match found {
+            Some(f) => self.resume(&segment, f),
+            None => self.look_past(&segment),
         }
+    }
+
+    /// An intact record starts at `f` in `segment`: the open skips end there, and a
+    /// new scanner reads on from it.
+    fn resume(&mut self, segment: &SegmentFile, f: Found) -> Result<()> {
+        self.close_skips(Some(f.lsn));
+        let view = LogView {
+            inner: self.storage.clone(),
+            id: segment.id,
+            name: segment.name.clone(),
+            start: f.offset,
+            end: self.only.map(|(_, end)| end),
+            only: self.only.is_some(),
+        };
+        self.scanner = Some(Scanner::new(Arc::new(view), self.opts.clone())?);
+        self.base = (segment.id, f.offset);
+        self.scanner_done = false;
+        self.since_resume = 0;
+        Ok(())
+    }
+
+    /// No intact record starts in the rest of `segment`: the search goes on from
+    /// the start of the next segment (the damage may continue there), or the
+    /// salvage ends.
+    fn look_past(&mut self, segment: &SegmentFile) -> Result<()> {
         let next = match self.only {
             Some(_) => None,
             None => list_segments(self.storage.as_ref())?
                 .into_iter()
                 .find(|s| s.id > segment.id),
         };
-        match next {
-            Some(next) => {
-                self.open.push(Skip {
-                    segment: next.name.clone(),
-                    segment_id: next.id,
-                    offset: 0,
-                    len: 0,
-                    lsn_before: self.last,
-                    lsn_after: None,
-                    severity: Severity::Corruption,
-                    reason: "no intact record starts in the segment before this one after its \
-                             damage, nor here before this range's end"
-                        .into(),
-                });
-                self.resync_at = Some((next, 0));
-            }
-            None => self.finish(),
-        }
+        let Some(next) = next else {
+            self.finish();
+            return Ok(());
+        };
+        self.open.push(Skip {
+            segment: next.name.clone(),
+            segment_id: next.id,
+            offset: 0,
+            len: 0,
+            lsn_before: self.last,
+            lsn_after: None,
+            severity: Severity::Corruption,
+            reason: "the damage of the segment before goes on here (no intact record \
+                     starts in between)"
+                .into(),
+        });
+        self.resync_at = Some((next, 0));
         Ok(())
     }
 

@@ -8,8 +8,9 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use serde::Serialize;
-use walctl::scan::{Event, ScanOptions, Scanner, SegmentSummary};
+use walctl::scan::{Event, ScanOptions, ScannedRecord, Scanner, SegmentSummary};
 use walctl::writer::WalOptions;
+use walctl::Severity;
 
 use super::{output, verify, DirArg, Exit};
 
@@ -236,30 +237,45 @@ struct Stats {
     segments: Vec<SegmentOut>,
 }
 
+/// Figures gathered record by record.
+#[derive(Default)]
+struct Tally {
+    hist: SizeHistogram,
+    checkpoints: Checkpoints,
+    payload: Payload,
+    record_bytes: u64,
+    payload_bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, r: &ScannedRecord<'_>) {
+        let n = r.data.len() as u64;
+        self.hist.add(n);
+        self.record_bytes += r.len;
+        self.payload_bytes += n;
+        let p = &mut self.payload;
+        p.min = Some(p.min.map_or(n, |m| m.min(n)));
+        if p.max.is_none_or(|m| n > m) {
+            p.max = Some(n);
+            p.max_lsn = Some(r.lsn);
+        }
+        if r.checkpoint {
+            self.checkpoints.add(r.lsn);
+        }
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let storage = args.dir.open_log()?;
     let mut scanner = Scanner::new(storage, ScanOptions::default())?;
     let total: u64 = scanner.segments().iter().map(|s| s.size).sum();
     let pb = output::progress(total, args.quiet || args.json, "stats");
-    let mut hist = SizeHistogram::default();
-    let mut checkpoints = Checkpoints::default();
-    let mut payload = Payload::default();
-    let (mut record_bytes, mut payload_bytes, mut done_before) = (0u64, 0u64, 0u64);
+    let mut tally = Tally::default();
+    let mut done_before = 0u64;
     while let Some(ev) = scanner.next()? {
         match ev {
             Event::Record(r) => {
-                let n = r.data.len() as u64;
-                hist.add(n);
-                record_bytes += r.len;
-                payload_bytes += n;
-                payload.min = Some(payload.min.map_or(n, |m| m.min(n)));
-                if payload.max.is_none_or(|m| n > m) {
-                    payload.max = Some(n);
-                    payload.max_lsn = Some(r.lsn);
-                }
-                if r.checkpoint {
-                    checkpoints.add(r.lsn);
-                }
+                tally.add(&r);
                 if (r.lsn & 0xffff) == 0 {
                     pb.set_position(done_before + r.offset + r.len);
                 }
@@ -271,12 +287,34 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         }
     }
     pb.finish_and_clear();
-    let summaries = scanner.summaries();
-    let worst = summaries
+    let stats = report(&args, total, tally, scanner.summaries());
+    let mut out = output::stdout();
+    if args.json {
+        output::json_line(&mut out, &stats)?;
+    } else {
+        let bars = std::io::stdout().is_terminal();
+        write_text(&mut out, &stats, bars)?;
+    }
+    out.flush()?;
+    Ok(Exit::from_severity(worst(scanner.summaries())))
+}
+
+fn worst(summaries: &[SegmentSummary]) -> Option<Severity> {
+    summaries
         .iter()
         .filter_map(|s| s.problem.as_ref().map(|p| p.severity))
-        .max();
-    let exit = Exit::from_severity(worst);
+        .max()
+}
+
+/// The whole report from the tally and the segments' summaries.
+fn report(args: &Args, bytes: u64, tally: Tally, summaries: &[SegmentSummary]) -> Stats {
+    let Tally {
+        hist,
+        mut checkpoints,
+        mut payload,
+        record_bytes,
+        payload_bytes,
+    } = tally;
     let records = hist.n;
     payload.p50 = hist.quantile(0.5);
     payload.p99 = hist.quantile(0.99);
@@ -286,14 +324,15 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let max_segment_size = args
         .max_segment_size
         .unwrap_or(WalOptions::default().max_segment_size);
-    let stats = Stats {
+    let worst = worst(summaries);
+    Stats {
         dir: args.dir.dir.to_string_lossy().into_owned(),
         status: verify::status_word(worst),
-        exit_code: exit as i32,
+        exit_code: Exit::from_severity(worst) as i32,
         records,
         first_lsn: summaries.iter().find_map(|s| s.first_lsn),
         last_lsn,
-        bytes: total,
+        bytes,
         record_bytes,
         payload_bytes,
         checkpoints,
@@ -308,16 +347,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             .iter()
             .map(|s| segment_out(&args.dir.dir, s, max_segment_size))
             .collect(),
-    };
-    let mut out = output::stdout();
-    if args.json {
-        output::json_line(&mut out, &stats)?;
-    } else {
-        let bars = std::io::stdout().is_terminal();
-        write_text(&mut out, &stats, bars)?;
     }
-    out.flush()?;
-    Ok(exit)
 }
 
 fn segment_out(dir: &Path, s: &SegmentSummary, max: u64) -> SegmentOut {
