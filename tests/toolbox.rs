@@ -781,3 +781,31 @@ fn stats_of_a_damaged_log_covers_its_intact_records_and_exits_as_verify() {
     assert_eq!(r.code, 3);
     assert_eq!(json_lines(&r.stdout)[0]["records"], 49);
 }
+
+#[test]
+fn a_closed_pipe_ends_salvage_quietly_with_0() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command as StdCommand, Stdio};
+    // More output than a pipe holds, from a damaged log.
+    let (tmp, recs) = library_log(3000);
+    let bad = &recs[10];
+    flip_bit(&tmp.path().join(&bad.segment), bad.offset + bad.len - 5, 1);
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("walctl"))
+        .args(["dump", "--salvage", "--json", "--dir"])
+        .arg(tmp.path())
+        .env_remove("WALCTL_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("{\"lsn\":1,"), "{first}");
+    // The reader is gone now.
+    let status = child.wait().unwrap();
+    let stderr = read_stderr(&mut child);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+}

@@ -5,10 +5,11 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 
+use anyhow::Context;
 use serde::Serialize;
 use walctl::codec::{could_be_cut_short, decode_body, record_crc, LEN_PREFIX, MAX_BODY_LEN};
 use walctl::segment::segment_name;
-use walctl::storage::read_up_to;
+use walctl::storage::{read_up_to, ReadFile};
 
 use super::{output, DirArg, Exit};
 
@@ -93,8 +94,10 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let path = args.dir.dir.join(&name);
     let mut file = storage
         .open_read(&name)
-        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-    let size = file.size()?;
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let size = file
+        .size()
+        .with_context(|| format!("cannot stat {}", path.display()))?;
     if args.offset >= size {
         anyhow::bail!(
             "offset {} is at or past the end of {name} ({size} bytes)",
@@ -109,23 +112,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         ..Report::default()
     };
     let bytes = read_record(&mut *file, args.offset, size)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        .with_context(|| format!("cannot read {}", path.display()))?;
     judge(&mut report, &bytes);
     report.ok = report.problems.is_empty();
-    let shown_end = match report.length_prefix {
-        Some(len) => LEN_PREFIX as u64 + len.min(SHOWN_BODY),
-        None => bytes.len() as u64,
-    };
-    report.hex_offset = args.offset.saturating_sub(args.context);
-    let hex_end = (args.offset + shown_end + args.context).min(size);
-    let mut around = vec![0u8; (hex_end - report.hex_offset) as usize];
-    file.seek_to(report.hex_offset)?;
-    let n = read_up_to(&mut *file, &mut around)?;
-    around.truncate(n);
-    report.hex = around.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    });
+    let around = around(&mut *file, &mut report, bytes.len() as u64, args.context)
+        .with_context(|| format!("cannot read {}", path.display()))?;
 
     let mut out = output::stdout();
     if args.json {
@@ -137,14 +128,36 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     Ok(if report.ok { Exit::Ok } else { Exit::Corrupt })
 }
 
+/// The bytes shown in the hex dump: `context` bytes before the record, its prefix
+/// and at most [`SHOWN_BODY`] bytes of its body, `context` bytes after; also put
+/// in the report as hex.
+fn around(
+    file: &mut dyn ReadFile,
+    report: &mut Report,
+    read: u64,
+    context: u64,
+) -> std::io::Result<Vec<u8>> {
+    let shown = match report.length_prefix {
+        Some(len) => LEN_PREFIX as u64 + len.min(SHOWN_BODY),
+        None => read,
+    };
+    report.hex_offset = report.offset.saturating_sub(context);
+    let end = (report.offset + shown + context).min(report.file_size);
+    let mut bytes = vec![0u8; (end - report.hex_offset) as usize];
+    file.seek_to(report.hex_offset)?;
+    let n = read_up_to(file, &mut bytes)?;
+    bytes.truncate(n);
+    report.hex = bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    });
+    Ok(bytes)
+}
+
 /// The record's bytes from `offset`: its prefix and body when the prefix is within
 /// bounds and the file, else what the file holds of it (at most a prefix and a
 /// bounded look at what follows).
-fn read_record(
-    file: &mut dyn walctl::storage::ReadFile,
-    offset: u64,
-    size: u64,
-) -> std::io::Result<Vec<u8>> {
+fn read_record(file: &mut dyn ReadFile, offset: u64, size: u64) -> std::io::Result<Vec<u8>> {
     let avail = size - offset;
     let mut prefix = [0u8; LEN_PREFIX];
     file.seek_to(offset)?;
