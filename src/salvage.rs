@@ -22,8 +22,13 @@ use crate::scan::{Event, ScanOptions, ScannedRecord, Scanner};
 use crate::segment::{list_segments, parse_segment_name, SegmentFile};
 use crate::storage::{read_up_to, DirEntry, LockAttempt, ReadFile, Storage, WriteFile};
 
-/// Bytes [`resync`] reads at a time while it looks for a record start.
+/// Bytes [`resync`] reads at a time while it looks for a record start, at most.
 const WINDOW: usize = 1 << 20;
+
+/// Bytes of its first read: most damage is a record or two, and a resync per
+/// damaged record should not read (or allocate) a whole [`WINDOW`]. Each later
+/// read doubles, up to [`WINDOW`].
+const FIRST_WINDOW: usize = 16 << 10;
 
 /// Bytes of a body [`plausible_start`] needs to judge a candidate (a ten-byte LSN,
 /// a tag, a ten-byte data length, and one spare).
@@ -46,7 +51,7 @@ pub struct Found {
 /// the LSN field's tag (found with `memchr`), and each is first judged from its
 /// prefix and first [`HEAD`] body bytes ([`plausible_start`], the LSN compared with
 /// `after`); only a candidate that passes is read whole, decoded and CRC-checked.
-/// Memory: one [`WINDOW`] plus the largest candidate read whole (at most `max_body`,
+/// Memory: one window of at most [`WINDOW`] bytes plus the largest candidate read whole (at most `max_body`,
 /// and never more than the segment holds).
 pub fn resync(
     file: &mut dyn ReadFile,
@@ -56,10 +61,11 @@ pub fn resync(
     max_body: u32,
 ) -> io::Result<Option<Found>> {
     let mut win = Window {
-        buf: vec![0; WINDOW],
+        buf: Vec::new(),
         base: from,
         len: 0,
         end,
+        next_load: FIRST_WINDOW,
     };
     let mut scratch = Vec::new();
     let mut p = from;
@@ -103,6 +109,8 @@ struct Window {
     base: u64,
     len: usize,
     end: u64,
+    /// Bytes the next load reads (doubling up to [`WINDOW`]).
+    next_load: usize,
 }
 
 impl Window {
@@ -116,7 +124,11 @@ impl Window {
     }
 
     fn load(&mut self, file: &mut dyn ReadFile, at: u64) -> io::Result<()> {
-        let want = (self.end.saturating_sub(at)).min(WINDOW as u64) as usize;
+        let want = (self.end.saturating_sub(at)).min(self.next_load as u64) as usize;
+        self.next_load = (self.next_load * 2).min(WINDOW);
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
         file.seek_to(at)?;
         self.base = at;
         self.len = read_up_to(file, &mut self.buf[..want])?;
@@ -787,6 +799,22 @@ mod tests {
             read < junk as u64 + 2 * WINDOW as u64,
             "read {read} bytes to search {junk}"
         );
+        // A small damaged spot in a large segment: a small read, not a whole window.
+        let mut bytes = garbage(100, 9);
+        let (recs, _) = records(1..=20_000);
+        bytes.extend_from_slice(&recs);
+        let end = bytes.len() as u64;
+        let (mut f, read) = counting(bytes);
+        let found = resync(&mut f, 0, end, None, crate::codec::MAX_BODY_LEN).unwrap();
+        assert_eq!(
+            found,
+            Some(Found {
+                offset: 100,
+                lsn: 1
+            })
+        );
+        let read = read.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(read <= FIRST_WINDOW as u64, "read {read} bytes of {end}");
     }
 
     fn write_log(segments: &[Vec<u8>]) -> (tempfile::TempDir, Arc<dyn Storage>) {

@@ -189,6 +189,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             dir: &args.dir.dir,
             json: args.json,
             quiet: args.quiet,
+            from_lsn: (from > 1).then_some(from),
         };
         return super::salvage::run(job, storage, filter, printer);
     }

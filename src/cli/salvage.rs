@@ -24,6 +24,8 @@ pub struct Job<'a> {
     pub json: bool,
     /// No progress bar and no summary line (skipped ranges are still named).
     pub quiet: bool,
+    /// Skip whole segments before this LSN, as dump does without --salvage.
+    pub from_lsn: Option<u64>,
 }
 
 /// The `--json` summary on stderr.
@@ -53,7 +55,11 @@ pub fn run(
         "salvage",
     );
     let mut progress = Progress::new(&segments, !pb.is_hidden());
-    let mut salvage = Salvager::new(storage, ScanOptions::default())?;
+    let opts = ScanOptions {
+        from_lsn: job.from_lsn,
+        ..ScanOptions::default()
+    };
+    let mut salvage = Salvager::new(storage, opts)?;
     let mut skipped = Vec::new();
     let mut last_printed = None;
     while let Some(ev) = salvage.next()? {
