@@ -336,7 +336,7 @@ fn survey(
     };
     let mut out = Survey::default();
     let mut intact = 0;
-    let mut salvage = Salvager::within(storage.clone(), &seg, from, s.size, after);
+    let mut salvage = Salvager::within(storage.clone(), &seg, from, s.size, after)?;
     while let Some(ev) = salvage.next()? {
         if let SalvageEvent::Record(r) = ev {
             out.add(r.lsn, r.lsn, 1);

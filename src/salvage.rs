@@ -19,8 +19,8 @@ use serde::Serialize;
 use crate::codec::{decode_body, plausible_start, LEN_PREFIX, TAG_LSN};
 use crate::error::{Error, Problem, Result, Severity};
 use crate::scan::{Event, ScanOptions, ScannedRecord, Scanner};
-use crate::segment::{list_segments, parse_segment_name, SegmentFile};
-use crate::storage::{read_up_to, DirEntry, LockAttempt, ReadFile, Storage, WriteFile};
+use crate::segment::{parse_segment_name, SegmentFile};
+use crate::storage::{read_up_to, DirEntry, EntryKind, LockAttempt, ReadFile, Storage, WriteFile};
 
 /// Bytes [`resync`] reads at a time while it looks for a record start, at most.
 const WINDOW: usize = 1 << 20;
@@ -218,6 +218,12 @@ pub enum SalvageEvent<'a> {
 pub struct Salvager {
     storage: Arc<dyn Storage>,
     opts: ScanOptions,
+    /// The log directory as listed when the salvage started: every resumed scan
+    /// reads these segments (a resync per damaged record must not list the
+    /// directory and stat every file again).
+    listing: Arc<Vec<DirEntry>>,
+    /// The segments in it, by id.
+    segments: Vec<SegmentFile>,
     scanner: Option<Scanner>,
     /// Segment id and offset where the current scanner's view starts.
     base: (u64, u64),
@@ -259,7 +265,7 @@ impl Salvager {
             follow: false,
             ..opts
         };
-        let mut s = Self::idle(storage, opts, None, None);
+        let mut s = Self::idle(storage, opts, None, None)?;
         s.scanner = Some(Scanner::new(s.storage.clone(), s.opts.clone())?);
         Ok(s)
     }
@@ -272,14 +278,14 @@ impl Salvager {
         from: u64,
         end: u64,
         after: Option<u64>,
-    ) -> Self {
+    ) -> Result<Self> {
         let opts = ScanOptions {
             stop_at_first_problem: true,
             ..ScanOptions::default()
         };
-        let mut s = Self::idle(storage, opts, after, Some((segment.id, end)));
+        let mut s = Self::idle(storage, opts, after, Some((segment.id, end)))?;
         s.resync_at = Some((segment.clone(), from));
-        s
+        Ok(s)
     }
 
     fn idle(
@@ -287,10 +293,27 @@ impl Salvager {
         opts: ScanOptions,
         after: Option<u64>,
         only: Option<(u64, u64)>,
-    ) -> Self {
-        Salvager {
+    ) -> Result<Self> {
+        let listing = storage
+            .list("")
+            .map_err(|e| Error::io("list", storage.root(), e))?;
+        let mut segments: Vec<SegmentFile> = listing
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .filter_map(|e| {
+                parse_segment_name(&e.name).map(|id| SegmentFile {
+                    id,
+                    name: e.name.clone(),
+                    size: e.size,
+                })
+            })
+            .collect();
+        segments.sort_by_key(|s| s.id);
+        Ok(Salvager {
             storage,
             opts,
+            listing: Arc::new(listing),
+            segments,
             scanner: None,
             base: (0, 0),
             scanner_done: false,
@@ -304,7 +327,7 @@ impl Salvager {
             worst: None,
             skipped_bytes: 0,
             skips: 0,
-        }
+        })
     }
 
     /// LSN of the last intact record delivered.
@@ -387,7 +410,7 @@ impl Salvager {
         } else {
             p.offset
         };
-        let segment = self.segment(p.segment_id)?;
+        let segment = self.segments.iter().find(|s| s.id == p.segment_id).cloned();
         let Some(segment) = segment else {
             return Err(Error::BadSegment {
                 path: self.storage.root().join(&p.segment),
@@ -407,13 +430,6 @@ impl Salvager {
         });
         self.resync_at = Some((segment, offset + stuck as u64));
         Ok(())
-    }
-
-    /// The segment with this id as listed now.
-    fn segment(&self, id: u64) -> Result<Option<SegmentFile>> {
-        Ok(list_segments(self.storage.as_ref())?
-            .into_iter()
-            .find(|s| s.id == id))
     }
 
     /// Looks for the next record start in `segment` from `from`; resumes the scan
@@ -448,13 +464,20 @@ impl Salvager {
         self.close_skips(Some(f.lsn));
         let view = LogView {
             inner: self.storage.clone(),
+            listing: self.listing.clone(),
             id: segment.id,
             name: segment.name.clone(),
             start: f.offset,
             end: self.only.map(|(_, end)| end),
             only: self.only.is_some(),
         };
-        self.scanner = Some(Scanner::new(Arc::new(view), self.opts.clone())?);
+        // No read-ahead thread: where damage is dense, it would read chunks the scan
+        // never reaches before the next resync.
+        let opts = ScanOptions {
+            read_ahead_from: None,
+            ..self.opts.clone()
+        };
+        self.scanner = Some(Scanner::new(Arc::new(view), opts)?);
         self.base = (segment.id, f.offset);
         self.scanner_done = false;
         self.since_resume = 0;
@@ -467,9 +490,7 @@ impl Salvager {
     fn look_past(&mut self, segment: &SegmentFile) -> Result<()> {
         let next = match self.only {
             Some(_) => None,
-            None => list_segments(self.storage.as_ref())?
-                .into_iter()
-                .find(|s| s.id > segment.id),
+            None => self.segments.iter().find(|s| s.id > segment.id).cloned(),
         };
         let Some(next) = next else {
             self.finish();
@@ -518,10 +539,13 @@ impl Salvager {
 
 /// A read-only view of a log that begins at byte `start` of segment `id` (older
 /// segments hidden) and, for a survey, holds only that segment up to `end`. The
-/// scanner reads it as a log; offsets in that segment are relative to `start`.
+/// scanner reads it as a log; offsets in that segment are relative to `start`. Its
+/// directory is the listing the salvage started with; its files give no read-ahead
+/// advice (a resumed scan may stop again a few records later).
 #[derive(Debug)]
 struct LogView {
     inner: Arc<dyn Storage>,
+    listing: Arc<Vec<DirEntry>>,
     id: u64,
     name: String,
     start: u64,
@@ -542,7 +566,8 @@ impl LogView {
     }
 }
 
-/// The view's file of its first segment: bytes `start..end` read as `0..`.
+/// A file of the view: for its first segment, bytes `start..end` read as `0..`;
+/// for the others, the whole file.
 struct ViewFile {
     file: Box<dyn ReadFile>,
     /// Absolute offset of the next read.
@@ -577,10 +602,6 @@ impl ReadFile for ViewFile {
             .map_or(size, |e| e.min(size))
             .saturating_sub(self.start))
     }
-    fn advise_sequential(&self, prefetch: u64) {
-        self.file
-            .advise_sequential(self.start.saturating_add(prefetch));
-    }
 }
 
 fn read_only() -> io::Error {
@@ -595,13 +616,18 @@ impl Storage for LogView {
         self.inner.root()
     }
     fn list(&self, dir: &str) -> io::Result<Vec<DirEntry>> {
-        let mut entries = self.inner.list(dir)?;
-        if dir.is_empty() {
-            entries.retain(|e| parse_segment_name(&e.name).is_none_or(|id| !self.hides(id)));
-            for e in &mut entries {
-                if e.name == self.name {
-                    e.size = self.view_size(e.size);
-                }
+        if !dir.is_empty() {
+            return self.inner.list(dir);
+        }
+        let mut entries: Vec<DirEntry> = self
+            .listing
+            .iter()
+            .filter(|e| parse_segment_name(&e.name).is_none_or(|id| !self.hides(id)))
+            .cloned()
+            .collect();
+        for e in &mut entries {
+            if e.name == self.name {
+                e.size = self.view_size(e.size);
             }
         }
         Ok(entries)
@@ -611,15 +637,16 @@ impl Storage for LogView {
             return Err(io::Error::from(io::ErrorKind::NotFound));
         }
         let mut file = self.inner.open_read(name)?;
-        if name != self.name {
-            return Ok(file);
-        }
-        file.seek_to(self.start)?;
+        let (start, end) = match name == self.name {
+            true => (self.start, self.end),
+            false => (0, None),
+        };
+        file.seek_to(start)?;
         Ok(Box::new(ViewFile {
             file,
-            pos: self.start,
-            start: self.start,
-            end: self.end,
+            pos: start,
+            start,
+            end,
         }))
     }
     fn size(&self, name: &str) -> io::Result<u64> {
@@ -927,13 +954,15 @@ mod tests {
         let mut s0 = a.clone();
         s0[a_off[5] as usize] ^= 0xff; // record 6's length prefix
         let (_d, storage) = write_log(&[s0]);
-        let seg = list_segments(storage.as_ref()).unwrap().remove(0);
-        let s = Salvager::within(storage.clone(), &seg, a_off[5], a_off[15], Some(5));
+        let seg = crate::segment::list_segments(storage.as_ref())
+            .unwrap()
+            .remove(0);
+        let s = Salvager::within(storage.clone(), &seg, a_off[5], a_off[15], Some(5)).unwrap();
         let (recs, _) = salvage_all(s);
         let lsns: Vec<u64> = recs.iter().map(|r| r.0).collect();
         assert_eq!(lsns, (7..=15).collect::<Vec<_>>());
         // From the start, with a last good LSN of 10: records up to 10 are not after it.
-        let s = Salvager::within(storage, &seg, 0, a.len() as u64, Some(10));
+        let s = Salvager::within(storage, &seg, 0, a.len() as u64, Some(10)).unwrap();
         let lsns: Vec<u64> = salvage_all(s).0.iter().map(|r| r.0).collect();
         assert_eq!(lsns, (11..=20).collect::<Vec<_>>());
     }
