@@ -809,3 +809,41 @@ fn a_closed_pipe_ends_salvage_quietly_with_0() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_eq!(stderr, "");
 }
+
+// ---------------------------------------------------------------- help and man
+
+#[test]
+fn help_and_man_pages_carry_the_new_commands_and_their_examples() {
+    for (args, example) in [
+        (
+            &["inspect", "--help"][..],
+            "walctl inspect --dir /var/lib/app/wal --segment 3 --offset 8192",
+        ),
+        (
+            &["stats", "--help"][..],
+            "walctl stats --dir /var/lib/app/wal --json",
+        ),
+        (
+            &["dump", "--help"][..],
+            "walctl dump --dir /var/lib/app/wal --salvage --json",
+        ),
+        (&["dump", "--help"][..], "--grep 'user=(42|43)\\b'"),
+    ] {
+        let out = walctl().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains(example), "{args:?}: {text}");
+    }
+    let mandir = tempdir();
+    let out = walctl()
+        .args(["man", "--out-dir"])
+        .arg(mandir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    for cmd in ["walctl-inspect", "walctl-stats"] {
+        let text = fs::read_to_string(mandir.path().join(format!("{cmd}.1"))).unwrap();
+        assert!(text.contains(&format!(".TH {cmd} 1")), "{cmd}");
+        assert!(text.contains("Examples:"), "{cmd}");
+    }
+}
