@@ -446,10 +446,12 @@ fn grep_matches_payload_bytes_and_combines_with_the_other_filters() {
     // With --salvage too.
     let (_, out, _) = salvage_json(&dir, &["--grep", r"^entry [0-9]*[48]:"]);
     assert_eq!(lsns_of(&out), want);
-    // A pattern that does not parse is a usage error.
+    // A pattern that does not parse is a usage error, and so is following a salvage.
     let r = run(&dir, &["dump", "--grep", "(unclosed"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert_eq!(r.stdout, "");
+    let r = run(&dir, &["dump", "--salvage", "--follow"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
 }
 
 // ---------------------------------------------------------------- inspect
