@@ -18,7 +18,8 @@ pub const MAX_BODY_LEN: u32 = 128 * 1024 * 1024;
 /// The largest payload [`encode_record`] accepts, leaving room for the other fields.
 pub const MAX_DATA_LEN: usize = MAX_BODY_LEN as usize - 32;
 
-const TAG_LSN: u8 = 1 << 3; // field 1, varint
+/// The first byte of a body as writers lay it out: field 1 (the LSN), varint.
+pub(crate) const TAG_LSN: u8 = 1 << 3;
 const TAG_DATA: u8 = (2 << 3) | 2; // field 2, length-delimited
 const TAG_CRC: u8 = 3 << 3; // field 3, varint
 const TAG_CHECKPOINT: u8 = 4 << 3; // field 4, varint
@@ -255,6 +256,34 @@ pub fn could_be_cut_short(present: &[u8], len: u64) -> bool {
     }
     // Only the checkpoint flag can be missing now.
     len.checked_sub(pos as u64) == Some(2) && [TAG_CHECKPOINT, 1].starts_with(&present[pos..])
+}
+
+/// The LSN of the record whose body starts with `head`, when those bytes can begin a
+/// body of `len` bytes laid out as writers lay it out: a non-zero LSN first, then the
+/// data field (its length leaving 0 or 2..=8 bytes for the CRC and checkpoint flag),
+/// the CRC field, or the flag. The cheap test [`crate::salvage`] applies before a full
+/// decode and CRC while it looks for where intact records start again after damage.
+/// `head` is the whole body or at least its first 22 bytes; reads nothing else.
+pub fn plausible_start(head: &[u8], len: u64) -> Option<u64> {
+    if *head.first()? != TAG_LSN {
+        return None;
+    }
+    let mut pos = 1;
+    let lsn = get_varint(head, &mut pos).ok().filter(|&l| l != 0)?;
+    let after_lsn = len.checked_sub(pos as u64)?;
+    let fits = match head.get(pos) {
+        None => after_lsn == 0,
+        Some(&TAG_DATA) => {
+            pos += 1;
+            let n = get_varint(head, &mut pos).ok()?;
+            let rest = len.checked_sub(pos as u64)?.checked_sub(n)?;
+            rest <= 8 && rest != 1
+        }
+        Some(&TAG_CRC) => (2..=8).contains(&after_lsn),
+        Some(&TAG_CHECKPOINT) => after_lsn == 2,
+        Some(_) => false,
+    };
+    fits.then_some(lsn)
 }
 
 /// Reads a varint for the fast path: `None` when it is truncated or overflows (the
@@ -616,6 +645,35 @@ mod tests {
             &[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
             40
         ));
+    }
+
+    #[test]
+    fn plausible_start_accepts_every_written_layout_and_little_else() {
+        for (lsn, data, cp) in [
+            (1u64, &b""[..], false),
+            (7, b"x", true),
+            (300, &[0xffu8; 200][..], false),
+            (u64::MAX, b"abc", true),
+        ] {
+            let rec = prost_bytes(lsn, data, cp);
+            let body = &rec[LEN_PREFIX..];
+            let len = body.len() as u64;
+            let head = &body[..body.len().min(22)];
+            assert_eq!(plausible_start(head, len), Some(lsn), "{lsn}");
+            // The same bytes under a length prefix that is off by more than the
+            // optional fields allow are not a record start.
+            assert_eq!(plausible_start(head, len + 9), None, "{lsn} +9");
+            // (9: more than the CRC field and the flag can make up.)
+            assert_eq!(
+                plausible_start(head, len.saturating_sub(9)),
+                None,
+                "{lsn} -9"
+            );
+        }
+        assert_eq!(plausible_start(&[0x12, 1, b'a'], 3), None, "data first");
+        assert_eq!(plausible_start(&[0x08, 0, 0x18, 1], 4), None, "LSN 0");
+        assert_eq!(plausible_start(&[0x08, 5], 2), Some(5), "LSN only");
+        assert_eq!(plausible_start(&[0x08, 5, 0x30], 5), None, "unknown field");
     }
 
     #[test]

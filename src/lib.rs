@@ -8,6 +8,7 @@
 //! - [`scan::Scanner`] is the one scanner behind open, readers, dump, verify and repair.
 //! - [`repair`] plans and applies `truncate-corrupt` repairs that save every cut byte
 //!   in the [`quarantine`] first, and restores them.
+//! - [`salvage`] reads past damage, resynchronising on the next intact record.
 //! - [`codec`] is the one record codec; [`segment`] names and lists segments;
 //!   [`storage`] is the file-system seam that tests put faults behind.
 //! - [`bench`] holds the workloads of `walctl bench`, each measured beside a
@@ -31,6 +32,7 @@ pub mod quarantine;
 mod readahead;
 pub mod reader;
 pub mod repair;
+pub mod salvage;
 pub mod scan;
 pub mod segment;
 pub mod storage;

@@ -48,17 +48,16 @@
 
 use std::any::Any;
 use std::fmt;
-use std::io::{self, Read};
-use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::codec::{LEN_PREFIX, MAX_BODY_LEN};
 use crate::error::{Error, Problem, ProblemKind, Result, Severity};
 use crate::quarantine::{self, Cut, Manifest, RestoredItem};
-use crate::scan::{scan_log, Event, ScanOptions, ScanReport, Scanner, SegmentSummary};
-use crate::storage::{DirEntry, EntryKind, LockAttempt, ReadFile, Storage, WriteFile};
+use crate::salvage::{SalvageEvent, Salvager};
+use crate::scan::{scan_log, ScanOptions, ScanReport, SegmentSummary};
+use crate::segment::SegmentFile;
+use crate::storage::{LockAttempt, Storage};
 
 /// What a repair may cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -300,7 +299,7 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
             continue;
         }
         if s.id == first.segment_id {
-            let rest = survey(storage, &s.name, first.offset, s.size)?;
+            let rest = survey(storage, s, first.offset, first.last_good_lsn)?;
             match rest.first_lsn {
                 Some(a) => first_cut = Some(a.saturating_sub(rest.steps_before_first).max(1)),
                 None if rest.complete => unknown_before = Some(rest.steps),
@@ -332,11 +331,11 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
                 }
             }
             if s.checkpoints > 0 {
-                found.checkpoints = window_checkpoints(storage, &s.name, 0, s.valid_len)?;
+                found.checkpoints = checkpoints_before(storage, s)?;
             }
             match &s.problem {
                 Some(p) => {
-                    let rest = survey(storage, &s.name, p.offset, s.size)?;
+                    let rest = survey(storage, s, p.offset, p.last_good_lsn)?;
                     for r in &rest.lsns {
                         found.add(r.first, r.last, 0);
                     }
@@ -412,236 +411,64 @@ impl Survey {
     }
 }
 
-/// How many times a survey steps over a damaged record before giving up on the rest.
-const MAX_RESYNC: usize = 64;
-
-/// Finds the intact records in bytes `from..size` of segment `name` (bytes the main
-/// scan did not read because they lie after a problem). The one scanner reads them
-/// through a read-only window onto the segment; a damaged record whose framing is
-/// whole is stepped over, anything else ends the survey.
-fn survey(storage: &Arc<dyn Storage>, name: &str, from: u64, size: u64) -> Result<Survey> {
+/// Finds the intact records in bytes `from..size` of segment `s` (bytes the main
+/// scan did not read because they lie after a problem) with LSNs after `after`: the
+/// salvage's resync steps over every damaged range, whatever its framing.
+fn survey(
+    storage: &Arc<dyn Storage>,
+    s: &SegmentSummary,
+    from: u64,
+    after: Option<u64>,
+) -> Result<Survey> {
+    let seg = SegmentFile {
+        id: s.id,
+        name: s.name.clone(),
+        size: s.size,
+    };
     let mut out = Survey::default();
-    let mut pos = from;
-    for _ in 0..MAX_RESYNC {
-        if pos >= size {
-            break;
-        }
-        let window: Arc<dyn Storage> = Arc::new(Window {
-            inner: storage.clone(),
-            name: name.to_string(),
-            start: pos,
-            end: size,
-        });
-        let Some((s, checkpoints)) = scan_window(window)? else {
-            break;
-        };
-        out.checkpoints.extend(checkpoints);
-        if let (Some(a), Some(b)) = (s.first_lsn, s.last_lsn) {
-            out.add(a, b, s.records);
-            if out.first_lsn.is_none() {
-                out.first_lsn = Some(a);
-                out.steps_before_first = out.steps;
+    let mut intact = 0;
+    let mut salvage = Salvager::within(storage.clone(), &seg, from, s.size, after)?;
+    while let Some(ev) = salvage.next()? {
+        match ev {
+            SalvageEvent::Record(r) => {
+                out.add(r.lsn, r.lsn, 1);
+                intact += r.len;
+                if r.checkpoint {
+                    out.checkpoints.push(r.lsn);
+                }
+                if out.first_lsn.is_none() {
+                    out.first_lsn = Some(r.lsn);
+                    out.steps_before_first = out.steps;
+                }
             }
-        }
-        let Some(p) = &s.problem else {
-            pos = size;
-            out.complete = true;
-            break;
-        };
-        let at = pos + p.offset;
-        let next = match p.kind {
-            // An intact record out of LSN order: a fresh window starts at it (and
-            // accepts it), so it counts as intact.
-            ProblemKind::LsnGap { .. } | ProblemKind::LsnRegression { .. } => Some(at),
-            // Whole framing around a bad body: step over the record.
-            ProblemKind::CrcMismatch { .. } | ProblemKind::Undecodable { .. } => {
-                frame_len(storage.as_ref(), name, at, size)?.map(|n| {
-                    out.damaged += n;
-                    out.steps += 1;
-                    at + n
-                })
-            }
-            // Torn, zero-filled or absurd framing: nothing after it can be framed.
-            _ => None,
-        };
-        match next {
-            Some(n) => pos = n,
-            None => {
-                pos = at;
-                break;
-            }
+            // Each range stepped over holds at least one damaged record: counting
+            // one per range never puts the first LSN cut below the real one.
+            SalvageEvent::Skipped(_) => out.steps += 1,
+            _ => {}
         }
     }
-    if pos >= size {
-        out.complete = true;
-    }
-    out.damaged += size - pos;
+    // The salvage reads to the end of the range, past any damage.
+    out.complete = true;
+    out.damaged = (s.size - from).saturating_sub(intact);
     Ok(out)
 }
-
-/// Scans a read-only window onto one segment: its summary and the LSNs of its
-/// intact checkpoints (`None`: nothing to scan).
-fn scan_window(window: Arc<dyn Storage>) -> Result<Option<(SegmentSummary, Vec<u64>)>> {
-    let mut scanner = Scanner::new(window, ScanOptions::default())?;
-    let mut checkpoints = Vec::new();
-    while let Some(ev) = scanner.next()? {
-        if let Event::Record(r) = ev {
+/// LSNs of the intact checkpoints in segment `s` before its first problem.
+fn checkpoints_before(storage: &Arc<dyn Storage>, s: &SegmentSummary) -> Result<Vec<u64>> {
+    let seg = SegmentFile {
+        id: s.id,
+        name: s.name.clone(),
+        size: s.size,
+    };
+    let mut out = Vec::new();
+    let mut salvage = Salvager::within(storage.clone(), &seg, 0, s.valid_len, None)?;
+    while let Some(ev) = salvage.next()? {
+        if let SalvageEvent::Record(r) = ev {
             if r.checkpoint {
-                checkpoints.push(r.lsn);
+                out.push(r.lsn);
             }
         }
     }
-    Ok(scanner
-        .summaries()
-        .first()
-        .cloned()
-        .map(|s| (s, checkpoints)))
-}
-
-/// LSNs of the intact checkpoints in bytes `from..to` of segment `name`.
-fn window_checkpoints(
-    storage: &Arc<dyn Storage>,
-    name: &str,
-    from: u64,
-    to: u64,
-) -> Result<Vec<u64>> {
-    let window: Arc<dyn Storage> = Arc::new(Window {
-        inner: storage.clone(),
-        name: name.to_string(),
-        start: from,
-        end: to,
-    });
-    Ok(scan_window(window)?.map(|(_, c)| c).unwrap_or_default())
-}
-
-/// Size on disk of the record framed at `at`, when its length prefix is sane and the
-/// segment holds all of it.
-fn frame_len(storage: &dyn Storage, name: &str, at: u64, size: u64) -> Result<Option<u64>> {
-    let path = storage.root().join(name);
-    let mut f = storage
-        .open_read(name)
-        .map_err(|e| Error::io("open", &path, e))?;
-    f.seek_to(at).map_err(|e| Error::io("seek", &path, e))?;
-    let mut prefix = [0u8; LEN_PREFIX];
-    if let Err(e) = f.read_exact(&mut prefix) {
-        return match e.kind() {
-            io::ErrorKind::UnexpectedEof => Ok(None),
-            _ => Err(Error::io("read", &path, e)),
-        };
-    }
-    let len = u32::from_le_bytes(prefix) as u64;
-    let n = LEN_PREFIX as u64 + len;
-    Ok((len <= MAX_BODY_LEN as u64 && at + n <= size).then_some(n))
-}
-
-/// A read-only view of bytes `start..end` of one segment, presented as a log of that
-/// one segment, so that the one scanner can read what lies after a problem.
-#[derive(Debug)]
-struct Window {
-    inner: Arc<dyn Storage>,
-    name: String,
-    start: u64,
-    end: u64,
-}
-
-struct WindowFile {
-    file: Box<dyn ReadFile>,
-    /// Absolute offset of the next read.
-    pos: u64,
-    start: u64,
-    end: u64,
-}
-
-impl Read for WindowFile {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.end.saturating_sub(self.pos);
-        let want = (buf.len() as u64).min(left) as usize;
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read(&mut buf[..want])?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl ReadFile for WindowFile {
-    fn seek_to(&mut self, offset: u64) -> io::Result<()> {
-        let pos = self.start.saturating_add(offset).min(self.end);
-        self.file.seek_to(pos)?;
-        self.pos = pos;
-        Ok(())
-    }
-    fn size(&self) -> io::Result<u64> {
-        Ok(self.end - self.start)
-    }
-}
-
-fn read_only() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::PermissionDenied,
-        "a repair survey window is read-only",
-    )
-}
-
-impl Storage for Window {
-    fn root(&self) -> &Path {
-        self.inner.root()
-    }
-    fn list(&self, dir: &str) -> io::Result<Vec<DirEntry>> {
-        Ok(if dir.is_empty() {
-            vec![DirEntry {
-                name: self.name.clone(),
-                kind: EntryKind::File,
-                size: self.end - self.start,
-            }]
-        } else {
-            Vec::new()
-        })
-    }
-    fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>> {
-        if name != self.name {
-            return Err(io::Error::from(io::ErrorKind::NotFound));
-        }
-        let mut file = self.inner.open_read(name)?;
-        file.seek_to(self.start)?;
-        Ok(Box::new(WindowFile {
-            file,
-            pos: self.start,
-            start: self.start,
-            end: self.end,
-        }))
-    }
-    fn size(&self, name: &str) -> io::Result<u64> {
-        if name != self.name {
-            return Err(io::Error::from(io::ErrorKind::NotFound));
-        }
-        Ok(self.end - self.start)
-    }
-    fn open_append(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
-        Err(read_only())
-    }
-    fn create(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
-        Err(read_only())
-    }
-    fn truncate(&self, _: &str, _: u64) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn remove_file(&self, _: &str) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn create_dir(&self, _: &str) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn rename(&self, _: &str, _: &str) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn sync_dir(&self, _: &str) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn try_lock(&self) -> io::Result<LockAttempt> {
-        Err(read_only())
-    }
+    Ok(out)
 }
 
 /// What [`apply`] found and did.

@@ -188,7 +188,7 @@ impl WriterArgs {
 
 /// Parses a byte count: digits with an optional binary suffix (K, M, G, KiB, MiB, GiB,
 /// B). Zero is refused.
-fn parse_size(s: &str) -> Result<u64, String> {
+pub(super) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use walctl::scan::{Event, ScanOptions, ScannedRecord, Scanner};
-use walctl::segment::SEGMENT_PREFIX;
+use walctl::segment::{SegmentFile, SEGMENT_PREFIX};
+use walctl::ProblemKind;
 
 use super::{output, DirArg, Exit};
 
@@ -27,6 +28,8 @@ Examples:
   walctl dump --dir /var/lib/app/wal --json --from 1000 --limit 10
   walctl dump --dir /var/lib/app/wal --since-checkpoint --data-format hex
   walctl dump --dir /var/lib/app/wal --follow --json | jq .lsn
+  walctl dump --dir /var/lib/app/wal --salvage --json > records.ndjson 2> salvage.json
+  walctl dump --dir /var/lib/app/wal --grep 'user=(42|43)\\b' --from 1000
 
 Output (--json), one object per record, keys always in this order:
   {\"lsn\":2,\"checkpoint\":false,\"segment\":\"segment-0\",\"offset\":12,\"len\":26,
@@ -38,7 +41,8 @@ Output (--json), one object per record, keys always in this order:
 Exit codes: 0 every record read was intact; 3 the newest segment ends with a torn
 record; 4 corruption (the problem is reported on stderr after every good record
 before it was printed); 1 the log could not be read; 2 usage error. With --to or
---limit, dump stops reading once it has printed what was asked for.";
+--limit, dump stops reading once it has printed what was asked for. With --salvage
+the same codes say what was stepped over (3: only a torn tail at the very end).";
 
 /// Print the records of a log in LSN order.
 ///
@@ -105,6 +109,25 @@ pub struct Args {
     /// without this flag dump stops at the first one with status 1.
     #[arg(long)]
     skip_retired: bool,
+
+    /// Read past damage: after a bad record, go on at the next position where an
+    /// intact record with a later LSN starts, in the same segment or a later one.
+    /// Never prints a record whose CRC fails. Each skipped byte range (segment,
+    /// offset, length, the LSNs on either side) is named on stderr; with --json,
+    /// stderr gets one JSON summary object instead. Exit status as without it.
+    #[arg(long, conflicts_with = "follow")]
+    salvage: bool,
+
+    /// Print only records whose payload matches this regular expression (Rust
+    /// `regex` syntax, matched against the raw bytes; `(?i)` ignores case).
+    /// Combines with the other filters; --limit counts matching records.
+    #[arg(long, value_name = "PATTERN", value_parser = parse_grep)]
+    grep: Option<regex::bytes::Regex>,
+}
+
+/// `--grep`'s value: a regular expression over bytes, or a usage error.
+fn parse_grep(s: &str) -> Result<regex::bytes::Regex, String> {
+    regex::bytes::Regex::new(s).map_err(|e| e.to_string())
 }
 
 /// How long `--follow` waits at an incomplete record before it says so.
@@ -156,6 +179,31 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         }
     }
 
+    let filter = Filter {
+        from,
+        to: args.to,
+        limit: args.limit,
+        checkpoints_only: args.checkpoints_only,
+        grep: args.grep.clone(),
+        printed: 0,
+    };
+    let printer = Printer {
+        out: io::stdout().lock(),
+        buf: Vec::with_capacity(OUT_CHUNK * 2),
+        json: args.json,
+        format: args.data_format,
+        preview: args.preview,
+    };
+    if args.salvage {
+        let job = super::salvage::Job {
+            dir: &args.dir.dir,
+            json: args.json,
+            quiet: args.quiet,
+            from_lsn: (from > 1).then_some(from),
+        };
+        return super::salvage::run(job, storage, filter, printer);
+    }
+
     if args.follow {
         install_stop_handler()?;
     }
@@ -177,17 +225,9 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         args.quiet || args.json || args.follow || io::stdout().is_terminal(),
         "dump",
     );
-    let mut progress = Progress::new(&scanner, !pb.is_hidden());
+    let mut progress = Progress::new(scanner.segments(), !pb.is_hidden());
+    let (mut filter, mut printer) = (filter, printer);
 
-    let mut printer = Printer {
-        out: io::stdout().lock(),
-        buf: Vec::with_capacity(OUT_CHUNK * 2),
-        json: args.json,
-        format: args.data_format,
-        preview: args.preview,
-    };
-
-    let mut printed = 0u64;
     let mut problem = None;
     let mut retired_stop = None;
     if args.limit != Some(0) {
@@ -213,18 +253,15 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                 if let Some(pos) = progress.advance(&r) {
                     pb.set_position(pos);
                 }
-                if r.lsn < from {
-                    continue;
-                }
-                if args.to.is_some_and(|to| r.lsn > to) {
-                    break 'scan;
-                }
-                if !args.checkpoints_only || r.checkpoint {
-                    printer.record(&r)?;
-                    printed += 1;
-                }
-                if args.to == Some(r.lsn) || args.limit.is_some_and(|l| printed >= l) {
-                    break 'scan;
+                match filter.take(&r) {
+                    Take::Skip => continue,
+                    Take::Stop => break 'scan,
+                    Take::Print { last } => {
+                        printer.record(&r)?;
+                        if last {
+                            break 'scan;
+                        }
+                    }
                 }
             }
             if let Some(p) = scanner.first_problem() {
@@ -255,9 +292,10 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
 
     if let Some(gap) = retired_stop {
         output::note(format!(
-            "stopped after LSN {} ({printed} records printed): the records after it are gone; \
+            "stopped after LSN {} ({} records printed): the records after it are gone; \
              `walctl dump --from {}` reads what is left, `--skip-retired` goes on past such holes",
             gap.first_lsn - 1,
+            filter.printed,
             gap.last_lsn + 1
         ));
         return Ok(Exit::Failed);
@@ -265,15 +303,24 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     match problem {
         None => Ok(Exit::Ok),
         Some(p) => {
-            let before = match (printed, p.last_good_lsn) {
+            let before = match (filter.printed, p.last_good_lsn) {
                 (0, _) => "no record was printed".to_string(),
                 (n, Some(lsn)) => format!("{n} records printed, up to LSN {lsn}"),
                 (n, None) => format!("{n} records printed"),
             };
             let path = args.dir.dir.join(&p.segment);
+            if matches!(
+                p.kind,
+                ProblemKind::Unreadable { .. } | ProblemKind::MissingSegment { .. }
+            ) {
+                output::note(format!("{p} ({before}; nothing after it was read)"));
+                return Ok(Exit::from_severity(Some(p.severity)));
+            }
             output::note(format!(
-                "{p} (file {}; {before}; nothing after it was read)",
-                path.display()
+                "{p} (file {}; {before}; nothing after it was read; to see the record \
+                 there: {}; to read past it: --salvage)",
+                path.display(),
+                super::inspect::hint(&args.dir.dir, p.segment_id, p.offset)
             ));
             Ok(Exit::from_severity(Some(p.severity)))
         }
@@ -351,8 +398,54 @@ fn usage_error(msg: &str) -> ! {
         .exit()
 }
 
+/// Which records dump prints: `--from`, `--to`, `--limit`, `--checkpoints-only`
+/// and `--grep` together.
+pub(super) struct Filter {
+    from: u64,
+    to: Option<u64>,
+    limit: Option<u64>,
+    checkpoints_only: bool,
+    grep: Option<regex::bytes::Regex>,
+    /// Records printed so far.
+    pub(super) printed: u64,
+}
+
+/// What to do with a record.
+pub(super) enum Take {
+    /// Not wanted; read on.
+    Skip,
+    /// Print it; `last`: nothing after it is wanted.
+    Print { last: bool },
+    /// Nothing from here on is wanted.
+    Stop,
+}
+
+impl Filter {
+    /// Decides about `r` (records come in LSN order) and counts it when printed.
+    pub(super) fn take(&mut self, r: &ScannedRecord<'_>) -> Take {
+        if self.limit == Some(0) {
+            return Take::Stop;
+        }
+        if r.lsn < self.from {
+            return Take::Skip;
+        }
+        if self.to.is_some_and(|to| r.lsn > to) {
+            return Take::Stop;
+        }
+        let wanted = (!self.checkpoints_only || r.checkpoint)
+            && self.grep.as_ref().is_none_or(|re| re.is_match(r.data));
+        self.printed += wanted as u64;
+        let last = self.to == Some(r.lsn) || self.limit.is_some_and(|l| self.printed >= l);
+        match (wanted, last) {
+            (true, last) => Take::Print { last },
+            (false, true) => Take::Stop,
+            (false, false) => Take::Skip,
+        }
+    }
+}
+
 /// Tracks the byte position of the scan for the progress bar, cheaply.
-struct Progress {
+pub(super) struct Progress {
     enabled: bool,
     /// (segment id, bytes of all segments before it).
     bases: Vec<(u64, u64)>,
@@ -362,10 +455,10 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(scanner: &Scanner, enabled: bool) -> Self {
+    pub(super) fn new(segments: &[SegmentFile], enabled: bool) -> Self {
         let mut bases = Vec::new();
         let mut sum = 0;
-        for s in scanner.segments() {
+        for s in segments {
             bases.push((s.id, sum));
             sum += s.size;
         }
@@ -379,7 +472,7 @@ impl Progress {
     }
 
     /// The position to draw after `r`, when it is time to redraw.
-    fn advance(&mut self, r: &ScannedRecord<'_>) -> Option<u64> {
+    pub(super) fn advance(&mut self, r: &ScannedRecord<'_>) -> Option<u64> {
         if !self.enabled {
             return None;
         }
@@ -432,7 +525,7 @@ const OUT_CHUNK: usize = 64 * 1024;
 
 /// Formats records straight into one reused output buffer, written out in large
 /// chunks (each ends with a whole line).
-struct Printer<W: Write> {
+pub(super) struct Printer<W: Write> {
     out: W,
     buf: Vec<u8>,
     json: bool,
@@ -441,7 +534,7 @@ struct Printer<W: Write> {
 }
 
 impl<W: Write> Printer<W> {
-    fn record(&mut self, r: &ScannedRecord<'_>) -> io::Result<()> {
+    pub(super) fn record(&mut self, r: &ScannedRecord<'_>) -> io::Result<()> {
         if self.json {
             json_record(&mut self.buf, r, self.format);
         } else {
@@ -454,7 +547,7 @@ impl<W: Write> Printer<W> {
     }
 
     /// Writes out everything formatted so far.
-    fn flush(&mut self) -> io::Result<()> {
+    pub(super) fn flush(&mut self) -> io::Result<()> {
         self.out.write_all(&self.buf)?;
         self.buf.clear();
         self.out.flush()

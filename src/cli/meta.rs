@@ -29,12 +29,14 @@ pub struct CompletionsArgs {
 }
 
 /// The commands that have a page of their own, `walctl-COMMAND(1)`.
-const PAGES: [&str; 9] = [
+const PAGES: [&str; 11] = [
     "append",
     "checkpoint",
     "dump",
     "verify",
     "segments",
+    "inspect",
+    "stats",
     "truncate-corrupt",
     "bench",
     "completions",

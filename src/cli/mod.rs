@@ -5,11 +5,14 @@ mod append;
 mod bench;
 mod checkpoint;
 mod dump;
+mod inspect;
 mod meta;
 pub mod output;
 mod prune;
 mod repair;
+mod salvage;
 mod segments;
+mod stats;
 mod verify;
 
 use std::path::PathBuf;
@@ -46,6 +49,8 @@ enum Command {
     Dump(dump::Args),
     Verify(verify::Args),
     Segments(segments::Args),
+    Inspect(inspect::Args),
+    Stats(stats::Args),
     TruncateCorrupt(repair::Args),
     Bench(bench::Args),
     Completions(meta::CompletionsArgs),
@@ -134,6 +139,8 @@ pub fn main() -> i32 {
         Command::Dump(a) => dump::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Segments(a) => segments::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Stats(a) => stats::run(a),
         Command::TruncateCorrupt(a) => repair::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Completions(a) => meta::completions(a),

@@ -212,8 +212,10 @@ fn write_text(
                 )?,
                 _ => writeln!(
                     out,
-                    "  {p} [{after}; {unchecked} bytes from there to the end of {} not checked]",
-                    p.segment
+                    "  {p} [{after}; {unchecked} bytes from there to the end of {} not checked; \
+                     to see the record there: {}]",
+                    p.segment,
+                    super::inspect::hint(dir, p.segment_id, p.offset)
                 )?,
             }
         }
