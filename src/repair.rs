@@ -428,6 +428,9 @@ fn survey(
     let mut out = Survey::default();
     let mut intact = 0;
     let mut salvage = Salvager::within(storage.clone(), &seg, from, s.size, after)?;
+    // Each damaged range holds at least one damaged record: counting one per range
+    // never puts the first LSN cut below the real one. The range from `from` (the
+    // problem) to the first intact record is not reported as a skip.
     while let Some(ev) = salvage.next()? {
         match ev {
             SalvageEvent::Record(r) => {
@@ -437,15 +440,17 @@ fn survey(
                     out.checkpoints.push(r.lsn);
                 }
                 if out.first_lsn.is_none() {
+                    out.steps += u64::from(r.offset > from);
                     out.first_lsn = Some(r.lsn);
                     out.steps_before_first = out.steps;
                 }
             }
-            // Each range stepped over holds at least one damaged record: counting
-            // one per range never puts the first LSN cut below the real one.
             SalvageEvent::Skipped(_) => out.steps += 1,
             _ => {}
         }
+    }
+    if out.first_lsn.is_none() && from < s.size {
+        out.steps += 1;
     }
     // The salvage reads to the end of the range, past any damage.
     out.complete = true;

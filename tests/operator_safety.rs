@@ -429,11 +429,12 @@ fn when_the_damaged_records_cannot_be_counted_the_next_lsn_errs_high() {
     let tmp = tempdir();
     let dir = tmp.path().join("go");
     let s7 = go_log_500(&dir);
-    // The first length prefix is absurd: nothing in segment-7 can be framed, so how
-    // many records it held is unknown. The next LSN is then segment-8's first (503),
-    // never one that may already have been given out.
+    // The first two records (LSN 500 and 501, 24 bytes each) are garbage: the
+    // resync finds LSN 502 after one damaged range, which holds at least one
+    // record. The next LSN is then 501: one too high, never one that may already
+    // have been given out.
     let mut damaged = s7.clone();
-    damaged[3] = 0x7f;
+    damaged[..48].fill(0x7f);
     fs::write(dir.join("segment-7"), &damaged).unwrap();
     let out = run(&mut walctl(
         "truncate-corrupt",
@@ -442,12 +443,12 @@ fn when_the_damaged_records_cannot_be_counted_the_next_lsn_errs_high() {
     ));
     ok(&out);
     assert!(
-        stdout_of(&out).contains("the next append gets LSN 503"),
+        stdout_of(&out).contains("the next append gets LSN 501"),
         "{}",
         stdout_of(&out)
     );
     let out = run(&mut walctl("append", &dir, &["next"]));
-    assert_eq!(lsns(ok(&out)), vec![503]);
+    assert_eq!(lsns(ok(&out)), vec![501]);
 }
 
 // ---------------------------------------------------------------------------------

@@ -236,7 +236,7 @@ fn a_split_scan_finds_a_missing_or_repeated_segment_at_its_seam_as_one_pass_does
     let repeat = tmp.path().join("repeat");
     copy_segments(&clean, &repeat);
     std::fs::copy(clean.join(&names[1]), repeat.join("segment-3")).unwrap();
-    for (dir, kind) in [(&gap, "lsn_gap"), (&repeat, "lsn_regression")] {
+    for (dir, kind) in [(&gap, "missing_segment"), (&repeat, "lsn_regression")] {
         let one_pass = report(dir, false).unwrap();
         let problem = one_pass.segments.iter().find_map(|s| s.problem.as_ref());
         let problem = problem.unwrap_or_else(|| panic!("{kind}: one pass saw nothing"));
