@@ -2,6 +2,8 @@
 //! subcommand. Each subcommand lives in its own module with its own `Args`.
 
 mod append;
+#[cfg(feature = "s3")]
+mod archive;
 mod bench;
 mod checkpoint;
 mod dump;
@@ -47,6 +49,8 @@ enum Command {
     Segments(segments::Args),
     TruncateCorrupt(repair::Args),
     Bench(bench::Args),
+    #[cfg(feature = "s3")]
+    Archive(archive::Args),
     Completions(meta::CompletionsArgs),
     Man(meta::ManArgs),
 }
@@ -129,6 +133,8 @@ pub fn main() -> i32 {
         Command::Segments(a) => segments::run(a),
         Command::TruncateCorrupt(a) => repair::run(a),
         Command::Bench(a) => bench::run(a),
+        #[cfg(feature = "s3")]
+        Command::Archive(a) => archive::run(a),
         Command::Completions(a) => meta::completions(a),
         Command::Man(a) => meta::man(a),
     };

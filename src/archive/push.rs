@@ -1,0 +1,189 @@
+//! `archive push`: every sealed segment (all but the newest) the archive does not hold
+//! yet is checked record by record, uploaded without overwriting anything, confirmed,
+//! recorded in the manifest and then in the directory's marker. Each step can be cut
+//! short by a crash: the next push finds what is there and uploads nothing twice.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::error::ArchiveError;
+use super::manifest::{Entry, Manifest};
+use super::marker::Marker;
+use super::mem::OneSegment;
+use super::store::{Archive, PutOutcome, WriteMode};
+use super::Result;
+use crate::error::{Problem, ProblemKind, Severity};
+use crate::quarantine::sha256_hex;
+use crate::segment::list_segments;
+use crate::storage::FileStorage;
+
+/// What a push did with one segment, as it goes.
+#[derive(Debug)]
+pub enum PushEvent<'a> {
+    /// The store's write mode, found before the first upload.
+    WriteMode(&'a WriteMode),
+    /// The segment was uploaded, confirmed and recorded.
+    Uploaded(&'a Entry),
+    /// The archive already held the segment, byte-identical (an earlier push was cut
+    /// short after uploading it); it is recorded now, not uploaded again.
+    Recorded(&'a Entry),
+}
+
+/// What a push did in total.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushSummary {
+    /// Sealed segments in the directory.
+    pub sealed: usize,
+    /// Segments uploaded by this push.
+    pub uploaded: usize,
+    /// Their bytes.
+    pub uploaded_bytes: u64,
+    /// Segments found already in the archive and recorded by this push.
+    pub recorded: usize,
+    /// Segments the archive held before this push.
+    pub held: usize,
+}
+
+/// Pushes the sealed segments of the log in `dir` to `archive`, oldest first,
+/// stopping at the first that cannot be archived (a local problem, a conflict, a
+/// store error): the archive never holds a segment without every older one.
+pub fn push(
+    archive: &Archive,
+    dir: &Path,
+    mut on: impl FnMut(PushEvent<'_>),
+) -> Result<PushSummary> {
+    let storage =
+        FileStorage::open(dir).map_err(|e| ArchiveError::io("open log directory", dir, e))?;
+    let segments = list_segments(&storage)?;
+    let sealed = &segments[..segments.len().saturating_sub(1)];
+    let url = archive.url().to_string();
+    let marker_path = dir.join(super::marker::MARKER_FILE);
+    let mut marker = Marker::load(&storage)
+        .map_err(|e| ArchiveError::io("read archive marker", &marker_path, e))?
+        .unwrap_or_default();
+    let mut summary = PushSummary {
+        sealed: sealed.len(),
+        ..PushSummary::default()
+    };
+    let todo: Vec<_> = sealed
+        .iter()
+        .filter(|s| !marker.holds(&url, s.id))
+        .collect();
+    summary.held = sealed.len() - todo.len();
+    let registered = marker.archives.contains_key(&url);
+    if todo.is_empty() && registered {
+        return Ok(summary);
+    }
+    // The store is asked before the directory is touched: wrong credentials or an
+    // unreachable store leave the log exactly as it was.
+    let mut manifest = Manifest::load(archive)?.unwrap_or_default();
+    if !registered {
+        // From now on retention keeps every segment this archive does not hold.
+        marker.version = 1;
+        marker.archives.insert(url.clone(), Vec::new());
+        marker
+            .save(&storage)
+            .map_err(|e| ArchiveError::io("write archive marker", &marker_path, e))?;
+    }
+    if todo.is_empty() {
+        return Ok(summary);
+    }
+    let mode = archive.write_mode()?;
+    on(PushEvent::WriteMode(&mode));
+    for seg in todo {
+        let path = dir.join(&seg.name);
+        let bytes = std::fs::read(&path).map_err(|e| ArchiveError::io("read", &path, e))?;
+        let sha = sha256_hex(&bytes);
+        let size = bytes.len() as u64;
+        let recorded = manifest.get(seg.id).cloned();
+        let (entry, outcome) = match recorded {
+            Some(e) if e.sha256 == sha && e.size == size => (e, PutOutcome::AlreadyThere),
+            Some(e) => {
+                return Err(ArchiveError::Conflict {
+                    object: archive.object_url(&seg.name),
+                    detail: format!(
+                        "the archive's manifest records {} bytes with sha256 {} for it, the local \
+                         segment has {size} bytes with sha256 {}: is this the same log?",
+                        e.size,
+                        &e.sha256[..16.min(e.sha256.len())],
+                        &sha[..16]
+                    ),
+                })
+            }
+            None => {
+                let bytes = Arc::new(bytes);
+                let checked = OneSegment::new(dir, seg.id, bytes.clone()).check()?;
+                if let Some(p) = checked.problem {
+                    return Err(ArchiveError::LocalDamage {
+                        path,
+                        problem: Box::new(p),
+                    });
+                }
+                check_continuity(&manifest, &checked, &path)?;
+                let entry = Entry::new(&checked, sha.clone());
+                let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|b| (*b).clone());
+                let outcome = archive.put_new(&seg.name, bytes, &sha)?;
+                manifest.insert(entry.clone());
+                manifest.save(archive)?;
+                (entry, outcome)
+            }
+        };
+        marker.add(&url, seg.id);
+        marker
+            .save(&storage)
+            .map_err(|e| ArchiveError::io("write archive marker", &marker_path, e))?;
+        match outcome {
+            PutOutcome::Created => {
+                summary.uploaded += 1;
+                summary.uploaded_bytes += entry.size;
+                on(PushEvent::Uploaded(&entry));
+            }
+            PutOutcome::AlreadyThere => {
+                summary.recorded += 1;
+                on(PushEvent::Recorded(&entry));
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// The segment's first LSN must follow the last LSN of the segment before it in the
+/// archive, when the archive holds that one.
+fn check_continuity(
+    manifest: &Manifest,
+    seg: &crate::scan::SegmentSummary,
+    path: &Path,
+) -> Result<()> {
+    let prev = seg
+        .id
+        .checked_sub(1)
+        .and_then(|p| manifest.get(p))
+        .and_then(|e| e.last_lsn);
+    if let (Some(prev), Some(first)) = (prev, seg.first_lsn) {
+        if first != prev.saturating_add(1) {
+            let kind = if first > prev {
+                ProblemKind::LsnGap {
+                    expected: prev + 1,
+                    found: first,
+                }
+            } else {
+                ProblemKind::LsnRegression {
+                    previous: prev,
+                    found: first,
+                }
+            };
+            return Err(ArchiveError::LocalDamage {
+                path: path.to_path_buf(),
+                problem: Box::new(Problem {
+                    segment: seg.name.clone(),
+                    segment_id: seg.id,
+                    offset: 0,
+                    severity: Severity::Corruption,
+                    kind,
+                    last_good_lsn: Some(prev),
+                }),
+            });
+        }
+    }
+    Ok(())
+}
