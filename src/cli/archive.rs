@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -12,10 +13,11 @@ use serde::Serialize;
 use walctl::archive::manifest::{Entry, Manifest};
 use walctl::archive::marker::Marker;
 use walctl::archive::{
-    self, Archive, ArchiveError, Connect, PushEvent, RestoreOptions, VerifyReport, WriteMode,
+    self, Archive, ArchiveError, ArchiveStorage, Connect, PushEvent, RestoreOptions, VerifyReport,
+    WriteMode,
 };
 use walctl::segment::list_segments;
-use walctl::storage::FileStorage;
+use walctl::storage::{FileStorage, Storage};
 
 use super::{output, Exit};
 
@@ -186,6 +188,12 @@ struct RebuildArgs {
     from: String,
     #[command(flatten)]
     store: StoreArgs,
+}
+
+/// A read-only log view of the archive at `url`, for the read commands' `--dir`.
+pub fn open_in_place(url: &str) -> anyhow::Result<Arc<dyn Storage>> {
+    let archive = Archive::open(url, &Connect::default())?;
+    Ok(Arc::new(ArchiveStorage::new(Arc::new(archive))))
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {

@@ -58,7 +58,8 @@ enum Command {
 /// `--dir`, shared by every command that works on a log.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DirArg {
-    /// The log directory.
+    /// The log directory. Read commands also take an archive URL
+    /// (s3://BUCKET/PREFIX) and read the log in place.
     #[arg(long, short = 'd', env = "WALCTL_DIR", value_name = "DIR")]
     pub dir: PathBuf,
 }
@@ -68,6 +69,10 @@ impl DirArg {
     /// A missing path or one that is not a directory is "not a WAL directory".
     pub fn open_read(&self) -> anyhow::Result<Arc<dyn Storage>> {
         let dir = &self.dir;
+        #[cfg(feature = "s3")]
+        if let Some(url) = dir.to_str().filter(|d| walctl::archive::is_archive_url(d)) {
+            return archive::open_in_place(url);
+        }
         match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => anyhow::bail!("not a WAL directory: {} is not a directory", dir.display()),
