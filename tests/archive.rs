@@ -1290,3 +1290,65 @@ fn s3_dump_verify_and_segments_read_an_archive_in_place() {
     assert_eq!(v.code, 4, "{}{}", v.stdout, v.stderr);
     assert!(v.stdout.contains("segment-1"), "{}", v.stdout);
 }
+
+#[test]
+fn push_watch_uploads_segments_as_they_seal_and_a_non_log_is_refused() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("wal");
+    make_log(&dir, 100, 2048, 0);
+    let url = format!("file://{}", tmp.path().join("bucket").display());
+    let mut child = std::process::Command::cargo_bin("walctl")
+        .unwrap()
+        .args([
+            "archive",
+            "push",
+            "--watch",
+            "--interval",
+            "100ms",
+            "--json",
+            "--dir",
+        ])
+        .arg(&dir)
+        .args(["--to", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut uploaded = BTreeSet::new();
+    let mut line = String::new();
+    let first = sealed(&dir);
+    while !first.iter().all(|n| uploaded.contains(n)) {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v["event"] == "uploaded" {
+            uploaded.insert(v["name"].as_str().unwrap().to_string());
+        }
+    }
+    // More records seal more segments; the watcher picks them up.
+    make_log(&dir, 200, 2048, 0);
+    let now = sealed(&dir);
+    assert!(now.len() > first.len());
+    while !now.iter().all(|n| uploaded.contains(n)) {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "watch stopped");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v["event"] == "uploaded" {
+            assert!(
+                uploaded.insert(v["name"].as_str().unwrap().to_string()),
+                "twice: {line}"
+            );
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A directory without segments is not a log: refused, nothing written there.
+    let empty = tmp.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let r = run(&["archive", "push", "--dir", s(&empty), "--to", &url]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("not a WAL directory"), "{}", r.stderr);
+    assert_eq!(fs::read_dir(&empty).unwrap().count(), 0);
+}

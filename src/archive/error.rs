@@ -69,6 +69,12 @@ pub enum ArchiveError {
         /// The first problem in it.
         problem: Box<Problem>,
     },
+    /// The directory to push holds no segment file.
+    #[error("not a WAL directory: {} holds no segment files (segment-<N>); nothing was changed", dir.display())]
+    NotALog {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// The archive does not hold what the operation needs.
     #[error("{0}")]
     Incomplete(String),

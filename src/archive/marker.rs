@@ -136,4 +136,24 @@ mod tests {
         m.add("s3://b/p", 4);
         assert_eq!(m.archives["s3://b/p"], vec![[1, 7]]);
     }
+
+    #[test]
+    fn retention_holds_per_marker_and_everything_when_it_cannot_read_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = crate::storage::FileStorage::open(tmp.path()).unwrap();
+        assert_eq!(retention_hold(&storage, 0), None, "never archived");
+        let mut m = Marker::default();
+        m.add("s3://b/p", 0);
+        m.save(&storage).unwrap();
+        assert_eq!(Marker::load(&storage).unwrap(), Some(m));
+        assert_eq!(retention_hold(&storage, 0), None);
+        let why = retention_hold(&storage, 1).unwrap();
+        assert!(
+            why.contains("segment-1") && why.contains("s3://b/p"),
+            "{why}"
+        );
+        std::fs::write(tmp.path().join(MARKER_FILE), b"{ not json").unwrap();
+        let why = retention_hold(&storage, 0).unwrap();
+        assert!(why.contains("cannot be read"), "{why}");
+    }
 }

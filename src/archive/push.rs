@@ -55,6 +55,11 @@ pub fn push(
     let storage =
         FileStorage::open(dir).map_err(|e| ArchiveError::io("open log directory", dir, e))?;
     let segments = list_segments(&storage)?;
+    if segments.is_empty() {
+        return Err(ArchiveError::NotALog {
+            dir: dir.to_path_buf(),
+        });
+    }
     let sealed = &segments[..segments.len().saturating_sub(1)];
     let url = archive.url().to_string();
     let marker_path = dir.join(super::marker::MARKER_FILE);
