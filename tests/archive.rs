@@ -1126,6 +1126,14 @@ fn s3_wrong_credentials_and_a_stopped_server_fail_clearly_and_touch_nothing() {
     }
     assert_eq!(snapshot(&dir), before, "no marker, no change");
 
+    // A bucket that does not exist: said so, nothing written locally.
+    let nowhere = format!("s3://{bucket}-does-not-exist/x");
+    let r = run(&["archive", "push", "--dir", s(&dir), "--to", &nowhere]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "one line: {}", r.stderr);
+    assert_eq!(snapshot(&dir), before);
+
     // A stopped server: nothing listens on the port any more.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

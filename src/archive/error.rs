@@ -29,6 +29,16 @@ pub enum ArchiveError {
         /// What was being done.
         op: String,
     },
+    /// The bucket does not exist.
+    #[error("bucket {bucket} does not exist at {endpoint} (while trying to {op})")]
+    NoSuchBucket {
+        /// The endpoint asked.
+        endpoint: String,
+        /// The bucket.
+        bucket: String,
+        /// What was being done.
+        op: String,
+    },
     /// The store could not be reached at all.
     #[error("cannot reach {endpoint} (bucket {bucket}) while trying to {op}: {reason}")]
     Unreachable {

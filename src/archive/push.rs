@@ -82,6 +82,9 @@ pub fn push(
     // The store is asked before the directory is touched: wrong credentials or an
     // unreachable store leave the log exactly as it was.
     let mut manifest = Manifest::load(archive)?.unwrap_or_default();
+    // The probe is a write: a bucket that does not exist or a read-only key fails
+    // here, still before the directory is touched.
+    let mode = archive.write_mode()?;
     if !registered {
         // From now on retention keeps every segment this archive does not hold.
         marker.version = 1;
@@ -93,7 +96,6 @@ pub fn push(
     if todo.is_empty() {
         return Ok(summary);
     }
-    let mode = archive.write_mode()?;
     on(PushEvent::WriteMode(&mode));
     for seg in todo {
         let path = dir.join(&seg.name);

@@ -249,6 +249,12 @@ impl Archive {
                         op,
                         reason: text,
                     }
+                } else if text.contains("NoSuchBucket") {
+                    ArchiveError::NoSuchBucket {
+                        endpoint: self.endpoint.clone(),
+                        bucket: self.bucket.clone(),
+                        op,
+                    }
                 } else if is_denied(&text) {
                     ArchiveError::AccessDenied {
                         endpoint: self.endpoint.clone(),
@@ -401,7 +407,7 @@ impl Archive {
                 Err(e) => Err(e),
             }
         });
-        let found = found.map_err(|e| self.err("probe conditional writes with", &name, e))?;
+        let found = found.map_err(|e| self.err("probe conditional writes", "", e))?;
         *mode = Some(found.clone());
         Ok(found)
     }
@@ -545,7 +551,8 @@ fn chain_text(e: &dyn std::error::Error) -> String {
         }
         cause = c.source();
     }
-    line
+    // One line: store errors may carry a multi-line XML body.
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn is_unreachable(text: &str) -> bool {
