@@ -355,6 +355,13 @@ fn pending_bytes(dir: &std::path::Path, url: &str) -> u64 {
 }
 
 #[derive(Serialize)]
+struct LsLine<'a> {
+    kind: &'static str,
+    #[serde(flatten)]
+    entry: &'a Entry,
+}
+
+#[derive(Serialize)]
 struct LocalGap {
     kind: &'static str,
     not_archived: Vec<String>,
@@ -370,8 +377,8 @@ fn ls(args: LsArgs) -> anyhow::Result<Exit> {
         if args.json {
             output::json_line(
                 &mut out,
-                &SegmentLine {
-                    event: "segment",
+                &LsLine {
+                    kind: "segment",
                     entry: e,
                 },
             )?;
@@ -421,8 +428,22 @@ fn ls(args: LsArgs) -> anyhow::Result<Exit> {
         }
     }
     out.flush()?;
-    if manifest.segments.is_empty() && !args.json {
-        output::note(format!("{} holds no archived segment", archive.url()));
+    if manifest.segments.is_empty() {
+        let objects = archive
+            .list()?
+            .iter()
+            .filter(|o| walctl::segment::parse_segment_name(&o.name).is_some())
+            .count();
+        output::note(if objects == 0 {
+            format!("{} holds no archived segment", archive.url())
+        } else {
+            format!(
+                "{} has no manifest but holds {objects} segment object(s): rebuild it with \
+                 `walctl archive rebuild --from {}`",
+                archive.url(),
+                archive.url()
+            )
+        });
     }
     Ok(Exit::Ok)
 }
