@@ -94,6 +94,38 @@ pub(crate) fn read_only() -> io::Error {
     )
 }
 
+/// The write half of [`Storage`] for the archive's read-only views: every call is
+/// refused with [`read_only`].
+macro_rules! refuse_writes {
+    () => {
+        fn open_append(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
+            Err(read_only())
+        }
+        fn create(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
+            Err(read_only())
+        }
+        fn truncate(&self, _: &str, _: u64) -> io::Result<()> {
+            Err(read_only())
+        }
+        fn remove_file(&self, _: &str) -> io::Result<()> {
+            Err(read_only())
+        }
+        fn create_dir(&self, _: &str) -> io::Result<()> {
+            Err(read_only())
+        }
+        fn rename(&self, _: &str, _: &str) -> io::Result<()> {
+            Err(read_only())
+        }
+        fn sync_dir(&self, _: &str) -> io::Result<()> {
+            Err(read_only())
+        }
+        fn try_lock(&self) -> io::Result<LockAttempt> {
+            Err(read_only())
+        }
+    };
+}
+pub(crate) use refuse_writes;
+
 impl Storage for OneSegment {
     fn root(&self) -> &Path {
         &self.root
@@ -123,28 +155,5 @@ impl Storage for OneSegment {
         }
         Ok(self.bytes.len() as u64)
     }
-    fn open_append(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
-        Err(read_only())
-    }
-    fn create(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
-        Err(read_only())
-    }
-    fn truncate(&self, _: &str, _: u64) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn remove_file(&self, _: &str) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn create_dir(&self, _: &str) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn rename(&self, _: &str, _: &str) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn sync_dir(&self, _: &str) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn try_lock(&self) -> io::Result<LockAttempt> {
-        Err(read_only())
-    }
+    refuse_writes!();
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::ArchiveError;
-use super::mem::read_only;
+use super::mem::{read_only, refuse_writes};
 use super::store::Archive;
 use crate::storage::{DirEntry, EntryKind, LockAttempt, ReadFile, Storage, WriteFile};
 
@@ -122,28 +122,5 @@ impl Storage for ArchiveStorage {
             None => Err(io::Error::from(io::ErrorKind::NotFound)),
         }
     }
-    fn open_append(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
-        Err(read_only())
-    }
-    fn create(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
-        Err(read_only())
-    }
-    fn truncate(&self, _: &str, _: u64) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn remove_file(&self, _: &str) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn create_dir(&self, _: &str) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn rename(&self, _: &str, _: &str) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn sync_dir(&self, _: &str) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn try_lock(&self) -> io::Result<LockAttempt> {
-        Err(read_only())
-    }
+    refuse_writes!();
 }
