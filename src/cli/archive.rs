@@ -133,10 +133,12 @@ struct LsArgs {
     store: StoreArgs,
 }
 
-/// Check the archive against its manifest: missing segments, sizes, LSN continuity
-/// across objects, and the manifest's own checksum. --deep also downloads every
-/// segment and checks its sha256 and every record. Exit 0 clean, 4 damaged or
-/// incomplete.
+/// Check the archive against its manifest (exit 0 clean, 4 damaged or incomplete).
+///
+/// Every segment the manifest records must be there (else it is reported `missing`)
+/// with its size, each segment's first LSN must follow the previous one's last, and
+/// the manifest's own checksum must hold. --deep also downloads every segment and
+/// checks its sha256 against the manifest and every record.
 #[derive(Debug, clap::Args)]
 struct VerifyArgs {
     /// Archive URL.
@@ -179,8 +181,10 @@ struct RestoreArgs {
     store: StoreArgs,
 }
 
-/// Rebuild the archive's manifest from its segment objects alone (each downloaded,
-/// hashed and checked), and write it.
+/// Rebuild the archive's manifest from its segment objects, and write it.
+///
+/// Each segment object is downloaded, hashed and checked record by record; one that
+/// fails its check is left out and named (exit 4).
 #[derive(Debug, clap::Args)]
 struct RebuildArgs {
     /// Archive URL.
