@@ -1380,3 +1380,26 @@ fn push_watch_uploads_segments_as_they_seal_and_a_non_log_is_refused() {
     assert!(r.stderr.contains("not a WAL directory"), "{}", r.stderr);
     assert_eq!(fs::read_dir(&empty).unwrap().count(), 0);
 }
+
+#[test]
+fn every_archive_command_documents_its_exit_status_and_has_a_man_page() {
+    for cmd in ["push", "ls", "verify", "restore", "rebuild"] {
+        let out = walctl().args(["archive", cmd, "--help"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let help = String::from_utf8(out.stdout).unwrap();
+        let at = help.find("Exit status").unwrap_or_else(|| panic!("{cmd}"));
+        assert!(help[at..].contains("2 usage"), "{cmd}");
+        assert!(help.contains(&format!("walctl archive {cmd} --")), "{cmd}");
+    }
+    let out = walctl().args(["man", "archive"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains(".TH walctl-archive 1") && page.contains("restore"));
+    // A usage error is exit 2, with nothing on stdout.
+    let out = walctl()
+        .args(["archive", "push", "--dir", "."])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+}

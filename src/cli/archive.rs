@@ -38,6 +38,47 @@ Exit status: 0 ok; 1 could not do the job (store unreachable, access denied, a
 conflict, a local I/O error); 2 usage error; 4 damage (a sealed segment that fails
 its check before push; an archive that fails verify).";
 
+const PUSH_HELP: &str = "\
+Examples:
+  walctl archive push --dir /var/lib/app/wal --to s3://backups/app-wal
+  walctl archive push --dir /var/lib/app/wal --to s3://backups/app-wal --watch --json
+
+Exit status: 0 every sealed segment is archived; 1 could not do the job (store
+unreachable, access denied, a conflict, not a WAL directory); 2 usage error;
+4 a sealed segment failed its check and was not archived.";
+
+const LS_HELP: &str = "\
+Examples:
+  walctl archive ls --from s3://backups/app-wal
+  walctl archive ls --from s3://backups/app-wal --dir /var/lib/app/wal --json
+
+Exit status: 0 listed; 1 the archive could not be read; 2 usage error.";
+
+const VERIFY_HELP: &str = "\
+Examples:
+  walctl archive verify --from s3://backups/app-wal
+  walctl archive verify --from s3://backups/app-wal --deep --json | jq .problems
+
+Exit status: 0 clean; 4 damaged or incomplete (missing, size_mismatch,
+checksum_mismatch, damaged, lsn_gap, manifest_missing, manifest_invalid); 1 the
+archive could not be read; 2 usage error.";
+
+const RESTORE_HELP: &str = "\
+Examples:
+  walctl archive restore --from s3://backups/app-wal --to /var/lib/app/wal-new
+  walctl archive restore --from s3://backups/app-wal --to /tmp/wal-at-1200 --to-lsn 1200
+
+Exit status: 0 restored; 1 nothing restored (the directory exists, the archive is
+incomplete or does not match its manifest, the store could not be read); 2 usage
+error.";
+
+const REBUILD_HELP: &str = "\
+Examples:
+  walctl archive rebuild --from s3://backups/app-wal
+
+Exit status: 0 rebuilt; 4 rebuilt without segments that failed their check; 1 the
+archive could not be read or written; 2 usage error.";
+
 /// Archive sealed segments to object storage, and list, verify and restore them.
 ///
 /// Archive URLs: s3://BUCKET/PREFIX (any S3-compatible store), file:///PATH, and
@@ -96,6 +137,7 @@ impl StoreArgs {
 /// cut short at any step is finished by the next one, which uploads nothing twice.
 /// Prints one line per segment (--json: one object per segment, then a summary).
 #[derive(Debug, clap::Args)]
+#[command(after_help = PUSH_HELP)]
 struct PushArgs {
     /// The log directory.
     #[arg(long, short = 'd', env = "WALCTL_DIR", value_name = "DIR")]
@@ -119,6 +161,7 @@ struct PushArgs {
 /// List the archived segments, and with --dir what the local log holds that the
 /// archive does not yet.
 #[derive(Debug, clap::Args)]
+#[command(after_help = LS_HELP)]
 struct LsArgs {
     /// Archive URL.
     #[arg(long, value_name = "URL")]
@@ -140,6 +183,7 @@ struct LsArgs {
 /// the manifest's own checksum must hold. --deep also downloads every segment and
 /// checks its sha256 against the manifest and every record.
 #[derive(Debug, clap::Args)]
+#[command(after_help = VERIFY_HELP)]
 struct VerifyArgs {
     /// Archive URL.
     #[arg(long, value_name = "URL")]
@@ -161,6 +205,7 @@ struct VerifyArgs {
 /// complete when it is not. With --to-lsn the segment holding that LSN is cut right
 /// after it.
 #[derive(Debug, clap::Args)]
+#[command(after_help = RESTORE_HELP)]
 struct RestoreArgs {
     /// Archive URL.
     #[arg(long, value_name = "URL")]
@@ -186,6 +231,7 @@ struct RestoreArgs {
 /// Each segment object is downloaded, hashed and checked record by record; one that
 /// fails its check is left out and named (exit 4).
 #[derive(Debug, clap::Args)]
+#[command(after_help = REBUILD_HELP)]
 struct RebuildArgs {
     /// Archive URL.
     #[arg(long, value_name = "URL")]
