@@ -1403,3 +1403,23 @@ fn every_archive_command_documents_its_exit_status_and_has_a_man_page() {
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn a_segment_recorded_but_gone_from_the_store_is_uploaded_again_before_the_marker_claims_it() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("wal");
+    make_log(&dir, 200, 2048, 0);
+    let (store, archive) = mem_archive();
+    push_names(&archive, &dir).unwrap();
+    // The marker write was lost, and someone deleted an object.
+    fs::remove_file(dir.join(MARKER_FILE)).unwrap();
+    delete_obj(&*store, "segment-1");
+    let (up, rec) = push_names(&archive, &dir).unwrap();
+    assert_eq!(up, ["segment-1"]);
+    assert_eq!(rec.len(), sealed(&dir).len() - 1);
+    assert_eq!(
+        get_obj(&*store, "segment-1").unwrap(),
+        fs::read(dir.join("segment-1")).unwrap()
+    );
+    assert!(archive::verify(&archive, true).unwrap().problems.is_empty());
+}

@@ -14,7 +14,7 @@ use super::store::{Archive, PutOutcome, WriteMode};
 use super::Result;
 use crate::error::{Problem, ProblemKind, Severity};
 use crate::quarantine::sha256_hex;
-use crate::segment::list_segments;
+use crate::segment::{list_segments, SegmentFile};
 use crate::storage::FileStorage;
 
 /// What a push did with one segment, as it goes.
@@ -102,10 +102,8 @@ pub fn push(
         let bytes = std::fs::read(&path).map_err(|e| ArchiveError::io("read", &path, e))?;
         let sha = sha256_hex(&bytes);
         let size = bytes.len() as u64;
-        let recorded = manifest.get(seg.id).cloned();
-        let (entry, outcome) = match recorded {
-            Some(e) if e.sha256 == sha && e.size == size => (e, PutOutcome::AlreadyThere),
-            Some(e) => {
+        let (entry, outcome) = match manifest.get(seg.id).cloned() {
+            Some(e) if e.sha256 != sha || e.size != size => {
                 return Err(ArchiveError::Conflict {
                     object: archive.object_url(&seg.name),
                     detail: format!(
@@ -117,23 +115,12 @@ pub fn push(
                     ),
                 })
             }
-            None => {
-                let bytes = Arc::new(bytes);
-                let checked = OneSegment::new(dir, seg.id, bytes.clone()).check()?;
-                if let Some(p) = checked.problem {
-                    return Err(ArchiveError::LocalDamage {
-                        path,
-                        problem: Box::new(p),
-                    });
-                }
-                check_continuity(&manifest, &checked, &path)?;
-                let entry = Entry::new(&checked, sha.clone());
-                let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|b| (*b).clone());
-                let outcome = archive.put_new(&seg.name, bytes, &sha)?;
-                manifest.insert(entry.clone());
-                manifest.save(archive)?;
-                (entry, outcome)
+            // Recorded by an earlier push whose marker write was lost. The object must
+            // still be there before the marker lets retention delete the local copy.
+            Some(e) if archive.head(&seg.name)?.is_some_and(|o| o.size == size) => {
+                (e, PutOutcome::AlreadyThere)
             }
+            _ => upload(archive, &mut manifest, dir, seg, bytes, sha)?,
         };
         marker.add(&url, seg.id);
         marker
@@ -152,6 +139,34 @@ pub fn push(
         }
     }
     Ok(summary)
+}
+
+/// Checks one segment's bytes record by record, uploads them, and records them in
+/// the manifest.
+fn upload(
+    archive: &Archive,
+    manifest: &mut Manifest,
+    dir: &Path,
+    seg: &SegmentFile,
+    bytes: Vec<u8>,
+    sha: String,
+) -> Result<(Entry, PutOutcome)> {
+    let path = dir.join(&seg.name);
+    let bytes = Arc::new(bytes);
+    let checked = OneSegment::new(dir, seg.id, bytes.clone()).check()?;
+    if let Some(p) = checked.problem {
+        return Err(ArchiveError::LocalDamage {
+            path,
+            problem: Box::new(p),
+        });
+    }
+    check_continuity(manifest, &checked, &path)?;
+    let entry = Entry::new(&checked, sha.clone());
+    let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|b| (*b).clone());
+    let outcome = archive.put_new(&seg.name, bytes, &sha)?;
+    manifest.insert(entry.clone());
+    manifest.save(archive)?;
+    Ok((entry, outcome))
 }
 
 /// The segment's first LSN must follow the last LSN of the segment before it in the
