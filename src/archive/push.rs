@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::error::ArchiveError;
 use super::manifest::{Entry, Manifest};
@@ -81,7 +82,7 @@ pub fn push(
     }
     // The store is asked before the directory is touched: wrong credentials or an
     // unreachable store leave the log exactly as it was.
-    let mut manifest = Manifest::load(archive)?.unwrap_or_default();
+    let manifest = Manifest::load(archive)?.unwrap_or_default();
     // The probe is a write: a bucket that does not exist or a read-only key fails
     // here, still before the directory is touched.
     let mode = archive.write_mode()?;
@@ -97,55 +98,131 @@ pub fn push(
         return Ok(summary);
     }
     on(PushEvent::WriteMode(&mode));
+    let mut book = Book {
+        manifest,
+        marker,
+        pending: Vec::new(),
+        manifest_dirty: false,
+        since: Instant::now(),
+    };
+    let mut res = Ok(());
     for seg in todo {
-        let path = dir.join(&seg.name);
-        let bytes = std::fs::read(&path).map_err(|e| ArchiveError::io("read", &path, e))?;
-        let sha = sha256_hex(&bytes);
-        let size = bytes.len() as u64;
-        let (entry, outcome) = match manifest.get(seg.id).cloned() {
-            Some(e) if e.sha256 != sha || e.size != size => {
-                return Err(ArchiveError::Conflict {
-                    object: archive.object_url(&seg.name),
-                    detail: format!(
-                        "the archive's manifest records {} bytes with sha256 {} for it, the local \
-                         segment has {size} bytes with sha256 {}: is this the same log?",
-                        e.size,
-                        &e.sha256[..16.min(e.sha256.len())],
-                        &sha[..16]
-                    ),
-                })
-            }
-            // Recorded by an earlier push whose marker write was lost. The object must
-            // still be there before the marker lets retention delete the local copy.
-            Some(e) if archive.head(&seg.name)?.is_some_and(|o| o.size == size) => {
-                (e, PutOutcome::AlreadyThere)
-            }
-            _ => upload(archive, &mut manifest, dir, seg, bytes, sha)?,
-        };
-        marker.add(&url, seg.id);
-        marker
-            .save(&storage)
-            .map_err(|e| ArchiveError::io("write archive marker", &marker_path, e))?;
-        match outcome {
-            PutOutcome::Created => {
-                summary.uploaded += 1;
-                summary.uploaded_bytes += entry.size;
-                on(PushEvent::Uploaded(&entry));
-            }
-            PutOutcome::AlreadyThere => {
-                summary.recorded += 1;
-                on(PushEvent::Recorded(&entry));
-            }
+        res = push_one(archive, dir, seg, &mut book, &mut summary, &mut on);
+        if res.is_ok() && (book.pending.len() >= FLUSH_EVERY || book.since.elapsed() >= FLUSH_AFTER)
+        {
+            res = book.flush(archive, &storage, &url, &marker_path);
+        }
+        if res.is_err() {
+            break;
         }
     }
+    // What was done before a failure is recorded too.
+    let flushed = book.flush(archive, &storage, &url, &marker_path);
+    res.and(flushed)?;
     Ok(summary)
 }
 
-/// Checks one segment's bytes record by record, uploads them, and records them in
-/// the manifest.
+/// The manifest and marker are written after this many segments...
+const FLUSH_EVERY: usize = 64;
+/// ...or this long after the last write, and when the push ends.
+const FLUSH_AFTER: Duration = Duration::from_secs(2);
+
+/// What a push has to record: the manifest (in the store) and then the marker (in
+/// the directory), always in that order, so that the marker never claims a segment
+/// the manifest does not list. Between two flushes a crash leaves objects the
+/// manifest does not list yet; the next push finds them and records them.
+struct Book {
+    manifest: Manifest,
+    marker: Marker,
+    /// Segments in the manifest (or about to be) that the marker does not hold yet.
+    pending: Vec<u64>,
+    manifest_dirty: bool,
+    since: Instant,
+}
+
+impl Book {
+    fn flush(
+        &mut self,
+        archive: &Archive,
+        storage: &FileStorage,
+        url: &str,
+        marker_path: &Path,
+    ) -> Result<()> {
+        self.since = Instant::now();
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if self.manifest_dirty {
+            self.manifest.save(archive)?;
+            self.manifest_dirty = false;
+        }
+        for id in self.pending.drain(..) {
+            self.marker.add(url, id);
+        }
+        self.marker
+            .save(storage)
+            .map_err(|e| ArchiveError::io("write archive marker", marker_path, e))
+    }
+}
+
+/// Pushes one sealed segment: recorded already, or checked and uploaded.
+fn push_one(
+    archive: &Archive,
+    dir: &Path,
+    seg: &SegmentFile,
+    book: &mut Book,
+    summary: &mut PushSummary,
+    on: &mut impl FnMut(PushEvent<'_>),
+) -> Result<()> {
+    let path = dir.join(&seg.name);
+    let bytes = std::fs::read(&path).map_err(|e| ArchiveError::io("read", &path, e))?;
+    let sha = sha256_hex(&bytes);
+    let size = bytes.len() as u64;
+    let (entry, outcome) = match book.manifest.get(seg.id).cloned() {
+        Some(e) if e.sha256 != sha || e.size != size => {
+            return Err(ArchiveError::Conflict {
+                object: archive.object_url(&seg.name),
+                detail: format!(
+                    "the archive's manifest records {} bytes with sha256 {} for it, the local \
+                     segment has {size} bytes with sha256 {}: is this the same log?",
+                    e.size,
+                    &e.sha256[..16.min(e.sha256.len())],
+                    &sha[..16]
+                ),
+            })
+        }
+        // Recorded by an earlier push whose marker write was lost. The object must
+        // still be there before the marker lets retention delete the local copy.
+        Some(e) if archive.head(&seg.name)?.is_some_and(|o| o.size == size) => {
+            (e, PutOutcome::AlreadyThere)
+        }
+        _ => {
+            let done = upload(archive, &book.manifest, dir, seg, bytes, sha)?;
+            book.manifest.insert(done.0.clone());
+            book.manifest_dirty = true;
+            done
+        }
+    };
+    book.pending.push(seg.id);
+    match outcome {
+        PutOutcome::Created => {
+            summary.uploaded += 1;
+            summary.uploaded_bytes += entry.size;
+            on(PushEvent::Uploaded(&entry));
+        }
+        PutOutcome::AlreadyThere => {
+            summary.recorded += 1;
+            on(PushEvent::Recorded(&entry));
+        }
+    }
+    Ok(())
+}
+
+/// Checks one segment's bytes record by record (and its first LSN against the
+/// segment before it), and uploads them.
 fn upload(
     archive: &Archive,
-    manifest: &mut Manifest,
+    manifest: &Manifest,
     dir: &Path,
     seg: &SegmentFile,
     bytes: Vec<u8>,
@@ -164,8 +241,6 @@ fn upload(
     let entry = Entry::new(&checked, sha.clone());
     let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|b| (*b).clone());
     let outcome = archive.put_new(&seg.name, bytes, &sha)?;
-    manifest.insert(entry.clone());
-    manifest.save(archive)?;
     Ok((entry, outcome))
 }
 
