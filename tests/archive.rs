@@ -1372,6 +1372,14 @@ fn push_watch_uploads_segments_as_they_seal_and_a_non_log_is_refused() {
     child.kill().unwrap();
     child.wait().unwrap();
 
+    // Read commands on a file URL where nothing is: an error, and nothing created.
+    let typo = tmp.path().join("no-such-archive");
+    let typo_url = format!("file://{}", typo.display());
+    let v = run(&["archive", "verify", "--from", &typo_url]);
+    assert_eq!(v.code, 1, "{}", v.stdout);
+    assert!(v.stderr.contains("nothing to verify"), "{}", v.stderr);
+    assert!(!typo.exists());
+
     // A directory without segments is not a log: refused, nothing written there.
     let empty = tmp.path().join("empty");
     fs::create_dir(&empty).unwrap();

@@ -90,7 +90,7 @@ pub fn is_archive_url(s: &str) -> bool {
 
 impl Archive {
     /// Connects to the archive at `url`: `s3://BUCKET[/PREFIX]`, `file:///PATH`
-    /// (created if missing) or `memory://NAME` (empty, gone with the process).
+    /// (created by the first upload) or `memory://NAME` (empty, gone with the process).
     /// Nothing is sent to the store yet.
     pub fn open(url: &str, connect: &Connect) -> Result<Archive> {
         let bad = |reason: &str| ArchiveError::BadUrl {
@@ -103,10 +103,10 @@ impl Archive {
             if bucket.is_empty() {
                 return Err(bad("no bucket: use s3://BUCKET/PREFIX"));
             }
-            if prefix
-                .split('/')
-                .any(|p| p.is_empty() || p == "." || p == "..")
-                && !prefix.is_empty()
+            if !prefix.is_empty()
+                && prefix
+                    .split('/')
+                    .any(|p| p.is_empty() || p == "." || p == "..")
             {
                 return Err(bad("the prefix has an empty, `.` or `..` part"));
             }
@@ -148,7 +148,7 @@ impl Archive {
             return Self::build(
                 Arc::new(store),
                 prefix,
-                format!("s3://{trimmed_rest}", trimmed_rest = rest),
+                format!("s3://{rest}"),
                 endpoint,
                 bucket.to_string(),
             );
@@ -157,12 +157,11 @@ impl Archive {
             if !path.starts_with('/') {
                 return Err(bad("a file URL needs an absolute path: file:///PATH"));
             }
-            std::fs::create_dir_all(path)
-                .map_err(|e| ArchiveError::io("create archive directory", path, e))?;
-            let store = LocalFileSystem::new_with_prefix(path).map_err(|e| bad(&e.to_string()))?;
+            // Keys under the file system's root: the directory is made by the first
+            // upload, never by a command that only reads.
             return Self::build(
-                Arc::new(store),
-                "",
+                Arc::new(LocalFileSystem::new()),
+                path.trim_start_matches('/'),
                 format!("file://{path}"),
                 "local file system".into(),
                 path.to_string(),

@@ -93,16 +93,21 @@ pub fn verify(archive: &Archive, deep: bool) -> Result<VerifyReport> {
     let manifest = match Manifest::load(archive) {
         Ok(Some(m)) => m,
         Ok(None) => {
-            if !listed.is_empty() {
-                report.problems.push(problem(
-                    ProblemKind::ManifestMissing,
-                    MANIFEST_OBJECT,
-                    format!(
-                        "{} segment objects but no manifest; rebuild it with `walctl archive rebuild`",
-                        listed.len()
-                    ),
-                ));
+            if listed.is_empty() {
+                // Most likely a mistyped URL: nothing there is not "clean".
+                return Err(ArchiveError::Incomplete(format!(
+                    "nothing to verify: {} holds no manifest and no segment",
+                    archive.url()
+                )));
             }
+            report.problems.push(problem(
+                ProblemKind::ManifestMissing,
+                MANIFEST_OBJECT,
+                format!(
+                    "{} segment objects but no manifest; rebuild it with `walctl archive rebuild`",
+                    listed.len()
+                ),
+            ));
             return Ok(report);
         }
         Err(ArchiveError::Manifest { reason, .. }) => {
