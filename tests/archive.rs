@@ -1431,3 +1431,58 @@ fn a_segment_recorded_but_gone_from_the_store_is_uploaded_again_before_the_marke
     );
     assert!(archive::verify(&archive, true).unwrap().problems.is_empty());
 }
+
+#[test]
+fn s3_a_restore_killed_midway_never_leaves_dir_looking_complete() {
+    let Some(bucket) = s3_bucket() else { return };
+    let tmp = tempdir();
+    let dir = tmp.path().join("wal");
+    make_log(&dir, 4000, 8192, 0);
+    let url = s3_url(&bucket, "killrestore");
+    assert_eq!(
+        run(&["archive", "push", "--dir", s(&dir), "--to", &url]).code,
+        0
+    );
+
+    let parent = tmp.path().join("out");
+    fs::create_dir(&parent).unwrap();
+    let target = parent.join("restored");
+    let mut child = std::process::Command::cargo_bin("walctl")
+        .unwrap()
+        .args(["archive", "restore", "--from", &url, "--to", s(&target)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it as soon as its partial directory holds a first segment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let partial = loop {
+        let found = fs::read_dir(&parent)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().contains(".partial-"));
+        if let Some(p) = found.filter(|p| !segment_names(p).is_empty()) {
+            break p;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "restore ended before the kill"
+        );
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!target.exists(), "a partial restore looks like DIR");
+    assert!(segment_names(&partial).len() < sealed(&dir).len());
+
+    // Run again: a complete, byte-identical copy.
+    let r = run(&["archive", "restore", "--from", &url, "--to", s(&target)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for name in sealed(&dir) {
+        assert_eq!(
+            sha256_file(&target.join(&name)),
+            sha256_file(&dir.join(&name))
+        );
+    }
+}
