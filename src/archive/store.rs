@@ -93,10 +93,17 @@ impl Archive {
     /// (created by the first upload) or `memory://NAME` (empty, gone with the process).
     /// Nothing is sent to the store yet.
     pub fn open(url: &str, connect: &Connect) -> Result<Archive> {
+        let shown = without_userinfo(url);
         let bad = |reason: &str| ArchiveError::BadUrl {
-            url: url.to_string(),
+            url: shown.clone(),
             reason: reason.to_string(),
         };
+        if shown != url {
+            return Err(bad(
+                "credentials do not belong in the URL (it shows in `ps` and in logs); \
+                 set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead",
+            ));
+        }
         let trimmed = url.trim_end_matches('/');
         if let Some(rest) = trimmed.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -513,6 +520,18 @@ async fn get_bytes(store: &dyn ObjectStore, key: ObjPath) -> object_store::Resul
     Ok(out)
 }
 
+/// `url` with any `user:password@` before the host replaced, for messages.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..host_end].rfind('@') {
+        Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 fn env_true(key: &str) -> bool {
     std::env::var(key).is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
@@ -604,6 +623,14 @@ mod tests {
                 "{bad}"
             );
         }
+        let err = Archive::open("s3://AKIAX:s3cr3t@bucket/p", &c)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cr3t") && !err.contains("AKIAX"), "{err}");
+        assert!(
+            err.contains("credentials do not belong in the URL"),
+            "{err}"
+        );
         let a = Archive::open("s3://bucket/some/prefix/", &c).unwrap();
         assert_eq!(a.url(), "s3://bucket/some/prefix");
         assert_eq!(a.key("segment-1").as_ref(), "some/prefix/segment-1");
