@@ -1437,7 +1437,8 @@ fn s3_a_restore_killed_midway_never_leaves_dir_looking_complete() {
     let Some(bucket) = s3_bucket() else { return };
     let tmp = tempdir();
     let dir = tmp.path().join("wal");
-    make_log(&dir, 4000, 8192, 0);
+    make_log(&dir, 20_000, 8192, 0);
+    assert!(sealed(&dir).len() > 60);
     let url = s3_url(&bucket, "killrestore");
     assert_eq!(
         run(&["archive", "push", "--dir", s(&dir), "--to", &url]).code,
@@ -1449,7 +1450,17 @@ fn s3_a_restore_killed_midway_never_leaves_dir_looking_complete() {
     let target = parent.join("restored");
     let mut child = std::process::Command::cargo_bin("walctl")
         .unwrap()
-        .args(["archive", "restore", "--from", &url, "--to", s(&target)])
+        // One download at a time: a long window to be killed in.
+        .args([
+            "archive",
+            "restore",
+            "--parallel",
+            "1",
+            "--from",
+            &url,
+            "--to",
+            s(&target),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
