@@ -494,10 +494,12 @@ fn verify_names_missing_changed_and_corrupted_objects() {
         kinds.contains(&(ProblemKind::SizeMismatch, "segment-5")),
         "{kinds:?}"
     );
+    // Same size: the entity tag shows it was replaced; --deep shows how.
     assert!(
-        !kinds.iter().any(|k| k.1 == "segment-4"),
-        "same size: only --deep sees it"
+        kinds.contains(&(ProblemKind::Replaced, "segment-4")),
+        "{kinds:?}"
     );
+    assert!(!kinds.contains(&(ProblemKind::ChecksumMismatch, "segment-4")));
 
     let deep = archive::verify(&archive, true).unwrap();
     let kinds: Vec<_> = deep
@@ -1005,6 +1007,9 @@ fn s3_verify_names_a_corrupted_and_a_deleted_object() {
     let mut bytes = get_obj(&raw, &key).unwrap();
     bytes[100] ^= 0x04;
     put_obj(&raw, &key, bytes);
+    let v = run(&["archive", "verify", "--from", &url]);
+    assert_eq!(v.code, 4, "{}", v.stdout);
+    assert!(v.stdout.contains("replaced segment-1"), "{}", v.stdout);
     let v = run(&["archive", "verify", "--deep", "--from", &url]);
     assert_eq!(v.code, 4, "{}", v.stdout);
     assert!(

@@ -37,6 +37,10 @@ pub struct Entry {
     pub checkpoints: u64,
     /// LSN of its last checkpoint.
     pub last_checkpoint_lsn: Option<u64>,
+    /// The store's entity tag for the object when it was archived: a replaced object
+    /// gets another, which `archive verify` sees without downloading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_tag: Option<String>,
 }
 
 impl Entry {
@@ -53,6 +57,7 @@ impl Entry {
             last_lsn: s.last_lsn,
             checkpoints: s.checkpoints,
             last_checkpoint_lsn: s.last_checkpoint_lsn,
+            e_tag: None,
         }
     }
 }
@@ -149,12 +154,12 @@ impl Manifest {
     /// downloaded, hashed and scanned. Segments that fail their check are left out and
     /// returned by name with the problem.
     pub fn rebuild(archive: &Archive) -> Result<(Manifest, Vec<(String, String)>)> {
-        let names: Vec<String> = archive
+        let objects: Vec<_> = archive
             .list()?
             .into_iter()
             .filter(|o| parse_segment_name(&o.name).is_some())
-            .map(|o| o.name)
             .collect();
+        let names: Vec<String> = objects.iter().map(|o| o.name.clone()).collect();
         let mut m = Manifest::default();
         let mut bad = Vec::new();
         archive.get_each(&names, 4, |name, bytes| {
@@ -163,7 +168,13 @@ impl Manifest {
             let summary = OneSegment::new(archive.url(), id, Arc::new(bytes)).check()?;
             match &summary.problem {
                 Some(p) => bad.push((name.to_string(), p.to_string())),
-                None => m.insert(Entry::new(&summary, sha)),
+                None => m.insert(Entry {
+                    e_tag: objects
+                        .iter()
+                        .find(|o| o.name == name)
+                        .and_then(|o| o.e_tag.clone()),
+                    ..Entry::new(&summary, sha)
+                }),
             }
             Ok(())
         })?;

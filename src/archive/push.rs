@@ -238,9 +238,12 @@ fn upload(
         });
     }
     check_continuity(manifest, &checked, &path)?;
-    let entry = Entry::new(&checked, sha.clone());
     let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|b| (*b).clone());
-    let outcome = archive.put_new(&seg.name, bytes, &sha)?;
+    let (outcome, e_tag) = archive.put_new(&seg.name, bytes, &sha)?;
+    let entry = Entry {
+        e_tag,
+        ..Entry::new(&checked, sha)
+    };
     Ok((entry, outcome))
 }
 

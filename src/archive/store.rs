@@ -422,7 +422,13 @@ impl Archive {
     /// an existing object: an identical one already there is fine, one with other
     /// bytes is a conflict. The new object is confirmed (size, and the bytes read back
     /// when the store cannot be trusted to refuse an overwrite).
-    pub(crate) fn put_new(&self, name: &str, bytes: Vec<u8>, sha: &str) -> Result<PutOutcome> {
+    /// Returns the object's entity tag, when the store gives one.
+    pub(crate) fn put_new(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        sha: &str,
+    ) -> Result<(PutOutcome, Option<String>)> {
         let len = bytes.len() as u64;
         let key = self.key(name);
         match self.write_mode()? {
@@ -434,32 +440,33 @@ impl Archive {
                 ));
                 match put {
                     Ok(r) => {
-                        self.confirm(name, len, sha, r.e_tag, false)?;
-                        Ok(PutOutcome::Created)
+                        let tag = self.confirm(name, len, sha, r.e_tag, false)?;
+                        Ok((PutOutcome::Created, tag))
                     }
                     Err(object_store::Error::AlreadyExists { .. }) => {
-                        self.same_as(name, len, sha)?;
-                        Ok(PutOutcome::AlreadyThere)
+                        let tag = self.same_as(name, len, sha)?;
+                        Ok((PutOutcome::AlreadyThere, tag))
                     }
                     Err(e) => Err(self.err("put", name, e)),
                 }
             }
             WriteMode::CheckThenWrite(_) => {
                 if self.head(name)?.is_some() {
-                    self.same_as(name, len, sha)?;
-                    return Ok(PutOutcome::AlreadyThere);
+                    let tag = self.same_as(name, len, sha)?;
+                    return Ok((PutOutcome::AlreadyThere, tag));
                 }
                 let r = self
                     .block_on(self.store.put(&key, PutPayload::from(bytes)))
                     .map_err(|e| self.err("put", name, e))?;
-                self.confirm(name, len, sha, r.e_tag, true)?;
-                Ok(PutOutcome::Created)
+                let tag = self.confirm(name, len, sha, r.e_tag, true)?;
+                Ok((PutOutcome::Created, tag))
             }
         }
     }
 
     /// Checks that object `name` is the one just written: its size, its entity tag
-    /// against the PUT's, and (when asked, or when the tags differ) its bytes.
+    /// against the PUT's, and (when asked, or when the tags differ) its bytes. Returns
+    /// its entity tag.
     fn confirm(
         &self,
         name: &str,
@@ -467,7 +474,7 @@ impl Archive {
         sha: &str,
         put_tag: Option<String>,
         read_back: bool,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let Some(now) = self.head(name)? else {
             return Err(ArchiveError::Conflict {
                 object: self.object_url(name),
@@ -485,14 +492,17 @@ impl Archive {
         }
         let tags_differ = matches!((&put_tag, &now.e_tag), (Some(a), Some(b)) if a != b);
         if read_back || tags_differ {
-            self.same_as(name, len, sha)?;
+            return self.same_as(name, len, sha);
         }
-        Ok(())
+        Ok(now.e_tag)
     }
 
-    /// Checks that object `name` holds exactly `len` bytes with sha256 `sha`.
-    pub(crate) fn same_as(&self, name: &str, len: u64, sha: &str) -> Result<()> {
-        let there = self.get(name)?;
+    /// Checks that object `name` holds exactly `len` bytes with sha256 `sha`, and
+    /// returns the entity tag of the object it read.
+    pub(crate) fn same_as(&self, name: &str, len: u64, sha: &str) -> Result<Option<String>> {
+        let (there, tag) = self
+            .block_on(get_tagged(&*self.store, self.key(name)))
+            .map_err(|e| self.err("get", name, e))?;
         let there_sha = sha256_hex(&there);
         if there.len() as u64 != len || there_sha != sha {
             return Err(ArchiveError::Conflict {
@@ -505,19 +515,28 @@ impl Archive {
                 ),
             });
         }
-        Ok(())
+        Ok(tag)
     }
 }
 
 async fn get_bytes(store: &dyn ObjectStore, key: ObjPath) -> object_store::Result<Vec<u8>> {
+    get_tagged(store, key).await.map(|(bytes, _)| bytes)
+}
+
+/// The whole object and its entity tag.
+async fn get_tagged(
+    store: &dyn ObjectStore,
+    key: ObjPath,
+) -> object_store::Result<(Vec<u8>, Option<String>)> {
     let r = store.get(&key).await?;
+    let tag = r.meta.e_tag.clone();
     let chunks: Vec<_> = r.into_stream().try_collect().await?;
     let total = chunks.iter().map(|c| c.len()).sum();
     let mut out = Vec::with_capacity(total);
     for c in chunks {
         out.extend_from_slice(&c);
     }
-    Ok(out)
+    Ok((out, tag))
 }
 
 /// `url` with any `user:password@` before the host replaced, for messages.

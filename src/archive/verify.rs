@@ -1,5 +1,5 @@
 //! `archive verify`: the archive against its manifest. Every recorded segment must be
-//! there with its size, the segments' LSNs must follow on from one another, and the
+//! there with its size and entity tag, the segments' LSNs must follow on from one another, and the
 //! manifest's own checksum must hold; `deep` also downloads every segment, checks its
 //! sha256 and every record with the one scanner.
 
@@ -24,6 +24,9 @@ pub enum ProblemKind {
     Missing,
     /// The object's size is not the recorded one.
     SizeMismatch,
+    /// The object's entity tag is not the one recorded when it was archived: it was
+    /// written again since (with the same size).
+    Replaced,
     /// The object's sha256 is not the recorded one (`deep`).
     ChecksumMismatch,
     /// A record in the object fails its check (`deep`).
@@ -173,6 +176,20 @@ pub fn verify(archive: &Archive, deep: bool) -> Result<VerifyReport> {
                 &e.name,
                 format!("{} holds {} bytes; the manifest records {}", e.name, o.size, e.size),
             )),
+            Some(o) if e.e_tag.is_some() && o.e_tag.is_some() && o.e_tag != e.e_tag => {
+                report.problems.push(problem(
+                    ProblemKind::Replaced,
+                    &e.name,
+                    format!(
+                        "{} was replaced after it was archived (entity tag {}, recorded {}); \
+                         `--deep` compares its bytes",
+                        e.name,
+                        o.e_tag.as_deref().unwrap_or_default(),
+                        e.e_tag.as_deref().unwrap_or_default()
+                    ),
+                ));
+                present.push(e.clone());
+            }
             Some(_) => present.push(e.clone()),
         }
     }

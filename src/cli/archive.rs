@@ -59,7 +59,7 @@ Examples:
   walctl archive verify --from s3://backups/app-wal
   walctl archive verify --from s3://backups/app-wal --deep --json | jq .problems
 
-Exit status: 0 clean; 4 damaged or incomplete (missing, size_mismatch,
+Exit status: 0 clean; 4 damaged or incomplete (missing, size_mismatch, replaced,
 checksum_mismatch, damaged, lsn_gap, manifest_missing, manifest_invalid); 1 the
 archive could not be read; 2 usage error.";
 
@@ -179,7 +179,7 @@ struct LsArgs {
 /// Check the archive against its manifest (exit 0 clean, 4 damaged or incomplete).
 ///
 /// Every segment the manifest records must be there (else it is reported `missing`)
-/// with its size, each segment's first LSN must follow the previous one's last, and
+/// with its size and the entity tag it had when archived, each segment's first LSN must follow the previous one's last, and
 /// the manifest's own checksum must hold. --deep also downloads every segment and
 /// checks its sha256 against the manifest and every record.
 #[derive(Debug, clap::Args)]
