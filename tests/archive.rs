@@ -1502,3 +1502,45 @@ fn s3_a_restore_killed_midway_never_leaves_dir_looking_complete() {
         );
     }
 }
+
+#[test]
+fn a_hostile_manifest_is_a_clear_finding_never_a_hang_or_panic() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("wal");
+    make_log(&dir, 100, 2048, 0);
+    let (_store, archive) = mem_archive();
+    push_names(&archive, &dir).unwrap();
+    let mut m = Manifest::load(&archive).unwrap().unwrap();
+    // A valid checksum over entries with an id at the far end and odd text.
+    let mut far = m.segments[0].clone();
+    far.id = u64::MAX;
+    far.name = "segment-18446744073709551615".into();
+    far.sha256 = "é".repeat(40);
+    m.insert(far);
+    let mut first = m.segments[0].clone();
+    first.sha256 = format!("a{}", "é".repeat(40)); // a message must not cut a character
+    m.insert(first);
+    m.save(&archive).unwrap();
+    let t = std::time::Instant::now();
+    let report = archive::verify(&archive, true).unwrap();
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    let missing: Vec<_> = report
+        .problems
+        .iter()
+        .filter(|p| p.kind == ProblemKind::Missing)
+        .collect();
+    assert_eq!(missing.len(), 2, "{:?}", report.problems); // the run, and the far one
+    assert!(
+        missing[0].message.contains("are missing"),
+        "{}",
+        missing[0].message
+    );
+    let err = archive::restore(
+        &archive,
+        &tmp.path().join("r"),
+        &RestoreOptions::default(),
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("not contiguous"), "{err}");
+}

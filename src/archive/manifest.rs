@@ -83,6 +83,12 @@ impl Default for Manifest {
     }
 }
 
+/// The first 16 characters of a sha256 for messages (whatever a manifest from the
+/// store holds: never a slice that could split a character).
+pub fn short_sha(sha: &str) -> String {
+    sha.chars().take(16).collect()
+}
+
 fn checksum(segments: &[Entry]) -> String {
     sha256_hex(&serde_json::to_vec(segments).unwrap_or_default())
 }
@@ -136,6 +142,11 @@ impl Manifest {
             return Err(bad(
                 "its checksum does not match its entries; rebuild it with `walctl archive rebuild`"
                     .into(),
+            ));
+        }
+        if m.segments.windows(2).any(|w| w[0].id >= w[1].id) {
+            return Err(bad(
+                "its segments are not in id order; rebuild it with `walctl archive rebuild`".into(),
             ));
         }
         Ok(Some(m))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::ArchiveError;
-use super::manifest::{Entry, Manifest};
+use super::manifest::{short_sha, Entry, Manifest};
 use super::marker::Marker;
 use super::mem::OneSegment;
 use super::store::{Archive, PutOutcome, WriteMode};
@@ -186,8 +186,8 @@ fn push_one(
                     "the archive's manifest records {} bytes with sha256 {} for it, the local \
                      segment has {size} bytes with sha256 {}: is this the same log?",
                     e.size,
-                    &e.sha256[..16.min(e.sha256.len())],
-                    &sha[..16]
+                    short_sha(&e.sha256),
+                    short_sha(&sha)
                 ),
             })
         }

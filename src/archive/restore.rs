@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::ArchiveError;
-use super::manifest::{Entry, Manifest};
+use super::manifest::{short_sha, Entry, Manifest};
 use super::mem::OneSegment;
 use super::store::Archive;
 use super::Result;
@@ -124,7 +124,7 @@ fn choose(archive: &Archive, manifest: &Manifest, to_lsn: Option<u64>) -> Result
             (Some(l), Some(f)) => f == l.saturating_add(1),
             _ => true,
         };
-        if b.id != a.id + 1 || !lsn_ok {
+        if a.id.checked_add(1) != Some(b.id) || !lsn_ok {
             return Err(ArchiveError::Incomplete(format!(
                 "{} is not contiguous between {} and {}: nothing was restored (see `walctl \
                  archive verify`)",
@@ -185,8 +185,8 @@ fn download(
                 "{} does not match the manifest (sha256 {}, recorded {}): nothing was restored; \
                  run `walctl archive verify --deep`",
                 archive.object_url(name),
-                &sha[..16],
-                &e.sha256[..16.min(e.sha256.len())]
+                short_sha(&sha),
+                short_sha(&e.sha256)
             )));
         }
         summary.last_lsn = e.last_lsn;

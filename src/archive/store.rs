@@ -16,6 +16,7 @@ use object_store::{
 };
 
 use super::error::ArchiveError;
+use super::manifest::short_sha;
 use super::Result;
 use crate::quarantine::sha256_hex;
 
@@ -510,8 +511,8 @@ impl Archive {
                 detail: format!(
                     "the object has {} bytes with sha256 {}, the local segment {len} bytes with sha256 {}",
                     there.len(),
-                    &there_sha[..16],
-                    &sha[..16.min(sha.len())]
+                    short_sha(&there_sha),
+                    short_sha(sha)
                 ),
             });
         }

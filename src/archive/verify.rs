@@ -1,7 +1,7 @@
 //! `archive verify`: the archive against its manifest. Every recorded segment must be
-//! there with its size and entity tag, the segments' LSNs must follow on from one another, and the
-//! manifest's own checksum must hold; `deep` also downloads every segment, checks its
-//! sha256 and every record with the one scanner.
+//! there with its size and entity tag, the segments' LSNs must follow on from one
+//! another, and the manifest's own checksum must hold; `deep` also downloads every
+//! segment, checks its sha256 and every record with the one scanner.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::error::ArchiveError;
-use super::manifest::{Manifest, MANIFEST_OBJECT};
+use super::manifest::{short_sha, Manifest, MANIFEST_OBJECT};
 use super::mem::OneSegment;
 use super::store::{Archive, ObjectInfo};
 use super::Result;
@@ -132,16 +132,22 @@ pub fn verify(archive: &Archive, deep: bool) -> Result<VerifyReport> {
     let mut prev: Option<&super::manifest::Entry> = None;
     for e in &manifest.segments {
         if let Some(p) = prev {
-            for id in p.id + 1..e.id {
-                let name = segment_name(id);
-                if listed.contains_key(&id) {
-                    continue; // reported as unlisted below
-                }
+            // One finding per run of missing ids, however long (a manifest is input).
+            // (From both ends: a few steps each, however long the run.)
+            let mut gap = (p.id.saturating_add(1)..e.id).filter(|id| !listed.contains_key(id));
+            if let Some(first) = gap.next() {
+                let last = gap.next_back().unwrap_or(first);
+                let name = segment_name(first);
+                let what = if last == first {
+                    format!("{name} is missing")
+                } else {
+                    format!("{name}..{} are missing", segment_name(last))
+                };
                 report.problems.push(problem(
                     ProblemKind::Missing,
                     &name,
                     format!(
-                        "{name} is missing: the archive holds {} and {} but nothing between",
+                        "{what}: the archive holds {} and {} but nothing between",
                         p.name, e.name
                     ),
                 ));
@@ -218,8 +224,8 @@ pub fn verify(archive: &Archive, deep: bool) -> Result<VerifyReport> {
                     name,
                     format!(
                         "{name}: sha256 {} but the manifest records {}",
-                        &sha[..16],
-                        &e.sha256[..16.min(e.sha256.len())]
+                        short_sha(&sha),
+                        short_sha(&e.sha256)
                     ),
                 ));
             }

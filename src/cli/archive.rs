@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Subcommand;
 use serde::Serialize;
-use walctl::archive::manifest::{Entry, Manifest};
+use walctl::archive::manifest::{short_sha, Entry, Manifest};
 use walctl::archive::marker::Marker;
 use walctl::archive::{
     self, Archive, ArchiveError, ArchiveStorage, Connect, PushEvent, RestoreOptions, VerifyReport,
@@ -440,7 +440,7 @@ fn ls(args: LsArgs) -> anyhow::Result<Exit> {
                 e.size,
                 lsns(e.first_lsn, e.last_lsn),
                 e.checkpoints,
-                &e.sha256[..16.min(e.sha256.len())]
+                short_sha(&e.sha256)
             )?;
         }
     }
