@@ -1543,4 +1543,17 @@ fn a_hostile_manifest_is_a_clear_finding_never_a_hang_or_panic() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("not contiguous"), "{err}");
+
+    // A name that would leave the restore directory is refused before anything.
+    let mut m = Manifest::load(&archive).unwrap().unwrap();
+    m.segments[0].name = "../escaped".into();
+    let entry = m.segments[0].clone();
+    m.insert(entry);
+    m.save(&archive).unwrap();
+    let target = tmp.path().join("r2");
+    let err = archive::restore(&archive, &target, &RestoreOptions::default(), |_| {}).unwrap_err();
+    assert!(err.to_string().contains("\"../escaped\""), "{err}");
+    assert!(!tmp.path().join("escaped").exists() && !target.exists());
+    let report = archive::verify(&archive, false).unwrap();
+    assert_eq!(report.problems[0].kind, ProblemKind::ManifestInvalid);
 }

@@ -10,7 +10,7 @@ use super::store::Archive;
 use super::Result;
 use crate::quarantine::sha256_hex;
 use crate::scan::SegmentSummary;
-use crate::segment::parse_segment_name;
+use crate::segment::{parse_segment_name, segment_name};
 use std::sync::Arc;
 
 /// Name of the manifest object in an archive's prefix.
@@ -143,6 +143,15 @@ impl Manifest {
                 "its checksum does not match its entries; rebuild it with `walctl archive rebuild`"
                     .into(),
             ));
+        }
+        // Names become file names at restore: only `segment-<id>` itself.
+        if let Some(e) = m.segments.iter().find(|e| e.name != segment_name(e.id)) {
+            return Err(bad(format!(
+                "entry {} is named {:?}, not {}; rebuild it with `walctl archive rebuild`",
+                e.id,
+                e.name,
+                segment_name(e.id)
+            )));
         }
         if m.segments.windows(2).any(|w| w[0].id >= w[1].id) {
             return Err(bad(
