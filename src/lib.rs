@@ -25,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+pub mod archive;
 pub mod bench;
 pub mod codec;
 pub mod error;

@@ -209,6 +209,9 @@ struct State {
     retention: RetentionReport,
     /// (segment id, lsn) of the newest checkpoint.
     newest_checkpoint: Option<(u64, u64)>,
+    /// Why the last retention pass kept a segment it would have deleted (an archive
+    /// of the directory does not hold it yet).
+    archive_hold: Option<String>,
 }
 
 struct Io {
@@ -408,6 +411,7 @@ impl Wal {
             segments,
             retention: RetentionReport::default(),
             newest_checkpoint: scan.newest_checkpoint.map(|c| (c.segment_id, c.lsn)),
+            archive_hold: None,
         };
         let inner = Arc::new(Inner {
             storage,
@@ -610,6 +614,12 @@ impl Wal {
         res
     }
 
+    /// Why retention last kept a segment beyond `max_segments` that it would
+    /// otherwise have deleted: an archive of this directory does not hold it yet.
+    pub fn archive_hold(&self) -> Option<String> {
+        lock(&self.inner.state).archive_hold.clone()
+    }
+
     /// A reader over this log that sees every record appended so far.
     pub fn reader(&self) -> Result<WalReader> {
         self.flush()?;
@@ -768,11 +778,17 @@ impl Inner {
             return Ok(());
         }
         let mut removed = false;
+        st.archive_hold = None;
         while st.segments.len() > max {
             let (oldest, first) = st.segments[0];
             match st.newest_checkpoint {
                 Some((cp_seg, _)) if oldest < cp_seg => {}
                 _ => break,
+            }
+            // Once archived, a segment goes only when every archive holds it.
+            if let Some(why) = crate::archive::marker::retention_hold(&*self.storage, oldest) {
+                st.archive_hold = Some(why);
+                break;
             }
             let name = segment_name(oldest);
             if self.storage.remove_file(&name).is_err() {

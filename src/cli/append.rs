@@ -607,6 +607,9 @@ pub fn close_after(wal: &Wal, work: anyhow::Result<()>) -> (anyhow::Result<()>, 
     let closed = wal
         .close()
         .with_context(|| format!("closing {}", wal.storage().root().display()));
+    if let Some(why) = wal.archive_hold() {
+        output::note(why);
+    }
     let ok = closed.is_ok();
     note_retention(wal);
     let res = match (work, closed) {

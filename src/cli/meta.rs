@@ -29,7 +29,7 @@ pub struct CompletionsArgs {
 }
 
 /// The commands that have a page of their own, `walctl-COMMAND(1)`.
-const PAGES: [&str; 11] = [
+const PAGES: &[&str] = &[
     "append",
     "checkpoint",
     "dump",
@@ -39,6 +39,8 @@ const PAGES: [&str; 11] = [
     "stats",
     "truncate-corrupt",
     "bench",
+    #[cfg(feature = "s3")]
+    "archive",
     "completions",
     "man",
 ];
@@ -57,7 +59,7 @@ Exit codes: 0 the page was printed (or the pages written); 1 a page could not be
 written; 2 usage error (an unknown command).")]
 pub struct ManArgs {
     /// Print the page of this command (walctl-COMMAND(1)) instead of walctl(1).
-    #[arg(value_parser = PAGES)]
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(PAGES.iter().copied()))]
     command: Option<String>,
     /// Write walctl.1 and walctl-COMMAND.1 for every command into this directory.
     #[arg(long, value_name = "DIR", conflicts_with = "command")]

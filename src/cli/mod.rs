@@ -2,6 +2,8 @@
 //! subcommand. Each subcommand lives in its own module with its own `Args`.
 
 mod append;
+#[cfg(feature = "s3")]
+mod archive;
 mod bench;
 mod checkpoint;
 mod dump;
@@ -53,6 +55,8 @@ enum Command {
     Stats(stats::Args),
     TruncateCorrupt(repair::Args),
     Bench(bench::Args),
+    #[cfg(feature = "s3")]
+    Archive(archive::Args),
     Completions(meta::CompletionsArgs),
     Man(meta::ManArgs),
 }
@@ -60,7 +64,8 @@ enum Command {
 /// `--dir`, shared by every command that works on a log.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DirArg {
-    /// The log directory.
+    /// The log directory. Read commands also take an archive URL
+    /// (s3://BUCKET/PREFIX) and read the log in place.
     #[arg(long, short = 'd', env = "WALCTL_DIR", value_name = "DIR")]
     pub dir: PathBuf,
 }
@@ -70,6 +75,10 @@ impl DirArg {
     /// A missing path or one that is not a directory is "not a WAL directory".
     pub fn open_read(&self) -> anyhow::Result<Arc<dyn Storage>> {
         let dir = &self.dir;
+        #[cfg(feature = "s3")]
+        if let Some(url) = dir.to_str().filter(|d| walctl::archive::is_archive_url(d)) {
+            return archive::open_in_place(url);
+        }
         match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => anyhow::bail!("not a WAL directory: {} is not a directory", dir.display()),
@@ -143,6 +152,8 @@ pub fn main() -> i32 {
         Command::Stats(a) => stats::run(a),
         Command::TruncateCorrupt(a) => repair::run(a),
         Command::Bench(a) => bench::run(a),
+        #[cfg(feature = "s3")]
+        Command::Archive(a) => archive::run(a),
         Command::Completions(a) => meta::completions(a),
         Command::Man(a) => meta::man(a),
     };
