@@ -202,6 +202,15 @@ pub enum Error {
         /// Id of the last segment removed.
         last_segment: u64,
     },
+    /// A record read from a byte stream (not from a log's segments) is damaged or cut
+    /// short.
+    #[error("{}{kind}", offset.map(|o| format!("record at byte {o}: ")).unwrap_or_default())]
+    Record {
+        /// Where in the stream its length prefix starts, when it was read from one.
+        offset: Option<u64>,
+        /// What is wrong with it.
+        kind: ProblemKind,
+    },
     /// A directory entry that claims to be a segment cannot be used as one.
     #[error("{}: {reason}", path.display())]
     BadSegment {

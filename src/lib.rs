@@ -11,8 +11,6 @@
 //! - [`salvage`] reads past damage, resynchronising on the next intact record.
 //! - [`codec`] is the one record codec; [`segment`] names and lists segments;
 //!   [`storage`] is the file-system seam that tests put faults behind.
-//! - [`bench`] holds the workloads of `walctl bench`, each measured beside a
-//!   plain-system-call baseline on the same disk.
 //!
 //! ```no_run
 //! use walctl::writer::{Wal, WalOptions};
@@ -26,7 +24,6 @@
 #![warn(missing_docs)]
 
 pub mod archive;
-pub mod bench;
 pub mod codec;
 pub mod error;
 pub mod quarantine;
@@ -39,10 +36,7 @@ pub mod segment;
 pub mod storage;
 pub mod writer;
 
-/// The prost-generated `WAL_Entry` of `proto/wal.proto`.
-pub mod proto {
-    #![allow(missing_docs)]
-    include!(concat!(env!("OUT_DIR"), "/wal.rs"));
-}
+#[cfg(feature = "proto")]
+pub mod proto;
 
 pub use error::{Error, Problem, ProblemKind, Result, Severity};

@@ -8,11 +8,16 @@ use std::time::Duration;
 use anyhow::Context;
 use comfy_table::{presets, CellAlignment, Table};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use walctl::bench::{self, Config, Measure, Report, Stop, Workload};
 use walctl::codec::MAX_DATA_LEN;
 use walctl::writer::SyncPolicy;
 
 use super::{output, Exit};
+use run::{Config, Measure, Report, Stop, Workload};
+
+mod append;
+mod histogram;
+mod run;
+mod scan;
 
 /// Measure walctl on this disk, side by side with plain system calls.
 ///
@@ -207,7 +212,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     cfg.exe = std::env::current_exe().ok();
 
     let bar = progress_bar();
-    let result = bench::run(&cfg, &workloads, &mut |done, total, what| {
+    let result = run::run(&cfg, &workloads, &mut |done, total, what| {
         bar.set_length(total);
         bar.set_position(done);
         bar.set_message(what.to_string());
@@ -312,7 +317,7 @@ fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
     for res in &r.results {
         let (rate, mbs, p50, p99, p999, rss) = match &res.walctl {
             Some(w) => {
-                let lat = |f: fn(&walctl::bench::Latency) -> u64| {
+                let lat = |f: fn(&run::Latency) -> u64| {
                     w.latency.as_ref().map_or_else(dash, |l| fmt_ns(f(l)))
                 };
                 (

@@ -1,0 +1,369 @@
+//! The append workloads: [`Wal`] with the chosen sync policy, writer threads and
+//! batch size, beside a baseline that writes the very same encoded records with
+//! `write()` (one call per record or batch) and, for a durable policy, `fdatasync()`
+//! after each.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use walctl::codec::encode_record;
+use walctl::segment::list_segments;
+use walctl::storage::FileStorage;
+use walctl::writer::{SyncPolicy, SyncStats, Wal, WalOptions};
+use walctl::Result;
+
+use super::histogram::Histogram;
+use super::run::*;
+
+impl Bench<'_, '_> {
+    pub(super) fn append_workload(&mut self, w: Workload) -> Result<WorkloadResult> {
+        let p = self.append_params(w);
+        let stop = self
+            .cfg
+            .stop
+            .unwrap_or(Stop::Duration(Duration::from_millis(750)));
+        let payload = Payload::new(p.entry_size);
+        let label = format!(
+            "{} append: sync {}, {} writer{}, {}{} B entries",
+            w.name(),
+            sync_name(p.sync),
+            p.writers,
+            if p.writers == 1 { "" } else { "s" },
+            if p.batch > 1 {
+                format!("batches of {}, ", p.batch)
+            } else {
+                String::new()
+            },
+            p.entry_size
+        );
+        let short = format!(
+            "{}: {}, {}w{}, {} B",
+            w.name(),
+            sync_name(p.sync),
+            p.writers,
+            if p.batch > 1 {
+                format!(", x{}", p.batch)
+            } else {
+                String::new()
+            },
+            p.entry_size
+        );
+        let durable = p.sync == SyncPolicy::Always;
+        let per = if p.batch > 1 { "batch" } else { "record" };
+        let threads = if p.writers > 1 {
+            format!(", {} threads", p.writers)
+        } else {
+            String::new()
+        };
+        let baseline_what = match p.sync {
+            SyncPolicy::Always => format!("write()+fdatasync() per {per}{threads}"),
+            SyncPolicy::Never => format!("write() per {per}{threads}"),
+            SyncPolicy::Interval(_) => {
+                format!("write() per {per}, fdatasync() per interval{threads}")
+            }
+        };
+        let want_ceiling = !durable && p.writers == 1;
+        let (mut ours, mut base, mut ceil) = (Sum::default(), Sum::default(), Sum::default());
+        for round in 0..self.rounds {
+            let r = round + 1;
+            let order: [bool; 2] = if round % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for walctl_side in order {
+                if walctl_side {
+                    self.step(&format!("{}: walctl, round {r}", w.name()));
+                    let dir = self.fresh_dir(&format!("{}-r{r}-walctl", w.name()))?;
+                    let side = walctl_append(&dir, &p, stop, &payload)?;
+                    let entries = side.entries;
+                    ours.add(side);
+                    self.settle(&dir);
+                    if want_ceiling {
+                        let dir = self.fresh_dir(&format!("{}-r{r}-ceiling", w.name()))?;
+                        ceil.add(ceiling_append(&dir, &p, entries, &payload)?);
+                        self.settle(&dir);
+                    }
+                } else {
+                    self.step(&format!("{}: baseline, round {r}", w.name()));
+                    let dir = self.fresh_dir(&format!("{}-r{r}-baseline", w.name()))?;
+                    base.add(baseline_append(&dir, &p, stop, &payload)?);
+                    self.settle(&dir);
+                }
+            }
+        }
+        let rr = round_ratios(&ours, &base);
+        let (ours, base) = (ours.measure(), base.measure());
+        Ok(WorkloadResult {
+            workload: w.name(),
+            label,
+            short,
+            status: "ok",
+            reason: None,
+            ratio: ratio(&ours, &base),
+            round_ratios: rr,
+            walctl: Some(ours),
+            baseline_what,
+            baseline: Some(base),
+            ceiling: want_ceiling.then(|| ceil.measure()),
+        })
+    }
+}
+
+/// Deterministic, incompressible-looking payloads: entry `i` is a window into a
+/// pseudo-random buffer, so consecutive entries (and their CRCs) differ.
+pub(super) struct Payload {
+    pub(super) bytes: Vec<u8>,
+    pub(super) size: usize,
+}
+
+pub(super) const PAYLOAD_WINDOWS: usize = 4096;
+
+impl Payload {
+    pub(super) fn new(size: usize) -> Payload {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let bytes = (0..size + PAYLOAD_WINDOWS)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        Payload { bytes, size }
+    }
+
+    #[inline]
+    pub(super) fn get(&self, i: usize) -> &[u8] {
+        let off = i.wrapping_mul(61) % PAYLOAD_WINDOWS;
+        &self.bytes[off..off + self.size]
+    }
+}
+
+/// Per-thread share of a count-bounded run: calls of `batch` entries.
+pub(super) fn calls_for(stop: Stop, writers: usize, batch: usize, w: usize) -> Option<u64> {
+    match stop {
+        Stop::Duration(_) => None,
+        Stop::Count(n) => {
+            let share = n / writers as u64 + u64::from((w as u64) < n % writers as u64);
+            Some(share.div_ceil(batch as u64).max(1))
+        }
+    }
+}
+
+/// Runs `body(writer, calls_limit, deadline)` on `writers` threads released together;
+/// returns the wall time from release to the last thread's end and what they returned.
+pub(super) fn run_threads<T: Send>(
+    writers: usize,
+    stop: Stop,
+    batch: usize,
+    body: impl Fn(usize, Option<u64>, Option<Instant>) -> Result<T> + Sync,
+) -> Result<(f64, Vec<T>)> {
+    let barrier = Barrier::new(writers + 1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let (barrier, body) = (&barrier, &body);
+                s.spawn(move || {
+                    barrier.wait();
+                    let deadline = match stop {
+                        Stop::Duration(d) => Some(Instant::now() + d),
+                        Stop::Count(_) => None,
+                    };
+                    let out = body(w, calls_for(stop, writers, batch, w), deadline);
+                    (out, Instant::now())
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let mut outs = Vec::with_capacity(writers);
+        let mut end = start;
+        for h in handles {
+            let (out, t) = h.join().expect("benchmark thread panicked");
+            end = end.max(t);
+            outs.push(out?);
+        }
+        Ok((end.duration_since(start).as_secs_f64(), outs))
+    })
+}
+
+/// The timed loop shared by every append side: calls `op(call)` until the limit or
+/// deadline and records each call's latency (one clock read per call).
+#[inline]
+pub(super) fn timed_loop(
+    limit: Option<u64>,
+    deadline: Option<Instant>,
+    mut op: impl FnMut(u64) -> Result<()>,
+) -> Result<(u64, Histogram)> {
+    let mut hist = Histogram::new();
+    let mut calls = 0u64;
+    let mut prev = Instant::now();
+    loop {
+        if limit.is_some_and(|l| calls >= l) {
+            break;
+        }
+        op(calls)?;
+        calls += 1;
+        let now = Instant::now();
+        hist.record(now.duration_since(prev).as_nanos() as u64);
+        prev = now;
+        if deadline.is_some_and(|d| now >= d) {
+            break;
+        }
+    }
+    Ok((calls, hist))
+}
+
+pub(super) fn walctl_append(
+    dir: &Path,
+    p: &AppendParams,
+    stop: Stop,
+    payload: &Payload,
+) -> Result<Side> {
+    let wal = Wal::open(
+        dir,
+        WalOptions {
+            max_segment_size: p.segment_size,
+            max_segments: 0,
+            sync: p.sync,
+        },
+    )?;
+    let (secs, outs) = run_threads(p.writers, stop, p.batch, |w, limit, deadline| {
+        let mut batch: Vec<&[u8]> = Vec::with_capacity(p.batch);
+        timed_loop(limit, deadline, |call| {
+            let i = (call as usize).wrapping_mul(p.writers) + w;
+            if p.batch == 1 {
+                wal.append(payload.get(i))?;
+            } else {
+                batch.clear();
+                batch.extend((0..p.batch).map(|k| payload.get(i * p.batch + k)));
+                wal.append_batch(&batch)?;
+            }
+            Ok(())
+        })
+    })?;
+    // Before close, whose final fsync covers nothing the workload waited for. Only
+    // where every append waits for its fsync: elsewhere the few fsyncs say nothing.
+    let syncs = if p.sync == SyncPolicy::Always {
+        wal.sync_stats()
+    } else {
+        SyncStats::default()
+    };
+    wal.close()?;
+    drop(wal);
+    let storage = FileStorage::open(dir).map_err(io_err("open", dir))?;
+    let bytes = list_segments(&storage)?.iter().map(|s| s.size).sum();
+    Ok(Side {
+        syncs,
+        ..side_from(secs, outs, p.batch, bytes)
+    })
+}
+
+pub(super) fn side_from(secs: f64, outs: Vec<(u64, Histogram)>, batch: usize, bytes: u64) -> Side {
+    let mut hist = Histogram::new();
+    let mut calls = 0;
+    for (c, h) in &outs {
+        calls += c;
+        hist.merge(h);
+    }
+    Side {
+        entries: calls * batch as u64,
+        bytes,
+        secs,
+        hist: Some(hist),
+        rss_kib: None,
+        syncs: SyncStats::default(),
+    }
+}
+
+/// The same records, encoded with the same codec, written with plain system calls.
+pub(super) fn baseline_append(
+    dir: &Path,
+    p: &AppendParams,
+    stop: Stop,
+    payload: &Payload,
+) -> Result<Side> {
+    let path = dir.join("baseline");
+    let file = OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io_err("create", &path))?;
+    let (secs, outs) = run_threads(p.writers, stop, p.batch, |w, limit, deadline| {
+        let mut buf = Vec::with_capacity(p.batch * (p.entry_size + 32));
+        let mut last_sync = Instant::now();
+        timed_loop(limit, deadline, |call| {
+            buf.clear();
+            for k in 0..p.batch {
+                let i = ((call as usize).wrapping_mul(p.writers) + w) * p.batch + k;
+                encode_record(&mut buf, i as u64 + 1, payload.get(i), false);
+            }
+            (&file).write_all(&buf).map_err(io_err("write", &path))?;
+            let sync = match p.sync {
+                SyncPolicy::Always => true,
+                SyncPolicy::Never => false,
+                SyncPolicy::Interval(d) => last_sync.elapsed() >= d,
+            };
+            if sync {
+                file.sync_data().map_err(io_err("fdatasync", &path))?;
+                last_sync = Instant::now();
+            }
+            Ok(())
+        })
+    })?;
+    let bytes = file.metadata().map_err(io_err("stat", &path))?.len();
+    Ok(side_from(secs, outs, p.batch, bytes))
+}
+
+/// The page-cache ceiling for a non-durable writer: the same number of records,
+/// encoded into a 1 MiB buffer, one `write()` per MiB.
+pub(super) fn ceiling_append(
+    dir: &Path,
+    p: &AppendParams,
+    entries: u64,
+    payload: &Payload,
+) -> Result<Side> {
+    let path = dir.join("ceiling");
+    let mut file = OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io_err("create", &path))?;
+    let mut buf = Vec::with_capacity(2 << 20);
+    let calls = entries.div_ceil(p.batch as u64);
+    let start = Instant::now();
+    let (calls, hist) = timed_loop(Some(calls), None, |call| {
+        for k in 0..p.batch {
+            let i = call as usize * p.batch + k;
+            encode_record(&mut buf, i as u64 + 1, payload.get(i), false);
+        }
+        if buf.len() >= 1 << 20 {
+            file.write_all(&buf).map_err(io_err("write", &path))?;
+            buf.clear();
+        }
+        Ok(())
+    })?;
+    file.write_all(&buf).map_err(io_err("write", &path))?;
+    let secs = start.elapsed().as_secs_f64();
+    let bytes = file.metadata().map_err(io_err("stat", &path))?.len();
+    Ok(side_from(secs, vec![(calls, hist)], p.batch, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_shared_out_between_writers() {
+        let total: u64 = (0..3)
+            .map(|w| calls_for(Stop::Count(10), 3, 1, w).unwrap())
+            .sum();
+        assert_eq!(total, 10);
+        assert_eq!(calls_for(Stop::Count(10), 1, 4, 0), Some(3));
+        assert_eq!(calls_for(Stop::Duration(Duration::ZERO), 1, 1, 0), None);
+    }
+}
