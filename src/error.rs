@@ -163,6 +163,16 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Reading or writing a byte stream ([`crate::EntryReader`], [`crate::EntryWriter`])
+    /// failed.
+    #[error("{op}: {source}")]
+    Stream {
+        /// What was being done ("read", "write", "flush").
+        op: &'static str,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
     /// A writer option is out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),

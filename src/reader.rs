@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::follow::Follow;
 use crate::scan::{scan_log, Event, ScanOptions, ScanReport, Scanner};
 use crate::storage::{FileStorage, Storage};
 
@@ -63,6 +64,12 @@ impl WalReader {
             from,
             done: false,
         })
+    }
+
+    /// Follows the log from LSN `from`: every record there is, then each one a writer
+    /// appends, across rotation, until stopped (see [`Follow`]).
+    pub fn follow_from(&self, from: u64) -> Result<Follow> {
+        Follow::new(self.storage.clone(), from)
     }
 
     /// Recovery: the newest checkpoint, then every record after it (the whole log

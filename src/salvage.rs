@@ -6,7 +6,7 @@
 //!
 //! The records themselves are read by the one scanner ([`Scanner`]): from the start
 //! of the log, and again from each place [`resync`] finds, through a read-only view
-//! of the log that begins there ([`LogView`]). A record is only ever delivered by the
+//! of the log that begins there (`LogView`). A record is only ever delivered by the
 //! scanner, so none whose CRC fails is ever presented.
 
 use std::collections::VecDeque;
@@ -49,9 +49,9 @@ pub struct Found {
 ///
 /// Linear in the bytes searched: candidates are the positions whose fifth byte is
 /// the LSN field's tag (found with `memchr`), and each is first judged from its
-/// prefix and first [`HEAD`] body bytes ([`plausible_start`], the LSN compared with
+/// prefix and first `HEAD` body bytes ([`plausible_start`], the LSN compared with
 /// `after`); only a candidate that passes is read whole, decoded and CRC-checked.
-/// Memory: one window of at most [`WINDOW`] bytes plus the largest candidate read whole (at most `max_body`,
+/// Memory: one window of at most `WINDOW` bytes plus the largest candidate read whole (at most `max_body`,
 /// and never more than the segment holds).
 pub fn resync(
     file: &mut dyn ReadFile,

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::codec::{encode_record, MAX_DATA_LEN};
 use crate::error::{Error, Result, Severity};
 use crate::quarantine::{self, Cut};
-use crate::reader::WalReader;
+use crate::reader::{Entries, WalReader};
 use crate::scan::{scan_log, ScanOptions, ScanReport};
 use crate::segment::segment_name;
 use crate::storage::{FileStorage, LockAttempt, Storage, WriteFile};
@@ -33,7 +33,8 @@ pub enum SyncPolicy {
     Never,
 }
 
-/// Writer options.
+/// Writer options. Set them with the builder methods, which keep compiling as
+/// options are added: `WalOptions::default().max_segments(0)`.
 #[derive(Debug, Clone)]
 pub struct WalOptions {
     /// Rotate before a write when the current segment holds at least this many bytes
@@ -60,6 +61,24 @@ impl Default for WalOptions {
 }
 
 impl WalOptions {
+    /// Sets [`max_segment_size`](Self::max_segment_size).
+    pub fn max_segment_size(mut self, bytes: u64) -> Self {
+        self.max_segment_size = bytes;
+        self
+    }
+
+    /// Sets [`max_segments`](Self::max_segments) (0 = unlimited).
+    pub fn max_segments(mut self, n: usize) -> Self {
+        self.max_segments = n;
+        self
+    }
+
+    /// Sets [`sync`](Self::sync).
+    pub fn sync(mut self, policy: SyncPolicy) -> Self {
+        self.sync = policy;
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         if self.max_segment_size == 0 {
             return Err(Error::InvalidOption(
@@ -624,6 +643,20 @@ impl Wal {
     pub fn reader(&self) -> Result<WalReader> {
         self.flush()?;
         Ok(WalReader::new(self.inner.storage.clone()))
+    }
+
+    /// Every record of the log, oldest first, streamed (memory is bounded by the
+    /// largest record): the Go library's `ReadAll`. Sees every record appended before
+    /// the call; stops with an `Err` at the first damage, after every intact record
+    /// before it.
+    pub fn read_all(&self) -> Result<Entries> {
+        self.reader()?.entries_from(0)
+    }
+
+    /// The newest checkpoint, then every record after it (the whole log when there is
+    /// no checkpoint): the Go library's `ReadFromCheckpoint`, streamed.
+    pub fn read_from_checkpoint(&self) -> Result<Entries> {
+        self.reader()?.from_newest_checkpoint()
     }
 }
 

@@ -45,11 +45,10 @@ use walctl::writer::{SyncPolicy, WalOptions};
 fn make_log(dir: &Path, records: u64, seg_size: u64, cp_every: u64) -> Vec<Vec<u8>> {
     let wal = wal_open_retrying(
         dir,
-        WalOptions {
-            max_segment_size: seg_size,
-            max_segments: 0,
-            sync: SyncPolicy::Never,
-        },
+        WalOptions::default()
+            .max_segment_size(seg_size)
+            .max_segments(0)
+            .sync(SyncPolicy::Never),
     )
     .unwrap();
     let mut out = Vec::new();
@@ -614,11 +613,10 @@ fn restore_to_lsn_cuts_right_after_it_and_refuses_what_it_cannot_do() {
 #[test]
 fn retention_keeps_what_the_archive_does_not_hold_yet() {
     let tmp = tempdir();
-    let opts = WalOptions {
-        max_segment_size: 1024,
-        max_segments: 2,
-        sync: SyncPolicy::Never,
-    };
+    let opts = WalOptions::default()
+        .max_segment_size(1024)
+        .max_segments(2)
+        .sync(SyncPolicy::Never);
     let fill = |dir: &Path, n: usize| -> Option<String> {
         let wal = wal_open_retrying(dir, opts.clone()).unwrap();
         for i in 0..n {
@@ -641,14 +639,7 @@ fn retention_keeps_what_the_archive_does_not_hold_yet() {
     );
 
     let dir = tmp.path().join("wal");
-    let wal = wal_open_retrying(
-        &dir,
-        WalOptions {
-            max_segments: 0,
-            ..opts.clone()
-        },
-    )
-    .unwrap();
+    let wal = wal_open_retrying(&dir, opts.clone().max_segments(0)).unwrap();
     for _ in 0..30 {
         wal.append(&[b'a'; 100]).unwrap();
     }
@@ -1198,11 +1189,10 @@ fn s3_throughput() {
     let dir = tmp.path().join("wal");
     let wal = wal_open_retrying(
         &dir,
-        WalOptions {
-            max_segment_size: 4 << 20,
-            max_segments: 0,
-            sync: SyncPolicy::Never,
-        },
+        WalOptions::default()
+            .max_segment_size(4 << 20)
+            .max_segments(0)
+            .sync(SyncPolicy::Never),
     )
     .unwrap();
     let payload = vec![b'z'; 4000];
@@ -1248,11 +1238,10 @@ fn an_archive_reads_in_place_like_a_directory_and_refuses_writes() {
     // Segments larger than one ranged GET (8 MiB), so that reads span several.
     let wal = wal_open_retrying(
         &dir,
-        WalOptions {
-            max_segment_size: 20 << 20,
-            max_segments: 0,
-            sync: SyncPolicy::Never,
-        },
+        WalOptions::default()
+            .max_segment_size(20 << 20)
+            .max_segments(0)
+            .sync(SyncPolicy::Never),
     )
     .unwrap();
     for i in 0..12_000u32 {

@@ -676,11 +676,10 @@ fn rotation_matches_record_by_record_appends_however_input_is_batched() {
             (0..len).map(|j| (i as usize * 7 + j) as u8).collect()
         })
         .collect();
-    let opts = WalOptions {
-        max_segment_size: 1000,
-        max_segments: 0,
-        sync: SyncPolicy::Never,
-    };
+    let opts = WalOptions::default()
+        .max_segment_size(1000)
+        .max_segments(0)
+        .sync(SyncPolicy::Never);
     let wal = Wal::open(&by_library, opts).unwrap();
     for d in &datas {
         wal.append(d).unwrap();

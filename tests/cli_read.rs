@@ -80,11 +80,10 @@ fn record_data(i: u64) -> Vec<u8> {
 fn write_log(dir: &Path, n: u64, max_segment_size: u64) {
     let wal = Wal::open(
         dir,
-        WalOptions {
-            max_segment_size,
-            max_segments: 0,
-            sync: SyncPolicy::Never,
-        },
+        WalOptions::default()
+            .max_segment_size(max_segment_size)
+            .max_segments(0)
+            .sync(SyncPolicy::Never),
     )
     .unwrap();
     let datas: Vec<Vec<u8>> = (1..=n).map(record_data).collect();
@@ -814,14 +813,7 @@ fn read_commands_change_nothing_and_run_beside_a_writer() {
 #[test]
 fn closed_pipe_ends_quietly() {
     let tmp = tempdir();
-    let wal = Wal::open(
-        tmp.path(),
-        WalOptions {
-            sync: SyncPolicy::Never,
-            ..WalOptions::default()
-        },
-    )
-    .unwrap();
+    let wal = Wal::open(tmp.path(), WalOptions::default().sync(SyncPolicy::Never)).unwrap();
     let datas: Vec<Vec<u8>> = (0..200_000u32).map(|i| i.to_le_bytes().to_vec()).collect();
     for chunk in datas.chunks(20_000) {
         wal.append_batch(chunk).unwrap();
@@ -864,11 +856,10 @@ fn follow_prints_new_records_across_rotation_until_sigterm() {
     let segments_before = segment_names(tmp.path()).len();
     let wal = Wal::open(
         tmp.path(),
-        WalOptions {
-            max_segment_size: 256,
-            max_segments: 0,
-            sync: SyncPolicy::Always,
-        },
+        WalOptions::default()
+            .max_segment_size(256)
+            .max_segments(0)
+            .sync(SyncPolicy::Always),
     )
     .unwrap();
     for i in 6..=30 {
@@ -937,11 +928,10 @@ fn follow_goes_on_when_a_writer_cuts_the_torn_tail_it_waits_at() {
 
     let wal = Wal::open(
         tmp.path(),
-        WalOptions {
-            max_segment_size: 1,
-            max_segments: 0,
-            sync: SyncPolicy::Always,
-        },
+        WalOptions::default()
+            .max_segment_size(1)
+            .max_segments(0)
+            .sync(SyncPolicy::Always),
     )
     .unwrap();
     assert!(wal.open_report().repaired_tail.is_some());

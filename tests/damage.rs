@@ -40,12 +40,12 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use assert_cmd::cargo::CommandCargoExt;
-use common::mem::MemStorage;
 use common::*;
 use serde_json::Value;
 use walctl::codec::{could_be_cut_short, decode_body, MAX_BODY_LEN};
 use walctl::quarantine;
 use walctl::scan::{Event, ScanOptions, Scanner};
+use walctl::storage::MemStorage;
 use walctl::storage::{FileStorage, Storage};
 use walctl::writer::{SyncPolicy, Wal, WalOptions};
 use walctl::{Problem, Severity};
@@ -110,11 +110,10 @@ fn build_log() -> Log {
     let dir = tmp.path().join("wal");
     let wal = Wal::open(
         &dir,
-        WalOptions {
-            max_segment_size: 4096,
-            max_segments: 0,
-            sync: SyncPolicy::Never,
-        },
+        WalOptions::default()
+            .max_segment_size(4096)
+            .max_segments(0)
+            .sync(SyncPolicy::Never),
     )
     .unwrap();
     let mut written: Vec<(Vec<u8>, bool)> = Vec::new();

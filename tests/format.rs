@@ -78,11 +78,10 @@ fn writing_fixture_entries_is_byte_identical() {
         let dir = tempdir();
         let wal = Wal::open(
             dir.path(),
-            WalOptions {
-                max_segment_size: exp.max_segment_size(),
-                max_segments: exp.max_segments(),
-                sync: SyncPolicy::Never,
-            },
+            WalOptions::default()
+                .max_segment_size(exp.max_segment_size())
+                .max_segments(exp.max_segments())
+                .sync(SyncPolicy::Never),
         )
         .unwrap();
         for e in &exp.entries {

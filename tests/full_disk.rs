@@ -412,11 +412,10 @@ fn append_binary_until_enospc_then_continue_after_freeing_space() {
 // (b) the library until the disk is full
 
 fn lib_opts(max_segment_size: u64) -> WalOptions {
-    WalOptions {
-        max_segment_size,
-        max_segments: 0,
-        sync: SyncPolicy::Always,
-    }
+    WalOptions::default()
+        .max_segment_size(max_segment_size)
+        .max_segments(0)
+        .sync(SyncPolicy::Always)
 }
 
 fn assert_poisoned(res: Result<impl std::fmt::Debug, Error>, what: &str) {

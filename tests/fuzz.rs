@@ -22,7 +22,7 @@
 //! `WALCTL_FUZZ_CASES` sets the number of cases of each property (default 4000).
 
 mod common;
-use common::mem::MemStorage;
+use walctl::storage::MemStorage;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -14,11 +14,9 @@ use walctl::reader::WalReader;
 use walctl::writer::{SyncPolicy, Wal, WalOptions};
 
 fn always() -> WalOptions {
-    WalOptions {
-        sync: SyncPolicy::Always,
-        max_segments: 0,
-        ..WalOptions::default()
-    }
+    WalOptions::default()
+        .sync(SyncPolicy::Always)
+        .max_segments(0)
 }
 
 #[test]

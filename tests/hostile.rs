@@ -302,11 +302,10 @@ fn payload(lsn: u64) -> Vec<u8> {
 fn small_log(dir: &Path, n: u64) {
     let wal = wal_open_retrying(
         dir,
-        WalOptions {
-            max_segment_size: 1024,
-            max_segments: 0,
-            sync: SyncPolicy::Never,
-        },
+        WalOptions::default()
+            .max_segment_size(1024)
+            .max_segments(0)
+            .sync(SyncPolicy::Never),
     )
     .unwrap();
     for lsn in 1..=n {
@@ -343,11 +342,10 @@ fn read_from(dir: &Path, from: u64) -> (Vec<u64>, Option<Error>) {
 }
 
 fn opts() -> WalOptions {
-    WalOptions {
-        max_segment_size: 1024,
-        max_segments: 0,
-        sync: SyncPolicy::Never,
-    }
+    WalOptions::default()
+        .max_segment_size(1024)
+        .max_segments(0)
+        .sync(SyncPolicy::Never)
 }
 
 // ---------------------------------------------------------------- a 4 GiB length prefix
@@ -813,11 +811,10 @@ fn strays_with_non_utf8_or_overflowing_names_are_ignored_and_kept() {
     // Writers with retention delete old segments, never the strays.
     let wal = wal_open_retrying(
         dir,
-        WalOptions {
-            max_segment_size: 512,
-            max_segments: 2,
-            sync: SyncPolicy::Never,
-        },
+        WalOptions::default()
+            .max_segment_size(512)
+            .max_segments(2)
+            .sync(SyncPolicy::Never),
     )
     .unwrap();
     for lsn in 31..=80 {

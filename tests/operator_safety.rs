@@ -174,11 +174,10 @@ fn the_library_reports_what_retention_deleted() {
     let dir = tmp.path().join("w");
     // The library's default stays the Go library's 10.
     assert_eq!(WalOptions::default().max_segments, 10);
-    let opts = WalOptions {
-        max_segment_size: 256,
-        max_segments: 2,
-        sync: SyncPolicy::Never,
-    };
+    let opts = WalOptions::default()
+        .max_segment_size(256)
+        .max_segments(2)
+        .sync(SyncPolicy::Never);
     let wal = Wal::open(&dir, opts.clone()).unwrap();
     for i in 0..50u32 {
         wal.append(format!("record {i:04} {}", "x".repeat(40)).as_bytes())

@@ -114,15 +114,14 @@ impl Model {
 }
 
 fn random_options(rng: &mut Rng, retention: bool) -> WalOptions {
-    WalOptions {
-        max_segment_size: [512, 1500, 4096, 20_000][rng.below(4) as usize],
-        max_segments: if retention { 3 } else { 0 },
-        sync: match rng.below(4) {
+    WalOptions::default()
+        .max_segment_size([512, 1500, 4096, 20_000][rng.below(4) as usize])
+        .max_segments(if retention { 3 } else { 0 })
+        .sync(match rng.below(4) {
             0 => SyncPolicy::Never,
             1 => SyncPolicy::Interval(Duration::from_millis(1 + rng.below(5))),
             _ => SyncPolicy::Always,
-        },
-    }
+        })
 }
 
 /// One life of the writer: opens the log over a storage that dies at a random call
@@ -270,11 +269,10 @@ fn power_cut_during_group_commit_keeps_every_acknowledged_record() {
         let ctx = format!("seed {seed}, cycle {cycle}");
         let dir = common::tempdir();
         let disk = SimDisk::crash_at(dir.path(), 5 + rng.below(150));
-        let opts = WalOptions {
-            max_segment_size: 2048,
-            max_segments: 0,
-            sync: SyncPolicy::Always,
-        };
+        let opts = WalOptions::default()
+            .max_segment_size(2048)
+            .max_segments(0)
+            .sync(SyncPolicy::Always);
         let wal = Arc::new(Wal::open_with_storage(Arc::new(disk.clone()), opts.clone()).unwrap());
         const THREADS: usize = 4;
         let start = Arc::new(Barrier::new(THREADS));
@@ -335,11 +333,10 @@ fn power_cut_during_group_commit_keeps_every_acknowledged_record() {
 // Failing fsync: the call that needed it fails, and so does every later one.
 
 fn opts(sync: SyncPolicy) -> WalOptions {
-    WalOptions {
-        max_segment_size: 1 << 20,
-        max_segments: 0,
-        sync,
-    }
+    WalOptions::default()
+        .max_segment_size(1 << 20)
+        .max_segments(0)
+        .sync(sync)
 }
 
 /// After the writer saw a failed fsync, nothing reports success, and a reopen finds
@@ -449,11 +446,10 @@ fn failed_fsync_at_rotation_and_failed_directory_fsync_fail_the_append() {
         };
         let dir = common::tempdir();
         let disk = SimDisk::new(dir.path());
-        let o = WalOptions {
-            max_segment_size: 300,
-            max_segments: 0,
-            sync: SyncPolicy::Never,
-        };
+        let o = WalOptions::default()
+            .max_segment_size(300)
+            .max_segments(0)
+            .sync(SyncPolicy::Never);
         let wal = Wal::open_with_storage(Arc::new(disk.clone()), o).unwrap();
         let mut acked = Vec::new();
         let d = vec![7u8; 100];
@@ -479,11 +475,10 @@ fn failed_fsync_at_rotation_and_failed_directory_fsync_fail_the_append() {
 fn failed_directory_fsync_after_retention_deletes_fails_the_append() {
     let dir = common::tempdir();
     let disk = SimDisk::new(dir.path());
-    let o = WalOptions {
-        max_segment_size: 300,
-        max_segments: 2,
-        sync: SyncPolicy::Never,
-    };
+    let o = WalOptions::default()
+        .max_segment_size(300)
+        .max_segments(2)
+        .sync(SyncPolicy::Never);
     let wal = Wal::open_with_storage(Arc::new(disk.clone()), o).unwrap();
     let d = vec![7u8; 100];
     let mut acked = Vec::new();

@@ -35,11 +35,10 @@ struct Pos {
 }
 
 fn opts() -> WalOptions {
-    WalOptions {
-        max_segment_size: 4096,
-        max_segments: 0,
-        sync: SyncPolicy::Never,
-    }
+    WalOptions::default()
+        .max_segment_size(4096)
+        .max_segments(0)
+        .sync(SyncPolicy::Never)
 }
 
 fn payload(i: u64) -> Vec<u8> {

@@ -85,11 +85,10 @@ fn report(dir: &Path, split: bool) -> Result<ScanReport, String> {
 fn build_log(dir: &Path) -> u64 {
     let wal = Wal::open(
         dir,
-        WalOptions {
-            max_segment_size: 3 << 20,
-            max_segments: 0,
-            sync: SyncPolicy::Never,
-        },
+        WalOptions::default()
+            .max_segment_size(3 << 20)
+            .max_segments(0)
+            .sync(SyncPolicy::Never),
     )
     .unwrap();
     let mut rng = Rng::new(0x005e_ed0f_4ead);

@@ -98,11 +98,10 @@ fn library_log(n: u64) -> (tempfile::TempDir, Vec<Rec>) {
     let tmp = tempdir();
     let wal = Wal::open(
         tmp.path(),
-        WalOptions {
-            max_segment_size: 4096,
-            max_segments: 0,
-            sync: SyncPolicy::Never,
-        },
+        WalOptions::default()
+            .max_segment_size(4096)
+            .max_segments(0)
+            .sync(SyncPolicy::Never),
     )
     .unwrap();
     for i in 1..=n {

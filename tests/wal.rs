@@ -19,11 +19,10 @@ use walctl::storage::FileStorage;
 use walctl::writer::{SyncPolicy, Wal, WalOptions};
 
 fn opts(max_segment_size: u64, max_segments: usize) -> WalOptions {
-    WalOptions {
-        max_segment_size,
-        max_segments,
-        sync: SyncPolicy::Never,
-    }
+    WalOptions::default()
+        .max_segment_size(max_segment_size)
+        .max_segments(max_segments)
+        .sync(SyncPolicy::Never)
 }
 
 fn payload(lsn: u64) -> Vec<u8> {
@@ -289,14 +288,8 @@ fn append_after_close_is_an_error_and_writes_nothing() {
 fn invalid_options_are_clear_errors() {
     let dir = tempdir();
     for o in [
-        WalOptions {
-            max_segment_size: 0,
-            ..WalOptions::default()
-        },
-        WalOptions {
-            sync: SyncPolicy::Interval(Duration::ZERO),
-            ..WalOptions::default()
-        },
+        WalOptions::default().max_segment_size(0),
+        WalOptions::default().sync(SyncPolicy::Interval(Duration::ZERO)),
     ] {
         let err = Wal::open(dir.path(), o).unwrap_err();
         assert!(matches!(err, Error::InvalidOption(_)), "{err:?}");
@@ -440,10 +433,7 @@ fn sync_policies_reach_the_disk_when_promised() {
     let dir = tempdir();
     let wal = Wal::open(
         dir.path(),
-        WalOptions {
-            sync: SyncPolicy::Interval(Duration::from_millis(20)),
-            ..WalOptions::default()
-        },
+        WalOptions::default().sync(SyncPolicy::Interval(Duration::from_millis(20))),
     )
     .unwrap();
     let lsn = wal.append(b"interval").unwrap();
@@ -480,16 +470,8 @@ fn sync_policies_reach_the_disk_when_promised() {
 #[test]
 fn concurrent_appenders_get_distinct_contiguous_lsns() {
     let dir = tempdir();
-    let wal = Arc::new(
-        Wal::open(
-            dir.path(),
-            WalOptions {
-                max_segment_size: 8192,
-                ..WalOptions::default()
-            },
-        )
-        .unwrap(),
-    );
+    let wal =
+        Arc::new(Wal::open(dir.path(), WalOptions::default().max_segment_size(8192)).unwrap());
     let threads: Vec<_> = (0..16)
         .map(|t| {
             let wal = wal.clone();

@@ -178,11 +178,10 @@ impl WriterArgs {
                 SyncPolicy::Interval(Duration::from_millis(self.sync_interval_ms.unwrap_or(200)))
             }
         };
-        WalOptions {
-            max_segment_size: self.max_segment_size,
-            max_segments: self.max_segments,
-            sync,
-        }
+        WalOptions::default()
+            .max_segment_size(self.max_segment_size)
+            .max_segments(self.max_segments)
+            .sync(sync)
     }
 }
 

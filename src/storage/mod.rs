@@ -1,6 +1,9 @@
 //! The small storage trait every byte of walctl goes through, and its file-backed
 //! implementation. Tests put a fault-injecting implementation behind the same trait.
 
+mod mem;
+pub use mem::MemStorage;
+
 use std::any::Any;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};

@@ -153,7 +153,6 @@ pub fn segment_names(dir: &Path) -> Vec<String> {
 }
 
 pub mod follow;
-pub mod mem;
 pub mod sim;
 
 /// A small seeded random number generator (xorshift64*): tests print the seed so a

@@ -226,11 +226,10 @@ pub(super) fn walctl_append(
 ) -> Result<Side> {
     let wal = Wal::open(
         dir,
-        WalOptions {
-            max_segment_size: p.segment_size,
-            max_segments: 0,
-            sync: p.sync,
-        },
+        WalOptions::default()
+            .max_segment_size(p.segment_size)
+            .max_segments(0)
+            .sync(p.sync),
     )?;
     let (secs, outs) = run_threads(p.writers, stop, p.batch, |w, limit, deadline| {
         let mut batch: Vec<&[u8]> = Vec::with_capacity(p.batch);

@@ -26,11 +26,10 @@ impl Bench<'_, '_> {
         let payload = Payload::new(self.cfg.scan_entry_size);
         let wal = Wal::open(
             &dir,
-            WalOptions {
-                max_segment_size: self.cfg.segment_size,
-                max_segments: 0,
-                sync: SyncPolicy::Never,
-            },
+            WalOptions::default()
+                .max_segment_size(self.cfg.segment_size)
+                .max_segments(0)
+                .sync(SyncPolicy::Never),
         )?;
         let per_record = self.cfg.scan_entry_size as u64 + 16;
         let mut written = 0u64;

@@ -1,13 +1,31 @@
-//! A read-only, in-memory [`Storage`]: scanning a mutated log costs no disk I/O
-//! (damage and fuzz tests run thousands of scans).
+//! The in-memory, read-only storage of tests ([`MemStorage`]).
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use walctl::storage::{DirEntry, EntryKind, LockAttempt, ReadFile, Storage, WriteFile};
+use super::{DirEntry, EntryKind, LockAttempt, ReadFile, Storage, WriteFile};
 
-#[derive(Debug)]
+/// A read-only, in-memory [`Storage`] for tests: a log built from byte vectors is
+/// scanned, read and verified with no disk I/O (walctl's damage and fuzz tests run
+/// thousands of scans over it). Every write fails with `ErrorKind::Unsupported`, so a
+/// [`crate::Wal`] cannot open it; [`crate::WalReader::new`] and
+/// [`crate::scan::Scanner`] can.
+///
+/// ```
+/// use std::sync::Arc;
+/// use walctl::storage::MemStorage;
+/// use walctl::{EntryWriter, WalReader};
+///
+/// let mut w = EntryWriter::new(Vec::new());
+/// w.write_entry(1, b"first", false)?;
+/// w.write_entry(2, b"second", true)?;
+/// let reader = WalReader::new(Arc::new(MemStorage::segments(&[w.into_inner()])));
+/// let lsns: Vec<u64> = reader.entries_from(1)?.map(|e| e.map(|e| e.lsn)).collect::<Result<_, _>>()?;
+/// assert_eq!(lsns, [1, 2]);
+/// # Ok::<(), walctl::Error>(())
+/// ```
+#[derive(Debug, Clone)]
 pub struct MemStorage {
     root: PathBuf,
     files: Vec<(String, Arc<Vec<u8>>)>,
@@ -42,6 +60,9 @@ struct MemRead {
 impl Read for MemRead {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = buf.len().min(self.data.len().saturating_sub(self.pos));
+        if n == 0 {
+            return Ok(0);
+        }
         buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
@@ -50,7 +71,8 @@ impl Read for MemRead {
 
 impl ReadFile for MemRead {
     fn seek_to(&mut self, offset: u64) -> io::Result<()> {
-        self.pos = offset as usize;
+        // Past the end reads nothing, like a file.
+        self.pos = usize::try_from(offset).unwrap_or(usize::MAX);
         Ok(())
     }
     fn size(&self) -> io::Result<u64> {
