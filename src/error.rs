@@ -36,6 +36,7 @@ impl Severity {
 #[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ProblemKind {
     /// Fewer than 4 bytes remain where a length prefix should start.
     TruncatedPrefix { available: u64 },
@@ -149,8 +150,10 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Errors of the walctl library.
+/// Errors of the walctl library. Every I/O failure keeps its [`io::Error`] as the
+/// [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// An I/O operation failed on a file of the log.
     #[error("{op} {}: {source}", path.display())]
@@ -187,7 +190,7 @@ pub enum Error {
         holder: Option<String>,
     },
     /// The log is damaged in a way that opening for write must not paper over.
-    #[error("{problem}; refusing to write to a damaged log: run `walctl verify` to see the damage and `walctl truncate-corrupt` to repair it")]
+    #[error("{problem}; refusing to write to a damaged log")]
     Damaged {
         /// The first problem found.
         problem: Box<Problem>,
@@ -233,9 +236,27 @@ pub enum Error {
     #[error("the log is closed; nothing was written")]
     Closed,
     /// A write or fsync failed (in this call or an earlier one); the writer accepts
-    /// nothing more. Records not acknowledged may be partly on disk.
-    #[error("the writer failed ({0}) and accepts nothing more: records not yet acknowledged may be partly on disk (the next open saves and cuts a torn tail); reopen the log to continue")]
-    Poisoned(String),
+    /// nothing more. Records not acknowledged may be partly on disk. The I/O error
+    /// that failed is the [`source`](std::error::Error::source), in this call's error
+    /// and in every later one's (each gets a copy with the same kind and OS error
+    /// code), so `ErrorKind::StorageFull` tells a full disk.
+    #[error("the writer failed ({what}{}) and accepts nothing more: records not yet acknowledged may be partly on disk (the next open saves and cuts a torn tail); reopen the log to continue", source.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    Poisoned {
+        /// What failed, e.g. "write to segment-3".
+        what: String,
+        /// The I/O error, when the failure was one.
+        #[source]
+        source: Option<io::Error>,
+    },
+    /// The next LSN would not fit in 64 bits: the log holds all the records it ever
+    /// can. Nothing was written.
+    #[error("LSN space exhausted: {records} more record(s) after LSN {last_lsn} do not fit in 64 bits; nothing was written")]
+    LsnExhausted {
+        /// The last LSN handed out.
+        last_lsn: u64,
+        /// Records the call asked for.
+        records: u64,
+    },
     /// A record is larger than walctl accepts.
     #[error("record of {len} bytes exceeds the maximum of {max} bytes")]
     RecordTooLarge {
@@ -248,7 +269,7 @@ pub enum Error {
     #[error("empty batch: nothing to append")]
     EmptyBatch,
     /// No quarantine entry has this id.
-    #[error("no quarantine entry {id} in {}; `walctl truncate-corrupt --list-quarantine` lists the entries (with --quarantine-dir DIR for entries saved elsewhere)", dir.display())]
+    #[error("no quarantine entry {id} in {}", dir.display())]
     NoSuchEntry {
         /// The id asked for.
         id: String,

@@ -219,7 +219,7 @@ struct State {
     last_sync: Duration,
     /// What the fsyncs of this writer did so far.
     stats: SyncStats,
-    poisoned: Option<String>,
+    poisoned: Option<Failure>,
     closed: bool,
     shutdown: bool,
     /// The log's segments, oldest first: (id, LSN its first record has or will have).
@@ -238,7 +238,7 @@ struct Io {
     seg_id: u64,
     /// Set by a group commit whose write or fsync failed, before anyone else can
     /// touch the file: a later fsync must never vouch for bytes an earlier one lost.
-    failed: Option<String>,
+    failed: Option<Failure>,
 }
 
 struct Inner {
@@ -620,11 +620,11 @@ impl Wal {
             return Ok(());
         }
         let target = st.appended_lsn;
-        let res = match st.poisoned.clone() {
-            Some(p) => {
+        let res = match st.poisoned.as_ref().map(Failure::error) {
+            Some(e) => {
                 // Let go of the state lock before taking it again below.
                 drop(st);
-                Err(Error::Poisoned(p))
+                Err(e)
             }
             None => self.inner.wait_durable(st, target).map(drop),
         };
@@ -675,15 +675,16 @@ impl Inner {
             return Err(Error::Closed);
         }
         if let Some(p) = &st.poisoned {
-            return Err(Error::Poisoned(p.clone()));
+            return Err(p.error());
         }
         Ok(st)
     }
 
-    fn poison(&self, st: &mut State, what: String) -> Error {
-        st.poisoned.get_or_insert(what.clone());
+    fn poison(&self, st: &mut State, failure: Failure) -> Error {
+        let err = failure.error();
+        st.poisoned.get_or_insert(failure);
         self.cond.notify_all();
-        Error::Poisoned(what)
+        err
     }
 
     fn append_many<D: AsRef<[u8]>>(
@@ -707,7 +708,10 @@ impl Inner {
         let first = st.next_lsn;
         // Checked before anything is encoded: a refused batch leaves nothing behind.
         if first.checked_add(datas.len() as u64).is_none() {
-            return Err(Error::InvalidOption("LSN space exhausted".into()));
+            return Err(Error::LsnExhausted {
+                last_lsn: first - 1,
+                records: datas.len() as u64,
+            });
         }
         for d in datas {
             if st.seg_size >= self.opts.max_segment_size {
@@ -759,8 +763,8 @@ impl Inner {
             return Ok(());
         }
         if let Err(e) = io.file.write_all(&st.buf) {
-            let what = format!("write to {} failed: {e}", segment_name(io.seg_id));
-            return Err(self.poison(st, what));
+            let what = format!("write to {}", segment_name(io.seg_id));
+            return Err(self.poison(st, Failure::io(what, e)));
         }
         st.buf.clear();
         Ok(())
@@ -773,8 +777,8 @@ impl Inner {
         self.write_out(st, &mut io)?;
         let started = Instant::now();
         if let Err(e) = io.file.sync_data() {
-            let what = format!("fsync of {} failed: {e}", segment_name(io.seg_id));
-            return Err(self.poison(st, what));
+            let what = format!("fsync of {}", segment_name(io.seg_id));
+            return Err(self.poison(st, Failure::io(what, e)));
         }
         let covered = st.appended_lsn.saturating_sub(st.synced_lsn);
         st.stats.add(covered, started.elapsed());
@@ -782,15 +786,15 @@ impl Inner {
         st.pending = 0;
         self.cond.notify_all();
         let Some(id) = st.seg_id.checked_add(1) else {
-            return Err(self.poison(st, "segment ids are exhausted".into()));
+            return Err(self.poison(st, Failure::other("segment ids are exhausted")));
         };
         let name = segment_name(id);
         let file = match self.storage.create(&name) {
             Ok(f) => f,
-            Err(e) => return Err(self.poison(st, format!("creating {name} failed: {e}"))),
+            Err(e) => return Err(self.poison(st, Failure::io(format!("creating {name}"), e))),
         };
         if let Err(e) = self.storage.sync_dir("") {
-            return Err(self.poison(st, format!("fsync of the directory failed: {e}")));
+            return Err(self.poison(st, Failure::io("fsync of the directory", e)));
         }
         io.file = file;
         io.seg_id = id;
@@ -840,9 +844,8 @@ impl Inner {
         }
         if removed {
             if let Err(e) = self.storage.sync_dir("") {
-                let what =
-                    format!("fsync of the directory after deleting old segments failed: {e}");
-                return Err(self.poison(st, what));
+                let what = "fsync of the directory after deleting old segments";
+                return Err(self.poison(st, Failure::io(what, e)));
             }
         }
         Ok(())
@@ -860,7 +863,7 @@ impl Inner {
                 return Ok(st);
             }
             if let Some(p) = &st.poisoned {
-                return Err(Error::Poisoned(p.clone()));
+                return Err(p.error());
             }
             if st.closed {
                 return Err(Error::Closed);
@@ -933,7 +936,7 @@ impl Inner {
         let mut io = lock(&self.io);
         drop(st);
         let seg = segment_name(io.seg_id);
-        let mut res: std::result::Result<(), String> = match &io.failed {
+        let mut res: std::result::Result<(), Failure> = match &io.failed {
             Some(f) => Err(f.clone()),
             None => Ok(()),
         };
@@ -941,13 +944,13 @@ impl Inner {
             res = io
                 .file
                 .write_all(&data)
-                .map_err(|e| format!("write to {seg} failed: {e}"));
+                .map_err(|e| Failure::io(format!("write to {seg}"), e));
         }
         if res.is_ok() {
             res = io
                 .file
                 .sync_data()
-                .map_err(|e| format!("fsync of {seg} failed: {e}"));
+                .map_err(|e| Failure::io(format!("fsync of {seg}"), e));
         }
         if let Err(msg) = &res {
             io.failed.get_or_insert(msg.clone());
@@ -998,5 +1001,46 @@ impl Inner {
                 st = self.sync_round(st);
             }
         }
+    }
+}
+
+/// Why a writer stopped accepting records, kept for every later call: what failed and
+/// the I/O error, shared.
+#[derive(Debug, Clone)]
+struct Failure {
+    what: String,
+    io: Option<Arc<std::io::Error>>,
+}
+
+impl Failure {
+    fn io(what: impl Into<String>, e: std::io::Error) -> Failure {
+        Failure {
+            what: what.into(),
+            io: Some(Arc::new(e)),
+        }
+    }
+
+    fn other(what: impl Into<String>) -> Failure {
+        Failure {
+            what: what.into(),
+            io: None,
+        }
+    }
+
+    /// The error a call reports. `std::io::Error` is not `Clone`: each call gets a copy with
+    /// the same kind, OS error code and message.
+    fn error(&self) -> Error {
+        Error::Poisoned {
+            what: self.what.clone(),
+            source: self.io.as_deref().map(copy_io_error),
+        }
+    }
+}
+
+/// An `std::io::Error` equal to `e` in kind, OS error code and text.
+fn copy_io_error(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
     }
 }

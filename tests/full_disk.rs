@@ -420,9 +420,23 @@ fn lib_opts(max_segment_size: u64) -> WalOptions {
 
 fn assert_poisoned(res: Result<impl std::fmt::Debug, Error>, what: &str) {
     match res {
-        Err(Error::Poisoned(msg)) => assert!(msg.contains(ENOSPC_TEXT), "{what}: {msg}"),
+        Err(e @ Error::Poisoned { .. }) => {
+            assert!(e.to_string().contains(ENOSPC_TEXT), "{what}: {e}");
+            assert_eq!(
+                io_kind(&e),
+                Some(io::ErrorKind::StorageFull),
+                "{what}: {e:?}"
+            );
+        }
         other => panic!("{what} after ENOSPC: expected a poisoned writer, got {other:?}"),
     }
+}
+
+/// The kind of the `io::Error` that `e` keeps as its source (as a caller finds it).
+fn io_kind(e: &Error) -> Option<io::ErrorKind> {
+    std::error::Error::source(e)?
+        .downcast_ref::<io::Error>()
+        .map(io::Error::kind)
 }
 
 /// Appends `entry(0)`, `entry(1)`, ... until an append fails (at most `limit`);
@@ -451,9 +465,11 @@ fn library_append_until_enospc_poisons_the_writer_and_loses_nothing() {
     let (acked, err) = append_until_error(&wal, 100_000, "the disk never filled");
     let msg = err.to_string();
     assert!(
-        matches!(err, Error::Poisoned(_) | Error::Io { .. }),
+        matches!(err, Error::Poisoned { .. } | Error::Io { .. }),
         "not an I/O error: {err:?}"
     );
+    // A caller tells a full disk by the kind of the kept io::Error.
+    assert_eq!(io_kind(&err), Some(io::ErrorKind::StorageFull), "{err:?}");
     assert!(msg.contains(ENOSPC_TEXT), "{msg}");
     assert!(acked > 50, "only {acked} records fit");
     assert!(wal.durable_lsn() >= acked);

@@ -651,7 +651,7 @@ fn is_poisoned(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(
             c.downcast_ref::<walctl::Error>(),
-            Some(walctl::Error::Poisoned(_))
+            Some(walctl::Error::Poisoned { .. })
         )
     })
 }

@@ -168,19 +168,31 @@ pub fn main() -> i32 {
 }
 
 /// What to do about an error that needs more than its text: bytes that could not be
-/// saved before a cut (a full disk, most often).
+/// saved before a cut (a full disk, most often), a damaged log, an unknown quarantine
+/// entry. The library's messages say what happened; the commands to run are the CLI's.
 fn what_next(e: &anyhow::Error) -> Option<String> {
-    let poisoned_full = e.chain().any(|c| {
-        matches!(c.downcast_ref::<Error>(), Some(Error::Poisoned(why))
-            if why.contains(&format!("(os error {})", libc::ENOSPC))
-                || why.contains(&format!("(os error {})", libc::EDQUOT)))
-    });
+    let ours = || e.chain().filter_map(|c| c.downcast_ref::<Error>());
+    let poisoned_full =
+        ours().any(|c| matches!(c, Error::Poisoned { source: Some(io), .. } if is_full(io)));
     if poisoned_full {
         return Some(
             "to go on, free space on that file system and run the command again: the next \
              writer saves any partial record in the quarantine, cuts it, and continues after \
              the last durable LSN (--quarantine-dir DIR puts the saved bytes on another file \
              system)"
+                .into(),
+        );
+    }
+    if ours().any(|c| matches!(c, Error::Damaged { .. })) {
+        return Some(
+            "run `walctl verify` to see the damage and `walctl truncate-corrupt` to repair it"
+                .into(),
+        );
+    }
+    if ours().any(|c| matches!(c, Error::NoSuchEntry { .. })) {
+        return Some(
+            "`walctl truncate-corrupt --list-quarantine` lists the entries (with \
+             --quarantine-dir DIR for entries saved elsewhere)"
                 .into(),
         );
     }
@@ -193,10 +205,7 @@ fn what_next(e: &anyhow::Error) -> Option<String> {
     let full = std::iter::successors(Some(source.as_ref() as &dyn std::error::Error), |c| {
         c.source()
     })
-    .any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
-    });
+    .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(is_full));
     Some(if full {
         format!(
             "to go on, free space on the file system of {}, or rerun with --quarantine-dir DIR \
@@ -209,6 +218,11 @@ fn what_next(e: &anyhow::Error) -> Option<String> {
          same --quarantine-dir to --list-quarantine and --restore later)"
             .to_string()
     })
+}
+
+/// A full disk or an exceeded quota.
+fn is_full(io: &std::io::Error) -> bool {
+    matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 /// `--quarantine-dir`, shared by the commands that may cut bytes from a log.
