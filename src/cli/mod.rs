@@ -4,6 +4,7 @@
 mod append;
 #[cfg(feature = "s3")]
 mod archive;
+mod args;
 mod bench;
 mod checkpoint;
 mod dump;

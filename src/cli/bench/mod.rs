@@ -9,8 +9,8 @@ use anyhow::Context;
 use comfy_table::{presets, CellAlignment, Table};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use walctl::codec::MAX_DATA_LEN;
-use walctl::writer::SyncPolicy;
 
+use super::args::SyncMode;
 use super::{output, Exit};
 use run::{Config, Measure, Report, Stop, Workload};
 
@@ -78,7 +78,7 @@ pub struct Args {
 
     /// Sync policy of every append workload (default: each workload's own).
     #[arg(long, value_enum)]
-    sync: Option<SyncArg>,
+    sync: Option<SyncMode>,
 
     /// The interval of `--sync interval`.
     #[arg(long, value_name = "TIME", default_value = "100ms",
@@ -118,13 +118,6 @@ pub struct Args {
     /// Print the results as one JSON document instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum SyncArg {
-    Always,
-    Interval,
-    Never,
 }
 
 /// Parses `4096`, `64KiB`, `4MiB`, `1GiB`, `10MB`, `4k`, `1g` (K/M/G alone are binary).
@@ -196,11 +189,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         (None, Some(d)) => Some(Stop::Duration(d)),
         _ => None,
     };
-    cfg.sync = args.sync.map(|s| match s {
-        SyncArg::Always => SyncPolicy::Always,
-        SyncArg::Never => SyncPolicy::Never,
-        SyncArg::Interval => SyncPolicy::Interval(args.sync_interval),
-    });
+    cfg.sync = args.sync.map(|s| s.policy(args.sync_interval));
     cfg.writers = args.writers.map(|v| v as usize);
     cfg.batch = args.batch.map(|v| v as usize);
     cfg.segment_size = args.segment_size;

@@ -1,0 +1,306 @@
+//! `walctl append`: append entries from arguments, files or standard input, and
+//! acknowledge each one (its LSN on stdout) once it is durable per `--sync`.
+//!
+//! Standard input is acknowledged as it goes: whenever it has nothing more ready,
+//! everything read so far is appended as one batch and its LSNs are printed and
+//! flushed before append blocks for more. While input keeps coming, records group
+//! into batches bounded by [`BATCH_MAX_BYTES`] / [`BATCH_MAX_RECORDS`] /
+//! [`BATCH_MAX_AGE`], so a bulk load is one write and one fsync per batch and memory
+//! never grows with the input.
+//!
+//! The writer options, the encodings and the open-with-diagnostics step are shared
+//! with `walctl checkpoint`.
+
+use std::ffi::OsString;
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use walctl::writer::WalOptions;
+
+use super::args::SyncMode;
+use super::{output, DirArg, Exit, QuarantineArg};
+
+mod batch;
+mod decode;
+mod open;
+
+use batch::{pump, Batch, Committer, Sink, Split, StdinFd};
+pub use decode::{decode_arg, read_file_arg, read_stdin_whole};
+pub use open::{close_after, open_writer};
+
+/// A batch is committed once it holds this many data bytes...
+const BATCH_MAX_BYTES: usize = 4 << 20;
+/// ...or this many records...
+const BATCH_MAX_RECORDS: usize = 10_000;
+/// ...or its first record has waited this long while input kept coming.
+const BATCH_MAX_AGE: Duration = Duration::from_millis(100);
+/// Bytes asked of one read(2) on standard input.
+const READ_CHUNK: usize = 256 << 10;
+
+fn append_after_help() -> String {
+    format!(
+        "\
+Examples:
+  walctl append --dir /var/lib/app/wal 'first entry' 'second entry'
+  tail -f app.log | walctl append --dir /var/lib/app/wal --sync interval
+  printf 'deadbeef\\n00ff\\n' | walctl append --dir wal --encoding hex
+  find . -type f -print0 | walctl append --dir wal -0 --json
+  walctl append --dir wal --file blob.bin
+
+{}",
+        super::EXIT_CODES
+    )
+}
+
+/// Append entries to a log and print the LSN of each, one per line.
+///
+/// Each DATA argument is one entry (use `--` before data that starts with '-'). Each
+/// --file is one entry holding that file's bytes. Otherwise standard input is read:
+/// one entry per line, its line ending (\n or \r\n) removed; an empty line is an
+/// empty entry and a last line without a newline still counts. With -0, standard
+/// input is split on NUL bytes instead and taken as raw bytes.
+///
+/// Entries are acknowledged as they go: whenever standard input has nothing more
+/// ready, everything read so far is appended as one batch, made durable per --sync
+/// (with --sync interval or never it is at least handed to the OS), and its LSNs are
+/// printed and flushed before append waits for more. A program that writes a line
+/// into `walctl append --sync always` and reads back its LSN knows that line is on
+/// disk. Exit status 0 means every entry is durable.
+///
+/// The directory is created when missing. A torn tail left by a crash is saved to
+/// the quarantine and cut (reported on stderr); any other damage refuses the write.
+/// Undecodable input stops with an error naming the line; the entries before it are
+/// appended and printed.
+#[derive(Debug, clap::Args)]
+#[command(after_help = append_after_help())]
+pub struct Args {
+    #[command(flatten)]
+    dir: DirArg,
+
+    /// How each DATA argument and each input line is written [default: utf8].
+    /// With --file, the file is raw bytes unless --encoding is given; hex and base64
+    /// input may then be wrapped over several lines.
+    #[arg(long, short = 'e', value_enum, value_name = "ENCODING")]
+    encoding: Option<Encoding>,
+
+    /// Split standard input on NUL bytes (not lines) and take each piece as raw bytes.
+    #[arg(short = '0', long = "null", conflicts_with_all = ["encoding", "data", "file"])]
+    null: bool,
+
+    /// Append the bytes of this file as one entry (repeatable; appended in order, as
+    /// one batch).
+    #[arg(long, value_name = "PATH", conflicts_with = "data")]
+    file: Vec<PathBuf>,
+
+    /// Print one JSON object at the end, {"first_lsn":..,"last_lsn":..,"count":..},
+    /// instead of one LSN per line.
+    #[arg(long)]
+    json: bool,
+
+    /// Entries to append, one per argument. Without DATA or --file, standard input
+    /// is read.
+    #[arg(value_name = "DATA")]
+    data: Vec<OsString>,
+
+    #[command(flatten)]
+    writer: WriterArgs,
+}
+
+/// How entries are written on the command line and on standard input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Encoding {
+    /// Text, stored as its UTF-8 bytes (invalid UTF-8 is an error).
+    Utf8,
+    /// Hexadecimal digits, two per byte, either case.
+    Hex,
+    /// Standard base64 alphabet; the trailing '=' padding is optional.
+    Base64,
+}
+
+/// The writer options shared by `append` and `checkpoint`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Writer options")]
+pub struct WriterArgs {
+    /// Start a new segment before a write once the current one holds at least this
+    /// many bytes (a segment may exceed it by one record, as in the reference).
+    /// Suffixes K, M, G (or KiB, MiB, GiB) multiply by 1024.
+    #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_size)]
+    max_segment_size: u64,
+
+    /// Delete the oldest segments beyond N (0, the default: delete nothing). Only
+    /// segments wholly before the newest checkpoint are ever deleted, and the ones
+    /// deleted are named on stderr. (The library's default is 10, as in Go.)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_segments: usize,
+
+    /// When entries are made durable. Exit 0 always means durable: the log is
+    /// fsynced when the command ends.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = SyncMode::Always)]
+    sync: SyncMode,
+
+    /// Milliseconds between background fsyncs with --sync interval [default: 200].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    sync_interval_ms: Option<u64>,
+
+    /// Where a torn tail cut at open is saved (see truncate-corrupt).
+    #[command(flatten)]
+    pub quarantine: QuarantineArg,
+}
+
+impl WriterArgs {
+    /// The library options. An interval given without `--sync interval` is a usage
+    /// error (exit 2), reported before anything is opened.
+    pub fn options(&self) -> WalOptions {
+        if self.sync_interval_ms.is_some() && self.sync != SyncMode::Interval {
+            clap::Error::raw(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--sync-interval-ms applies only with --sync interval\n",
+            )
+            .exit();
+        }
+        let sync = self
+            .sync
+            .policy(Duration::from_millis(self.sync_interval_ms.unwrap_or(200)));
+        WalOptions::default()
+            .max_segment_size(self.max_segment_size)
+            .max_segments(self.max_segments)
+            .sync(sync)
+    }
+}
+
+/// Parses a byte count: digits with an optional binary suffix (K, M, G, KiB, MiB, GiB,
+/// B). Zero is refused.
+pub(super) fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    if digits.is_empty() {
+        return Err(format!(
+            "{s:?} is not a byte count (e.g. 4194304, 512K, 4MiB)"
+        ));
+    }
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} (use K, M, G, KiB, MiB or GiB)"
+            ))
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{digits:?} is too large"))?;
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if v == 0 {
+        return Err("must be at least 1 byte".into());
+    }
+    Ok(v)
+}
+
+#[derive(Serialize)]
+struct Summary {
+    first_lsn: Option<u64>,
+    last_lsn: Option<u64>,
+    count: u64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let opts = args.writer.options();
+    // Arguments and files are read and decoded before the log is touched: bad input
+    // changes nothing.
+    let prepared = if !args.data.is_empty() {
+        let mut batch = Batch::default();
+        for (i, arg) in args.data.iter().enumerate() {
+            batch.push(&decode_arg(args.encoding, arg, i + 1)?);
+        }
+        Some(batch)
+    } else if !args.file.is_empty() {
+        let mut batch = Batch::default();
+        for path in &args.file {
+            batch.push(&read_file_arg(path, args.encoding)?);
+        }
+        Some(batch)
+    } else {
+        None
+    };
+
+    let wal = open_writer(&args.dir.dir, opts, &args.writer.quarantine)?;
+    let mut committer = Committer {
+        wal: &wal,
+        out: output::stdout(),
+        json: args.json,
+        flush_os: args.writer.sync != SyncMode::Always,
+        first: None,
+        last: None,
+        count: 0,
+        stdout_closed: false,
+    };
+    let work = match prepared {
+        Some(mut batch) => committer.commit(&mut batch),
+        None => {
+            let split = if args.null {
+                Split {
+                    sep: 0,
+                    strip_cr: false,
+                    enc: None,
+                }
+            } else {
+                Split {
+                    sep: b'\n',
+                    strip_cr: true,
+                    enc: Some(args.encoding.unwrap_or(Encoding::Utf8)),
+                }
+            };
+            if io::stdin().is_terminal() {
+                output::note(if args.null {
+                    "reading NUL-separated entries from standard input; end with Ctrl-D"
+                } else {
+                    "reading entries from standard input, one per line; end with Ctrl-D"
+                });
+            }
+            pump(&mut StdinFd, split, &mut committer)
+        }
+    };
+    let (first_lsn, last_lsn, count) = (committer.first, committer.last, committer.count);
+    let mut out = committer.out;
+    let (res, durable) = close_after(&wal, work);
+    // The summary says what is durable, also when input stopped with an error.
+    let pipe_closed = res.as_ref().is_err_and(output::is_broken_pipe);
+    if args.json && durable && !pipe_closed {
+        let summary = Summary {
+            first_lsn,
+            last_lsn,
+            count,
+        };
+        let printed = output::json_line(&mut out, &summary).and_then(|()| out.flush());
+        if res.is_ok() {
+            printed?;
+        }
+    }
+    res?;
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("4MB").is_err());
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+    }
+}
