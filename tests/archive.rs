@@ -559,10 +559,7 @@ fn restore_to_lsn_cuts_right_after_it_and_refuses_what_it_cannot_do() {
     let seg = &manifest.segments[2];
     let lsn = seg.first_lsn.unwrap() + 3;
     let out = tmp.path().join("at");
-    let opts = RestoreOptions {
-        to_lsn: Some(lsn),
-        parallel: 2,
-    };
+    let opts = RestoreOptions::default().to_lsn(Some(lsn)).parallel(2);
     let s = archive::restore(&archive, &out, &opts, |_| {}).unwrap();
     assert_eq!(s.last_lsn, Some(lsn));
     assert_eq!(segment_names(&out), ["segment-0", "segment-1", "segment-2"]);
@@ -588,10 +585,7 @@ fn restore_to_lsn_cuts_right_after_it_and_refuses_what_it_cannot_do() {
     let err = archive::restore(&archive, &out, &opts, |_| {}).unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
     // Beyond the archive: refused.
-    let far = RestoreOptions {
-        to_lsn: Some(10_000),
-        parallel: 2,
-    };
+    let far = RestoreOptions::default().to_lsn(Some(10_000)).parallel(2);
     let err = archive::restore(&archive, &tmp.path().join("far"), &far, |_| {}).unwrap_err();
     assert!(err.to_string().contains("--to-lsn 10000"), "{err}");
     // A corrupted object: nothing restored, no partial directory left behind.

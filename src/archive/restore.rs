@@ -15,8 +15,10 @@ use super::store::Archive;
 use super::Result;
 use crate::quarantine::sha256_hex;
 
-/// How to restore.
+/// How to restore. Set with the builder methods:
+/// `RestoreOptions::default().to_lsn(Some(42)).parallel(8)`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RestoreOptions {
     /// Restore only up to this LSN: the segment holding it is cut right after it.
     pub to_lsn: Option<u64>,
@@ -30,6 +32,20 @@ impl Default for RestoreOptions {
             to_lsn: None,
             parallel: 4,
         }
+    }
+}
+
+impl RestoreOptions {
+    /// Sets [`to_lsn`](Self::to_lsn) (`None`: restore everything).
+    pub fn to_lsn(mut self, lsn: Option<u64>) -> Self {
+        self.to_lsn = lsn;
+        self
+    }
+
+    /// Sets [`parallel`](Self::parallel), the downloads in flight at once.
+    pub fn parallel(mut self, n: usize) -> Self {
+        self.parallel = n;
+        self
     }
 }
 

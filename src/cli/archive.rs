@@ -581,10 +581,9 @@ fn restore(args: RestoreArgs) -> anyhow::Result<Exit> {
         .flatten()
         .map_or(0, |m| m.segments.iter().map(|e| e.size).sum());
     let pb = output::progress(total, args.json, "restore");
-    let opts = RestoreOptions {
-        to_lsn: args.to_lsn,
-        parallel: args.parallel as usize,
-    };
+    let opts = RestoreOptions::default()
+        .to_lsn(args.to_lsn)
+        .parallel(args.parallel as usize);
     let res = archive::restore(&archive, &args.to, &opts, |done| pb.set_position(done));
     pb.finish_and_clear();
     let s = res?;
