@@ -462,6 +462,16 @@ fn a_damaged_sealed_segment_is_not_pushed() {
         get_obj(&*store, "segment-2").is_none(),
         "never a hole in the archive"
     );
+    // The library says what is wrong; the command to run is the CLI's to say.
+    assert!(!err.to_string().contains("`walctl verify`"), "{err}");
+    let url = format!("file://{}", tmp.path().join("bucket").display());
+    let out = run(&["archive", "push", "--dir", s(&dir), "--to", &url]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("segment-1") && out.stderr.contains("run `walctl verify`"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

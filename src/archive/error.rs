@@ -72,7 +72,7 @@ pub enum ArchiveError {
         detail: String,
     },
     /// A sealed segment failed its local check and was not archived.
-    #[error("{} failed its local check: {problem}; it was not archived (run `walctl verify`)", path.display())]
+    #[error("{} failed its local check: {problem}; it was not archived", path.display())]
     LocalDamage {
         /// The segment file.
         path: PathBuf,

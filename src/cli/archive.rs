@@ -260,7 +260,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             if e.downcast_ref::<ArchiveError>()
                 .is_some_and(ArchiveError::is_damage) =>
         {
-            output::error_line(&e);
+            output::error_line_with(&e, Some("run `walctl verify` to see the damage".into()));
             Ok(Exit::Corrupt)
         }
         other => other,
