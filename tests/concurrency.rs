@@ -1575,3 +1575,301 @@ fn an_unreadable_segment_hides_nothing_else_from_the_library() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Issue 13.5: a follower at an incomplete record says once, after a few seconds,
+/// where and for what it waits, then waits on; when the next writer's open cuts the
+/// torn bytes and appends, it delivers the new records. (Hang guards only, no
+/// timing assertions.)
+#[test]
+fn a_follower_at_a_torn_tail_says_once_what_it_waits_for() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    library_log(dir, 30);
+    let newest = segment_names(dir).pop().unwrap();
+    let path = dir.join(&newest);
+    let base = std::fs::metadata(&path).unwrap().len();
+    let mut rec = Vec::new();
+    walctl::codec::encode_record(&mut rec, 31, b"a record cut short by a crash", false);
+    let cut = rec.len() as u64 - 7;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(&rec[..cut as usize]).unwrap();
+    drop(f);
+
+    // The library's follower knows where it waits.
+    let mut scanner = Scanner::new(
+        Arc::new(FileStorage::open(dir).unwrap()),
+        ScanOptions {
+            follow: true,
+            ..ScanOptions::default()
+        },
+    )
+    .unwrap();
+    let (lsns, problem) = drain(&mut scanner).unwrap();
+    assert_eq!(lsns.last().map(|p| p.0), Some(30));
+    assert_eq!(problem, None, "a follower waits at a torn tail");
+    assert_eq!(
+        scanner.waiting_at_partial(),
+        Some((newest.as_str(), base, cut))
+    );
+
+    // The binary's.
+    let mut child = blocked_reader_free(dir, &["dump", "--json", "--follow"]);
+    let (out_tx, out_rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if out_tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let (err_tx, err_rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            if err_tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut guard = KillOnDrop(Some(child));
+    let records = |n: u64| -> Vec<u64> {
+        (0..n)
+            .map(|i| {
+                let line = out_rx
+                    .recv_timeout(Duration::from_secs(30))
+                    .unwrap_or_else(|e| panic!("record {i} of {n} never came: {e}"));
+                check_record(&serde_json::from_str(&line).unwrap(), "follower")
+            })
+            .collect()
+    };
+    assert_eq!(records(30), (1..=30).collect::<Vec<_>>());
+    let note = err_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the follower never said what it waits for");
+    assert!(
+        note.contains(&format!("waiting at {newest} offset {base}")),
+        "{note}"
+    );
+    assert!(note.contains(&format!("{cut} bytes")), "{note}");
+    assert!(note.contains("next writer's open"), "{note}");
+    assert!(note.contains("cuts them"), "{note}");
+    // Said once: nothing more on stderr or stdout while it keeps waiting.
+    assert!(
+        err_rx.recv_timeout(Duration::from_secs(4)).is_err(),
+        "said more than once"
+    );
+    assert!(out_rx.try_recv().is_err());
+
+    // The next writer's open cuts the torn bytes; its records arrive.
+    append_library_log(dir, 31..=45);
+    assert_eq!(records(15), (31..=45).collect::<Vec<_>>());
+    scanner.poll().unwrap();
+    let (more, problem) = drain(&mut scanner).unwrap();
+    assert_eq!(problem, None);
+    assert_eq!(
+        more.iter().map(|p| p.0).collect::<Vec<_>>(),
+        (31..=45).collect::<Vec<_>>()
+    );
+    assert_eq!(scanner.waiting_at_partial(), None);
+
+    let mut child = guard.0.take().unwrap();
+    // SAFETY: plain kill(2) of our own child, not yet reaped.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let rest: Vec<String> = err_rx.iter().collect();
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+/// A child killed if the test fails before it ends it.
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Issue 13.6: no read command and no dry run can make a writer's open fail. Loops
+/// of `truncate-corrupt` (dry run), `verify` and `dump` run beside writer opens one
+/// after another (`walctl append` processes and `Wal::open` in this process, each
+/// appending one record), and library scans beside them: every open succeeds, every
+/// reader sees a sound log.
+///
+/// The loops are shell loops started before the first open: a process spawned by
+/// this one while it closes a `Wal` would inherit the lock's descriptor until its
+/// exec, and hold the lock for that instant (see the report of issue 13).
+#[test]
+fn dry_runs_and_reads_never_get_in_a_writers_way() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("wal");
+    // Small records: each open and each read stays cheap.
+    let small = |lsn: u64| format!("record {lsn} of the log").into_bytes();
+    let wal = Wal::open(&dir, WalOptions::default()).unwrap();
+    assert_eq!(wal.append(&small(1)).unwrap(), 1);
+    wal.close().unwrap();
+    let bin = env!("CARGO_BIN_EXE_walctl");
+    let loops: Vec<(KillOnDrop, PathBuf, PathBuf)> = ["truncate-corrupt", "verify --quiet", "dump --json"]
+        .iter()
+        .enumerate()
+        .map(|(i, args)| {
+            let (codes, errs) = (tmp.path().join(format!("codes-{i}")), tmp.path().join(format!("stderr-{i}")));
+            let script = format!(
+                "while [ ! -e \"$0/stop\" ]; do \"$1\" {args} --dir \"$0/wal\" >/dev/null 2>>\"$3\"; echo $? >>\"$2\"; done"
+            );
+            let child = Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .arg(tmp.path())
+                .arg(bin)
+                .arg(&codes)
+                .arg(&errs)
+                .env_remove("WALCTL_DIR")
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap();
+            (KillOnDrop(Some(child)), codes, errs)
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let lib_reads = {
+        let (dir, stop) = (dir.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let report = WalReader::open(&dir).unwrap().scan().unwrap();
+                for p in report.problems() {
+                    assert_eq!(p.severity, Severity::TornTail, "{p}");
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            n
+        })
+    };
+
+    let opts = WalOptions {
+        max_segment_size: 16 * 1024,
+        max_segments: 0,
+        sync: SyncPolicy::Never,
+    };
+    let (mut lsn, mut cli, mut lib) = (1u64, 0, 0);
+    // 1000 opens: one `walctl append` process for every four library opens.
+    for i in 0..1000 {
+        lsn += 1;
+        if i % 5 == 0 {
+            let mut child = walctl()
+                .args(["append", "--dir"])
+                .arg(&dir)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = small(lsn);
+            line.push(b'\n');
+            child.stdin.take().unwrap().write_all(&line).unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "open {i}: walctl append failed: {}",
+                text(&out.stderr)
+            );
+            assert_eq!(text(&out.stdout).trim(), lsn.to_string());
+            cli += 1;
+        } else {
+            let wal = Wal::open(&dir, opts.clone())
+                .unwrap_or_else(|e| panic!("open {i}: Wal::open failed: {e}"));
+            assert_eq!(wal.append(&small(lsn)).unwrap(), lsn);
+            wal.close().unwrap();
+            lib += 1;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    std::fs::write(tmp.path().join("stop"), "").unwrap();
+    let lib_reads = lib_reads.join().unwrap();
+    let mut runs = Vec::new();
+    for (mut child, codes, errs) in loops {
+        let status = child.0.take().unwrap().wait().unwrap();
+        assert!(status.success());
+        let codes = std::fs::read_to_string(&codes).unwrap();
+        let stderr = std::fs::read_to_string(&errs).unwrap_or_default();
+        // 3: the record a writer is appending, caught mid-write.
+        assert!(
+            codes.lines().all(|c| c == "0" || c == "3"),
+            "a reader beside writer opens: {codes:?} {stderr}"
+        );
+        assert!(!stderr.contains("locked"), "{stderr}");
+        runs.push(codes.lines().count());
+    }
+    let out = run(&["dump", "--json"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let records = json_lines(&out.stdout, "final");
+    assert_eq!(records.len() as u64, lsn);
+    for (i, v) in records.iter().enumerate() {
+        let want = String::from_utf8(small(i as u64 + 1)).unwrap();
+        assert_eq!(
+            (v["lsn"].as_u64(), v["data"].as_str()),
+            (Some(i as u64 + 1), Some(want.as_str()))
+        );
+    }
+    assert!(runs.iter().all(|&r| r > 0), "{runs:?}");
+    eprintln!(
+        "{cli} `walctl append` and {lib} `Wal::open` beside {runs:?} dry runs, verifies, \
+         dumps and {lib_reads} library scans"
+    );
+}
+
+/// Issue 13.6: a lock error names the pid that holds the lock (from the kernel),
+/// never a dead writer's pid left in the lock file.
+#[test]
+fn a_lock_error_names_the_holder_never_a_stale_pid() {
+    use std::os::fd::AsRawFd;
+    let tmp = tempdir();
+    let dir = tmp.path();
+    library_log(dir, 3);
+    let lock = dir.join(walctl::storage::LOCK_FILE);
+    std::fs::write(&lock, "pid 999999").unwrap();
+    let f = std::fs::OpenOptions::new().read(true).open(&lock).unwrap();
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(rc, 0);
+    let me = format!("pid {}", std::process::id());
+
+    let mut child = walctl()
+        .args(["append", "--dir"])
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"x\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("locked by another writer"), "{stderr}");
+    assert!(stderr.contains(&me), "want {me}: {stderr}");
+    assert!(!stderr.contains("999999"), "{stderr}");
+
+    // The library's open says the same.
+    let err = Wal::open(dir, WalOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&me) && !msg.contains("999999"), "{msg}");
+    // Readers go on beside the holder.
+    assert_eq!(run(&["verify", "--quiet"], dir).status.code(), Some(0));
+    assert_eq!(run(&["truncate-corrupt"], dir).status.code(), Some(0));
+    drop(f);
+    assert_eq!(std::fs::read_to_string(&lock).unwrap(), "pid 999999");
+}
