@@ -24,7 +24,7 @@ use serde_json::Value;
 use walctl::error::{Error, Severity};
 use walctl::reader::WalReader;
 use walctl::scan::{scan_log, Event, ScanOptions, Scanner};
-use walctl::storage::FileStorage;
+use walctl::storage::{FileStorage, Storage};
 use walctl::writer::{SyncPolicy, Wal, WalOptions};
 
 // ---------------------------------------------------------------- helpers
@@ -1702,8 +1702,8 @@ impl Drop for KillOnDrop {
 /// Issue 13.6: no read command and no dry run can make a writer's open fail. Loops
 /// of `truncate-corrupt` (dry run), `verify` and `dump` run beside writer opens one
 /// after another (`walctl append` processes and `Wal::open` in this process, each
-/// appending one record), and library scans beside them: every open succeeds, every
-/// reader sees a sound log.
+/// appending one record), and library scans and lock probes (what the dry run asks)
+/// beside them: every open succeeds, every reader sees a sound log.
 ///
 /// The loops are shell loops started before the first open: a process spawned by
 /// this one while it closes a `Wal` would inherit the lock's descriptor until its
@@ -1749,6 +1749,10 @@ fn dry_runs_and_reads_never_get_in_a_writers_way() {
                 let report = WalReader::open(&dir).unwrap().scan().unwrap();
                 for p in report.problems() {
                     assert_eq!(p.severity, Severity::TornTail, "{p}");
+                }
+                // The question the dry run asks: does a writer hold the log?
+                for _ in 0..10 {
+                    FileStorage::open(&dir).unwrap().probe_lock().unwrap();
                 }
                 n += 1;
                 std::thread::sleep(Duration::from_millis(2));
@@ -1826,7 +1830,7 @@ fn dry_runs_and_reads_never_get_in_a_writers_way() {
     assert!(runs.iter().all(|&r| r > 0), "{runs:?}");
     eprintln!(
         "{cli} `walctl append` and {lib} `Wal::open` beside {runs:?} dry runs, verifies, \
-         dumps and {lib_reads} library scans"
+         dumps and {lib_reads} library scans (10 lock probes each)"
     );
 }
 
