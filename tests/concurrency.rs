@@ -1289,7 +1289,7 @@ fn records_retired_under_a_reader_are_named_never_skipped_silently() {
         .collect();
     assert_eq!(lsns, (kept_from..=last).collect::<Vec<_>>());
     let (code, lsns, stderr) = drain_child(
-        blocked_reader_free(dir, &["dump", "--json", "--follow"]),
+        spawn_reader(dir, &["dump", "--json", "--follow"]),
         Some(last),
         "follow afresh",
     );
@@ -1306,7 +1306,7 @@ fn records_retired_under_a_reader_are_named_never_skipped_silently() {
 }
 
 /// `walctl ARGS --dir DIR` with its stdout piped (read by [`drain_child`]).
-fn blocked_reader_free(dir: &Path, args: &[&str]) -> Child {
+fn spawn_reader(dir: &Path, args: &[&str]) -> Child {
     walctl()
         .args(args)
         .arg("--dir")
@@ -1616,7 +1616,7 @@ fn a_follower_at_a_torn_tail_says_once_what_it_waits_for() {
     );
 
     // The binary's.
-    let mut child = blocked_reader_free(dir, &["dump", "--json", "--follow"]);
+    let mut child = spawn_reader(dir, &["dump", "--json", "--follow"]);
     let (out_tx, out_rx) = std::sync::mpsc::channel();
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
