@@ -29,6 +29,8 @@ use super::{DirEntry, EntryKind, LockAttempt, ReadFile, Storage, WriteFile};
 pub struct MemStorage {
     root: PathBuf,
     files: Vec<(String, Arc<Vec<u8>>)>,
+    /// A file that is listed (and has a size) but cannot be opened, as one at mode 000.
+    unreadable: Option<String>,
 }
 
 impl MemStorage {
@@ -37,7 +39,22 @@ impl MemStorage {
         MemStorage {
             root: PathBuf::from("/mem/wal"),
             files: files.into_iter().map(|(n, d)| (n, Arc::new(d))).collect(),
+            unreadable: None,
         }
+    }
+
+    /// The same files, `name`'s `open_read` failing with PermissionDenied.
+    pub fn with_unreadable(mut self, name: &str) -> Self {
+        self.unreadable = Some(name.to_string());
+        self
+    }
+
+    fn find(&self, name: &str) -> io::Result<&Arc<Vec<u8>>> {
+        self.files
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, d)| d)
+            .ok_or_else(|| io::ErrorKind::NotFound.into())
     }
 
     /// `segment-0`, `segment-1`, ... holding these bytes.
@@ -103,18 +120,17 @@ impl Storage for MemStorage {
             .collect())
     }
     fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>> {
-        let (_, d) = self
-            .files
-            .iter()
-            .find(|(n, _)| n == name)
-            .ok_or(io::ErrorKind::NotFound)?;
+        if self.unreadable.as_deref() == Some(name) {
+            return Err(io::ErrorKind::PermissionDenied.into());
+        }
+        let d = self.find(name)?;
         Ok(Box::new(MemRead {
             data: d.clone(),
             pos: 0,
         }))
     }
     fn size(&self, name: &str) -> io::Result<u64> {
-        self.open_read(name)?.size()
+        Ok(self.find(name)?.len() as u64)
     }
     fn open_append(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
         read_only()

@@ -254,7 +254,20 @@ impl WriteFile for FsWrite {
     }
 }
 
-struct FsLock(#[allow(dead_code)] File);
+/// The writer lock, held while this lives.
+struct FsLock(File);
+
+impl Drop for FsLock {
+    /// Unlocks explicitly: closing our descriptor alone does not release the lock
+    /// while a child process, forked by any thread of this process and not yet
+    /// exec'd, still holds a copy of it (a closed `Wal` then kept the log locked).
+    fn drop(&mut self) {
+        // SAFETY: flock on a descriptor we own; no memory is shared.
+        unsafe {
+            libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
+        }
+    }
+}
 
 impl Storage for FileStorage {
     fn root(&self) -> &Path {
