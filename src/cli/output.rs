@@ -121,12 +121,25 @@ pub fn progress(total_bytes: u64, quiet: bool, what: &str) -> ProgressBar {
     pb
 }
 
-/// A log's or segment's state in text: `ok`, `torn tail` or `corrupt` (JSON spells
-/// them `ok`, `torn_tail`, `corrupt`: `verify::status_word`).
+// The status words, the one place they are spelt: text and JSON, for every command.
+
+/// A log's or segment's state in text: `ok`, `torn tail`, `unreadable` or `corrupt`
+/// (JSON spells them as [`status_word`] does).
 pub fn status_text(worst: Option<walctl::Severity>) -> &'static str {
     match worst {
         None => "ok",
         Some(walctl::Severity::TornTail) => "torn tail",
+        Some(walctl::Severity::Unreadable) => "unreadable",
+        Some(walctl::Severity::Corruption) => "corrupt",
+    }
+}
+
+/// The word for a log's or segment's state: `ok`, `torn_tail`, `unreadable` or
+/// `corrupt`.
+pub fn status_word(worst: Option<walctl::Severity>) -> &'static str {
+    match worst {
+        None => "ok",
+        Some(walctl::Severity::TornTail) => "torn_tail",
         Some(walctl::Severity::Unreadable) => "unreadable",
         Some(walctl::Severity::Corruption) => "corrupt",
     }

@@ -439,7 +439,7 @@ fn report(
             plan.first_problem()
                 .map(|p| format!(
                     "the {} in {} at offset {}",
-                    severity(p.severity),
+                    p.severity.word(),
                     p.segment,
                     p.offset
                 ))
@@ -461,14 +461,6 @@ fn report(
         _ => {}
     }
     Ok(())
-}
-
-fn severity(s: walctl::Severity) -> &'static str {
-    match s {
-        walctl::Severity::TornTail => "torn tail",
-        walctl::Severity::Unreadable => "unreadable",
-        walctl::Severity::Corruption => "corruption",
-    }
 }
 
 fn note_writer(dir: &Path, writer: Option<&LockProbe>) {

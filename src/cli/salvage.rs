@@ -13,7 +13,7 @@ use walctl::segment::list_segments;
 use walctl::storage::Storage;
 
 use super::dump::{Filter, Printer, Progress, Take};
-use super::{inspect, output, verify, Exit};
+use super::{inspect, output, Exit};
 
 /// What the salvage is asked for besides the records.
 pub struct Job<'a> {
@@ -95,7 +95,7 @@ pub fn run(
     if job.json {
         let summary = Summary {
             salvage: true,
-            status: verify::status_word(salvage.worst()),
+            status: output::status_word(salvage.worst()),
             exit_code: exit as i32,
             printed: filter.printed,
             last_lsn: last_printed,

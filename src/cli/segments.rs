@@ -9,7 +9,8 @@ use walctl::scan::SegmentSummary;
 use walctl::segment::segment_name;
 use walctl::{ProblemKind, Severity};
 
-use super::verify::{scan_with_progress, status_word, ProblemOut};
+use super::output::status_word;
+use super::verify::{scan_with_progress, ProblemOut};
 use super::{output, DirArg, Exit};
 
 const EXAMPLES: &str = "\

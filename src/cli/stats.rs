@@ -12,7 +12,7 @@ use walctl::scan::{Event, ScanOptions, ScannedRecord, Scanner, SegmentSummary};
 use walctl::writer::WalOptions;
 use walctl::Severity;
 
-use super::{output, verify, DirArg, Exit};
+use super::{output, DirArg, Exit};
 
 /// Checkpoint LSNs listed (the newest ones); the count and distances cover all.
 const CHECKPOINTS_LISTED: usize = 100;
@@ -329,7 +329,7 @@ fn report(args: &Args, bytes: u64, tally: Tally, summaries: &[SegmentSummary]) -
     let worst = worst(summaries);
     Stats {
         dir: args.dir.dir.to_string_lossy().into_owned(),
-        status: verify::status_word(worst),
+        status: output::status_word(worst),
         exit_code: Exit::from_severity(worst) as i32,
         records,
         first_lsn: summaries.iter().find_map(|s| s.first_lsn),
@@ -366,7 +366,7 @@ fn segment_out(dir: &Path, s: &SegmentSummary, max: u64) -> SegmentOut {
         first_lsn: s.first_lsn,
         last_lsn: s.last_lsn,
         modified,
-        status: verify::status_word(s.problem.as_ref().map(|p| p.severity)),
+        status: output::status_word(s.problem.as_ref().map(|p| p.severity)),
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 use walctl::scan::{scan_log, ScanOptions, ScanReport};
 use walctl::segment::{list_segments, segment_name};
-use walctl::{Problem, ProblemKind, Severity};
+use walctl::{Problem, ProblemKind};
 
 use super::{output, DirArg, Exit};
 
@@ -63,17 +63,6 @@ impl<'a> ProblemOut<'a> {
             message: problem.to_string(),
             unchecked_bytes: segment_size.saturating_sub(problem.offset),
         }
-    }
-}
-
-/// The word for a log's or segment's state: `ok`, `torn_tail`, `unreadable` or
-/// `corrupt`.
-pub fn status_word(worst: Option<Severity>) -> &'static str {
-    match worst {
-        None => "ok",
-        Some(Severity::TornTail) => "torn_tail",
-        Some(Severity::Unreadable) => "unreadable",
-        Some(Severity::Corruption) => "corrupt",
     }
 }
 
@@ -132,7 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             .collect();
         let json = Report {
             dir: args.dir.dir.to_string_lossy().into_owned(),
-            status: status_word(report.worst()),
+            status: output::status_word(report.worst()),
             exit_code: exit as i32,
             segments: report.segments.len(),
             records: report.records,

@@ -59,8 +59,8 @@ pub trait WriteFile: Send {
     fn sync_data(&mut self) -> io::Result<()>;
     /// Asks the OS to start writing what was written so far to the device, without
     /// waiting: a later [`WriteFile::sync_data`] then has little left to wait for.
-    /// Only a hint that promises nothing about durability; the default does nothing.
-    #[cfg(target_os = "linux")]
+    /// Only a hint that promises nothing about durability; the default does nothing
+    /// (and so it does on every system but Linux).
     fn start_writeback(&mut self) {}
 }
 
