@@ -75,11 +75,21 @@ impl DirArg {
     /// Storage over the log directory for reading: nothing is locked or created.
     /// A missing path or one that is not a directory is "not a WAL directory".
     pub fn open_read(&self) -> anyhow::Result<Arc<dyn Storage>> {
-        let dir = &self.dir;
         #[cfg(feature = "s3")]
-        if let Some(url) = dir.to_str().filter(|d| walctl::archive::is_archive_url(d)) {
+        if let Some(url) = self
+            .dir
+            .to_str()
+            .filter(|d| walctl::archive::is_archive_url(d))
+        {
             return archive::open_in_place(url);
         }
+        self.open_local()
+    }
+
+    /// Storage over a local log directory that exists (what a repair works on):
+    /// nothing is locked or created.
+    pub fn open_local(&self) -> anyhow::Result<Arc<dyn Storage>> {
+        let dir = &self.dir;
         match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => anyhow::bail!("not a WAL directory: {} is not a directory", dir.display()),

@@ -11,8 +11,8 @@ use walctl::quarantine::{Manifest, RestoreAction, QUARANTINE_DIR};
 use walctl::repair::{self, CutAction, LsnRange, Plan, PlannedCut, Policy, Verdict};
 use walctl::scan::ScanReport;
 use walctl::segment::segment_name;
-use walctl::storage::{FileStorage, LockProbe, Storage};
-use walctl::{Error, Problem, ProblemKind};
+use walctl::storage::{LockProbe, Storage};
+use walctl::{Problem, ProblemKind};
 
 use super::output;
 use super::{DirArg, Exit, QuarantineArg};
@@ -105,8 +105,7 @@ impl From<PolicyArg> for Policy {
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let dir = args.dir.dir.clone();
-    let storage: Arc<dyn Storage> =
-        Arc::new(FileStorage::open(&dir).map_err(|e| Error::io("open directory", dir.clone(), e))?);
+    let storage = args.dir.open_local()?;
     if args.list_quarantine {
         let q = args.quarantine.open(false)?;
         return list(&args, storage.as_ref(), q.as_deref());
