@@ -580,6 +580,7 @@ impl Bench<'_, '_> {
                 max_segment_size: self.cfg.segment_size,
                 max_segments: 0,
                 sync: SyncPolicy::Never,
+                ..Default::default()
             },
         )?;
         let per_record = self.cfg.scan_entry_size as u64 + 16;
@@ -920,6 +921,7 @@ fn walctl_append(dir: &Path, p: &AppendParams, stop: Stop, payload: &Payload) ->
             max_segment_size: p.segment_size,
             max_segments: 0,
             sync: p.sync,
+            ..Default::default()
         },
     )?;
     let (secs, outs) = run_threads(p.writers, stop, p.batch, |w, limit, deadline| {

@@ -29,6 +29,7 @@ pub mod archive;
 pub mod bench;
 pub mod codec;
 pub mod error;
+pub mod prealloc;
 pub mod quarantine;
 mod readahead;
 pub mod reader;

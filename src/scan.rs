@@ -234,12 +234,17 @@ impl SegReader {
         self.offset += n as u64;
     }
 
-    /// Whether every byte from `offset` to the end of the file is zero.
+    /// Whether every byte from `offset` to the end of the file is zero. A file cut
+    /// short while this reads it counts as its zeros ending there: a writer cuts
+    /// the unwritten, preallocated zeros of a segment at rotation.
     fn rest_is_zero(&mut self, buf: &mut Vec<u8>) -> std::io::Result<bool> {
         let mut left = self.available();
         while left > 0 {
             let chunk = left.min(READ_CHUNK as u64) as usize;
-            self.fill(buf, chunk)?;
+            match self.fill(buf, chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(true),
+                r => r?,
+            }
             if buf[self.start..self.start + chunk].iter().any(|&b| b != 0) {
                 return Ok(false);
             }
@@ -1069,12 +1074,20 @@ impl Scanner {
                 let (kind, tornish) = if let Some(len) = zero_filled_len {
                     r.advance(LEN_PREFIX + len);
                     (kind, r.rest_is_zero(&mut self.buf).map_err(io)?)
-                } else if !tornish && last {
+                } else if last && (!tornish || available < LEN_PREFIX as u64) {
                     let zero = r.rest_is_zero(&mut self.buf).map_err(io)?;
-                    if zero {
+                    if zero && !follow {
+                        // Zeros from a record boundary to the end of the newest
+                        // segment: space a writer preallocated and has not written
+                        // yet (or did not cut, having crashed). Nothing more yet, not
+                        // damage; a writer opening the log cuts it without saving it.
+                        // Zeros with a non-zero byte after them are still corruption.
+                        self.finish_segment(None);
+                        return Ok(Step::SegmentEnd);
+                    } else if zero {
                         (ProblemKind::ZeroTail { bytes: available }, true)
                     } else {
-                        (kind, false)
+                        (kind, tornish)
                     }
                 } else {
                     (kind, tornish)

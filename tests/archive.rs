@@ -49,6 +49,7 @@ fn make_log(dir: &Path, records: u64, seg_size: u64, cp_every: u64) -> Vec<Vec<u
             max_segment_size: seg_size,
             max_segments: 0,
             sync: SyncPolicy::Never,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -618,6 +619,7 @@ fn retention_keeps_what_the_archive_does_not_hold_yet() {
         max_segment_size: 1024,
         max_segments: 2,
         sync: SyncPolicy::Never,
+        ..Default::default()
     };
     let fill = |dir: &Path, n: usize| -> Option<String> {
         let wal = wal_open_retrying(dir, opts.clone()).unwrap();
@@ -1202,6 +1204,7 @@ fn s3_throughput() {
             max_segment_size: 4 << 20,
             max_segments: 0,
             sync: SyncPolicy::Never,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -1252,6 +1255,7 @@ fn an_archive_reads_in_place_like_a_directory_and_refuses_writes() {
             max_segment_size: 20 << 20,
             max_segments: 0,
             sync: SyncPolicy::Never,
+            ..Default::default()
         },
     )
     .unwrap();

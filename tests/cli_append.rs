@@ -680,6 +680,7 @@ fn rotation_matches_record_by_record_appends_however_input_is_batched() {
         max_segment_size: 1000,
         max_segments: 0,
         sync: SyncPolicy::Never,
+        ..Default::default()
     };
     let wal = Wal::open(&by_library, opts).unwrap();
     for d in &datas {

@@ -84,6 +84,7 @@ fn write_log(dir: &Path, n: u64, max_segment_size: u64) {
             max_segment_size,
             max_segments: 0,
             sync: SyncPolicy::Never,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -868,6 +869,7 @@ fn follow_prints_new_records_across_rotation_until_sigterm() {
             max_segment_size: 256,
             max_segments: 0,
             sync: SyncPolicy::Always,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -941,6 +943,7 @@ fn follow_goes_on_when_a_writer_cuts_the_torn_tail_it_waits_at() {
             max_segment_size: 1,
             max_segments: 0,
             sync: SyncPolicy::Always,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -399,6 +399,7 @@ fn retention_writer(
                 max_segment_size: 32 * 1024,
                 max_segments: 3,
                 sync: SyncPolicy::Never,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -647,6 +648,7 @@ fn append_library_log(dir: &Path, lsns: std::ops::RangeInclusive<u64>) {
             max_segment_size: 16 * 1024,
             max_segments: 0,
             sync: SyncPolicy::Never,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -82,6 +82,7 @@ fn writing_fixture_entries_is_byte_identical() {
                 max_segment_size: exp.max_segment_size(),
                 max_segments: exp.max_segments(),
                 sync: SyncPolicy::Never,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -416,6 +416,7 @@ fn lib_opts(max_segment_size: u64) -> WalOptions {
         max_segment_size,
         max_segments: 0,
         sync: SyncPolicy::Always,
+        ..Default::default()
     }
 }
 

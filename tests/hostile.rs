@@ -306,6 +306,7 @@ fn small_log(dir: &Path, n: u64) {
             max_segment_size: 1024,
             max_segments: 0,
             sync: SyncPolicy::Never,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -347,6 +348,7 @@ fn opts() -> WalOptions {
         max_segment_size: 1024,
         max_segments: 0,
         sync: SyncPolicy::Never,
+        ..Default::default()
     }
 }
 
@@ -817,6 +819,7 @@ fn strays_with_non_utf8_or_overflowing_names_are_ignored_and_kept() {
             max_segment_size: 512,
             max_segments: 2,
             sync: SyncPolicy::Never,
+            ..Default::default()
         },
     )
     .unwrap();

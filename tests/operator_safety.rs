@@ -178,6 +178,7 @@ fn the_library_reports_what_retention_deleted() {
         max_segment_size: 256,
         max_segments: 2,
         sync: SyncPolicy::Never,
+        ..Default::default()
     };
     let wal = Wal::open(&dir, opts.clone()).unwrap();
     for i in 0..50u32 {

@@ -122,6 +122,7 @@ fn random_options(rng: &mut Rng, retention: bool) -> WalOptions {
             1 => SyncPolicy::Interval(Duration::from_millis(1 + rng.below(5))),
             _ => SyncPolicy::Always,
         },
+        ..Default::default()
     }
 }
 
@@ -274,6 +275,7 @@ fn power_cut_during_group_commit_keeps_every_acknowledged_record() {
             max_segment_size: 2048,
             max_segments: 0,
             sync: SyncPolicy::Always,
+            ..Default::default()
         };
         let wal = Arc::new(Wal::open_with_storage(Arc::new(disk.clone()), opts.clone()).unwrap());
         const THREADS: usize = 4;
@@ -339,6 +341,7 @@ fn opts(sync: SyncPolicy) -> WalOptions {
         max_segment_size: 1 << 20,
         max_segments: 0,
         sync,
+        ..Default::default()
     }
 }
 
@@ -453,6 +456,7 @@ fn failed_fsync_at_rotation_and_failed_directory_fsync_fail_the_append() {
             max_segment_size: 300,
             max_segments: 0,
             sync: SyncPolicy::Never,
+            ..Default::default()
         };
         let wal = Wal::open_with_storage(Arc::new(disk.clone()), o).unwrap();
         let mut acked = Vec::new();
@@ -483,6 +487,7 @@ fn failed_directory_fsync_after_retention_deletes_fails_the_append() {
         max_segment_size: 300,
         max_segments: 2,
         sync: SyncPolicy::Never,
+        ..Default::default()
     };
     let wal = Wal::open_with_storage(Arc::new(disk.clone()), o).unwrap();
     let d = vec![7u8; 100];

@@ -53,7 +53,7 @@ proptest! {
         sync in prop_oneof![Just(SyncPolicy::Never), Just(SyncPolicy::Always)],
     ) {
         let dir = tempdir();
-        let opts = WalOptions { max_segment_size, max_segments, sync };
+        let opts = WalOptions { max_segment_size, max_segments, sync, ..Default::default() };
         let mut wal = Wal::open(dir.path(), opts.clone()).unwrap();
         // The model: every record ever appended, (lsn, data, checkpoint).
         let mut model: Vec<(u64, Vec<u8>, bool)> = Vec::new();

@@ -89,6 +89,7 @@ fn build_log(dir: &Path) -> u64 {
             max_segment_size: 3 << 20,
             max_segments: 0,
             sync: SyncPolicy::Never,
+            ..Default::default()
         },
     )
     .unwrap();

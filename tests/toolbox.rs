@@ -102,6 +102,7 @@ fn library_log(n: u64) -> (tempfile::TempDir, Vec<Rec>) {
             max_segment_size: 4096,
             max_segments: 0,
             sync: SyncPolicy::Never,
+            ..Default::default()
         },
     )
     .unwrap();

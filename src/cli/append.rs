@@ -155,9 +155,26 @@ pub struct WriterArgs {
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     sync_interval_ms: Option<u64>,
 
+    /// Preallocate segments with durable zeros ahead of the writes, so each fsync
+    /// flushes data only (faster commits). While the command runs, the newest
+    /// segment ends in zeros the Go library cannot read past; every segment is cut
+    /// to its last record when it is left. "off" keeps every segment exactly as long
+    /// as its records at every moment.
+    #[arg(long, value_enum, value_name = "ON|OFF", default_value_t = OnOff::On)]
+    preallocate: OnOff,
+
     /// Where a torn tail cut at open is saved (see truncate-corrupt).
     #[command(flatten)]
     pub quarantine: QuarantineArg,
+}
+
+/// A switch given as `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
 }
 
 impl WriterArgs {
@@ -182,6 +199,7 @@ impl WriterArgs {
             max_segment_size: self.max_segment_size,
             max_segments: self.max_segments,
             sync,
+            preallocate: self.preallocate == OnOff::On,
         }
     }
 }
@@ -588,6 +606,13 @@ pub fn open_writer(dir: &Path, opts: WalOptions, q: &QuarantineArg) -> anyhow::R
             r.bytes,
             r.quarantine_id,
             saved_in.join(&r.quarantine_id).display()
+        ));
+    }
+    if let Some(u) = &report.unwritten_tail {
+        output::note(format!(
+            "cut {} bytes of unwritten, preallocated zeros from the end of {} (at offset {}): \
+             they held no record",
+            u.bytes, u.segment, u.offset
         ));
     }
     if report.created_segment && !created {
