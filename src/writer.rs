@@ -254,6 +254,9 @@ struct Io {
 struct Inner {
     storage: Arc<dyn Storage>,
     opts: WalOptions,
+    /// Preallocation is on and worked at open (a storage that cannot write at an
+    /// offset, or a disk too full for the zeros, turns it off for this writer).
+    preallocate: bool,
     state: Mutex<State>,
     io: Mutex<Io>,
     cond: Condvar,
@@ -465,6 +468,7 @@ impl Wal {
         let inner = Arc::new(Inner {
             storage,
             opts: opts.clone(),
+            preallocate: preallocated,
             state: Mutex::new(state),
             io: Mutex::new(Io {
                 file,
@@ -881,10 +885,7 @@ impl Inner {
     /// Starts making the next segment ready once the active one is half full
     /// (preallocation on; see `prealloc`).
     fn prepare_next(&self, st: &mut State) {
-        if !self.opts.preallocate
-            || st.next.is_some()
-            || st.seg_size < self.opts.max_segment_size / 2
-        {
+        if !self.preallocate || st.next.is_some() || st.seg_size < self.opts.max_segment_size / 2 {
             return;
         }
         if let Some(id) = st.seg_id.checked_add(1) {
