@@ -115,6 +115,25 @@ pub fn open_active(
     }
 }
 
+/// The end of the last non-zero byte of `name` at or after `from` (`from` when
+/// there is none): where its unwritten, zero-filled end begins.
+pub fn nonzero_end(storage: &dyn Storage, name: &str, from: u64) -> io::Result<u64> {
+    let mut f = storage.open_read(name)?;
+    f.seek_to(from)?;
+    let mut buf = vec![0u8; ZERO_CHUNK];
+    let (mut at, mut end) = (from, from);
+    loop {
+        let n = crate::storage::read_up_to(f.as_mut(), &mut buf)?;
+        if n == 0 {
+            return Ok(end);
+        }
+        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+            end = at + i as u64 + 1;
+        }
+        at += n as u64;
+    }
+}
+
 /// The next segment, being made ready by a helper thread.
 pub struct NextSegment {
     /// Its id.

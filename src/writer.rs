@@ -370,12 +370,10 @@ impl Wal {
             Some(q) => quarantine::Location::dir(q.as_ref()),
             None => quarantine::Location::in_log(storage.as_ref()),
         };
-        let repaired_tail = Self::repair_torn_tail(storage.as_ref(), q, &scan)?;
         prealloc::remove_leftovers(storage.as_ref());
-        let unwritten_tail = match &repaired_tail {
-            None => Self::cut_unwritten_tail(storage.as_ref(), &scan)?,
-            Some(_) => None,
-        };
+        let unwritten_tail = Self::cut_unwritten_tail(storage.as_ref(), &scan)?;
+        let size_now = unwritten_tail.as_ref().map(|u| u.offset);
+        let repaired_tail = Self::repair_torn_tail(storage.as_ref(), q, &scan, size_now)?;
         let io_err = |op, name: &str| {
             let path = root.join(name);
             move |e| Error::io(op, path, e)
@@ -507,9 +505,11 @@ impl Wal {
         })
     }
 
-    /// Cuts the zeros after the last record of the newest segment (the scanner
-    /// reads them as space not yet written, see `scan`): they hold nothing, so they
-    /// are not saved to the quarantine.
+    /// Cuts the zeros at the end of the newest segment (preallocated, never
+    /// written): after its last record (the scanner reads them as space not yet
+    /// written, see `scan`), or after the last non-zero byte of a torn tail, which is
+    /// then saved and cut by `repair_torn_tail`. They hold nothing, so they are not
+    /// saved to the quarantine. Any other problem: nothing is cut here.
     fn cut_unwritten_tail(
         storage: &dyn Storage,
         scan: &ScanReport,
@@ -517,16 +517,29 @@ impl Wal {
         let Some(last) = scan.segments.last() else {
             return Ok(None);
         };
-        if last.size <= last.valid_len || scan.problems().next().is_some() {
+        let mut problems = scan.problems();
+        let from = match problems.next() {
+            None => last.valid_len,
+            Some(p)
+                if p.segment_id == last.id
+                    && p.severity == Severity::TornTail
+                    && problems.next().is_none() =>
+            {
+                prealloc::nonzero_end(storage, &last.name, p.offset)
+                    .map_err(|e| Error::io("read", storage.root().join(&last.name), e))?
+            }
+            Some(_) => return Ok(None),
+        };
+        if last.size <= from {
             return Ok(None);
         }
         storage
-            .truncate(&last.name, last.valid_len)
+            .truncate(&last.name, from)
             .map_err(|e| Error::io("truncate", storage.root().join(&last.name), e))?;
         Ok(Some(UnwrittenTail {
             segment: last.name.clone(),
-            offset: last.valid_len,
-            bytes: last.size - last.valid_len,
+            offset: from,
+            bytes: last.size - from,
         }))
     }
 
@@ -534,6 +547,7 @@ impl Wal {
         storage: &dyn Storage,
         q: quarantine::Location<'_>,
         scan: &ScanReport,
+        size_now: Option<u64>,
     ) -> Result<Option<TailRepair>> {
         let mut problems = scan.problems();
         let Some(problem) = problems.next() else {
@@ -579,7 +593,7 @@ impl Wal {
         Ok(Some(TailRepair {
             segment: seg.name.clone(),
             offset: problem.offset,
-            bytes: seg.size - problem.offset,
+            bytes: size_now.unwrap_or(seg.size) - problem.offset,
             quarantine_id: manifest.id,
             reason,
         }))

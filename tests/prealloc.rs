@@ -272,3 +272,50 @@ fn power_cut_losing_a_block_keeps_every_acknowledged_record() {
         "seed {seed}: {holes} holes, {refused} refused"
     );
 }
+
+/// A record torn while being written into preallocated space: its bytes are saved
+/// and cut as a torn tail; the zeros after them are cut without being saved.
+#[test]
+fn torn_record_in_preallocated_space_saves_only_its_bytes() {
+    let dir = tempdir();
+    let wal = Wal::open(dir.path(), opts(1 << 20, true)).unwrap();
+    for i in 1..=10 {
+        wal.append(&payload(i)).unwrap();
+    }
+    let copy = crash_copy(dir.path());
+    wal.close().unwrap();
+    let logical = fs::metadata(dir.path().join("segment-0")).unwrap().len();
+    let mut enc = Vec::new();
+    walctl::codec::encode_record(&mut enc, 11, b"never acknowledged, torn", false);
+    let torn = &enc[..enc.len() - 5];
+    let seg = copy.path().join("segment-0");
+    let f = fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, torn, logical).unwrap();
+    assert_eq!(verify_code(copy.path()), Some(3));
+
+    let wal = Wal::open(copy.path(), opts(1 << 20, true)).unwrap();
+    let rep = wal.open_report();
+    let cut = rep.unwritten_tail.clone().unwrap();
+    assert_eq!(
+        (cut.offset, cut.bytes),
+        (
+            logical + torn.len() as u64,
+            (1 << 20) - logical - torn.len() as u64
+        )
+    );
+    let repaired = rep.repaired_tail.clone().unwrap();
+    assert_eq!(
+        (repaired.offset, repaired.bytes),
+        (logical, torn.len() as u64)
+    );
+    let m = walctl::quarantine::load(wal.storage().as_ref(), &repaired.quarantine_id).unwrap();
+    let saved = fs::read(
+        copy.path()
+            .join(walctl::quarantine::saved_path(&m.id, &m.items[0])),
+    )
+    .unwrap();
+    assert_eq!(saved, torn);
+    assert_eq!(wal.append(b"next").unwrap(), 11);
+    wal.close().unwrap();
+    assert_eq!(records(copy.path()).len(), 11);
+}
