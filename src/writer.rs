@@ -862,7 +862,8 @@ impl Inner {
             }
         }
         let ready = match st.next.take() {
-            Some(n) if n.id == id => {
+            // Never renamed over a file already there (create fails on it below).
+            Some(n) if n.id == id && self.storage.size(&name).is_err() => {
                 n.finish()
                     && self
                         .storage
