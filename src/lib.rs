@@ -38,6 +38,7 @@ pub mod archive;
 pub mod codec;
 pub mod error;
 pub mod follow;
+pub mod prealloc;
 pub mod quarantine;
 mod readahead;
 pub mod reader;

@@ -234,12 +234,17 @@ impl SegReader {
         self.offset += n as u64;
     }
 
-    /// Whether every byte from `offset` to the end of the file is zero.
+    /// Whether every byte from `offset` to the end of the file is zero. A file cut
+    /// short while this reads it counts as its zeros ending there: a writer cuts
+    /// the unwritten, preallocated zeros of a segment at rotation.
     fn rest_is_zero(&mut self, buf: &mut Vec<u8>) -> std::io::Result<bool> {
         let mut left = self.available();
         while left > 0 {
             let chunk = left.min(READ_CHUNK as u64) as usize;
-            self.fill(buf, chunk)?;
+            match self.fill(buf, chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(true),
+                r => r?,
+            }
             if buf[self.start..self.start + chunk].iter().any(|&b| b != 0) {
                 return Ok(false);
             }
@@ -392,6 +397,11 @@ pub struct Scanner {
     hole_relisted: Option<u64>,
     stopped: bool,
     waiting: bool,
+    /// Following, waiting at unread bytes of the newest segment (preallocated zeros,
+    /// or a record seen half-written into them): how many bytes from the wait's
+    /// offset to watch, and their CRC. Written in place, they change but the file's
+    /// size does not.
+    wait_probe: Option<(usize, u32)>,
     /// The segments listed end the log (false for the older half of a split scan:
     /// none of them is the newest, and nothing newer is looked for).
     tail: bool,
@@ -441,6 +451,7 @@ impl Scanner {
             hole_relisted: None,
             stopped: false,
             waiting: false,
+            wait_probe: None,
             tail,
         };
         if let Some(from) = s.opts.from_lsn {
@@ -1069,12 +1080,20 @@ impl Scanner {
                 let (kind, tornish) = if let Some(len) = zero_filled_len {
                     r.advance(LEN_PREFIX + len);
                     (kind, r.rest_is_zero(&mut self.buf).map_err(io)?)
-                } else if !tornish && last {
+                } else if last && (!tornish || available < LEN_PREFIX as u64) {
                     let zero = r.rest_is_zero(&mut self.buf).map_err(io)?;
-                    if zero {
+                    if zero && !follow {
+                        // Zeros from a record boundary to the end of the newest
+                        // segment: space a writer preallocated and has not written
+                        // yet (or did not cut, having crashed). Nothing more yet, not
+                        // damage; a writer opening the log cuts it without saving it.
+                        // Zeros with a non-zero byte after them are still corruption.
+                        self.finish_segment(None);
+                        return Ok(Step::SegmentEnd);
+                    } else if zero {
                         (ProblemKind::ZeroTail { bytes: available }, true)
                     } else {
-                        (kind, false)
+                        (kind, tornish)
                     }
                 } else {
                     (kind, tornish)
@@ -1086,6 +1105,8 @@ impl Scanner {
                     r.offset = offset;
                     r.start = 0;
                     r.end = 0;
+                    let probe = probe_unread(r.file().map_err(io)?.as_mut(), offset, max);
+                    self.wait_probe = Some(probe.map_err(io)?);
                     self.waiting = true;
                     return Ok(Step::Waiting);
                 }
@@ -1166,6 +1187,22 @@ impl Scanner {
                 r.start = 0;
                 r.end = 0;
             }
+            if let (true, Some((_, sig))) = (size == r.size, self.wait_probe) {
+                // Same size: was the space we wait at written in place?
+                let max = self.opts.max_body_len as u64;
+                let at = r.offset;
+                let probe = r.file().and_then(|f| probe_unread(f.as_mut(), at, max));
+                let now = probe.map_err(|e| {
+                    Error::io(
+                        "read",
+                        self.storage.root().join(&self.segments[self.idx].name),
+                        e,
+                    )
+                })?;
+                if now.1 != sig {
+                    more = true;
+                }
+            }
             if size != r.size {
                 r.size = size;
                 if let Some(s) = self.cur_summary.as_mut() {
@@ -1182,9 +1219,31 @@ impl Scanner {
         }
         if more {
             self.waiting = false;
+            self.wait_probe = None;
         }
         Ok(more)
     }
+}
+
+/// The bytes a follower waiting at `offset` watches: the length prefix there and,
+/// when it is not zero, the record it announces (bounded by `max` and the file).
+/// Returns how many bytes were read and their CRC; the file is left at `offset`.
+fn probe_unread(file: &mut dyn ReadFile, offset: u64, max: u64) -> std::io::Result<(usize, u32)> {
+    file.seek_to(offset)?;
+    let mut prefix = [0u8; LEN_PREFIX];
+    let n = crate::storage::read_up_to(file, &mut prefix)?;
+    let len = u32::from_le_bytes(prefix) as u64;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&prefix[..n]);
+    let mut read = n;
+    if n == LEN_PREFIX && len > 0 && len <= max {
+        let mut body = vec![0u8; len.min(1 << 20) as usize];
+        let m = crate::storage::read_up_to(file, &mut body)?;
+        h.update(&body[..m]);
+        read += m;
+    }
+    file.seek_to(offset)?;
+    Ok((read, h.finalize()))
 }
 
 /// The newest checkpoint of a log.

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::codec::{encode_record, MAX_DATA_LEN};
 use crate::error::{Error, Result, Severity};
+use crate::prealloc::{self, NextSegment};
 use crate::quarantine::{self, Cut};
 use crate::reader::{Entries, WalReader};
 use crate::scan::{scan_log, ScanOptions, ScanReport};
@@ -34,7 +35,9 @@ pub enum SyncPolicy {
 }
 
 /// Writer options. Set them with the builder methods, which keep compiling as
-/// options are added: `WalOptions::default().max_segments(0)`.
+/// options are added: `WalOptions::default().max_segments(0)`. (Not
+/// `#[non_exhaustive]`: programs that build it with `..WalOptions::default()`, as
+/// the shared peer benchmark does, keep compiling.)
 #[derive(Debug, Clone)]
 pub struct WalOptions {
     /// Rotate before a write when the current segment holds at least this many bytes
@@ -48,6 +51,13 @@ pub struct WalOptions {
     pub max_segments: usize,
     /// Durability policy. Default [`SyncPolicy::Always`].
     pub sync: SyncPolicy,
+    /// Preallocate segments (default on): the active segment is extended with
+    /// durable zeros at open and the next one is made ready off the commit path, so
+    /// that a commit's fdatasync flushes data only. While the log is open its newest
+    /// segment ends in zeros, which the Go library cannot read past; at rotation and
+    /// close every segment is cut to its last record. Off: segments are always
+    /// exactly as long as their records, at some cost in commit speed.
+    pub preallocate: bool,
 }
 
 impl Default for WalOptions {
@@ -56,6 +66,7 @@ impl Default for WalOptions {
             max_segment_size: 4 * 1024 * 1024,
             max_segments: 10,
             sync: SyncPolicy::Always,
+            preallocate: true,
         }
     }
 }
@@ -76,6 +87,12 @@ impl WalOptions {
     /// Sets [`sync`](Self::sync).
     pub fn sync(mut self, policy: SyncPolicy) -> Self {
         self.sync = policy;
+        self
+    }
+
+    /// Sets [`preallocate`](Self::preallocate).
+    pub fn preallocate(mut self, on: bool) -> Self {
+        self.preallocate = on;
         self
     }
 
@@ -109,11 +126,26 @@ pub struct TailRepair {
     pub reason: String,
 }
 
+/// Unwritten, zero-filled space at the end of the newest segment (preallocated by a
+/// writer that did not close), cut when the log was opened. It held no record, so it
+/// is not saved to the quarantine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnwrittenTail {
+    /// Segment that was cut.
+    pub segment: String,
+    /// New length (the end of its last record).
+    pub offset: u64,
+    /// Zero bytes cut.
+    pub bytes: u64,
+}
+
 /// What opening the log found and did.
 #[derive(Debug, Clone, Serialize)]
 pub struct OpenReport {
     /// The torn tail that was saved and cut, if there was one.
     pub repaired_tail: Option<TailRepair>,
+    /// The unwritten zeros cut from the end of the newest segment, if there were any.
+    pub unwritten_tail: Option<UnwrittenTail>,
     /// Last LSN in the log at open.
     pub last_lsn: Option<u64>,
     /// Segment written to.
@@ -228,6 +260,8 @@ struct State {
     retention: RetentionReport,
     /// (segment id, lsn) of the newest checkpoint.
     newest_checkpoint: Option<(u64, u64)>,
+    /// The next segment, being made ready (preallocation on).
+    next: Option<NextSegment>,
     /// Why the last retention pass kept a segment it would have deleted (an archive
     /// of the directory does not hold it yet).
     archive_hold: Option<String>,
@@ -236,6 +270,9 @@ struct State {
 struct Io {
     file: Box<dyn WriteFile>,
     seg_id: u64,
+    /// The file runs on in preallocated zeros past its logical end: it is cut there
+    /// at rotation and close.
+    preallocated: bool,
     /// Set by a group commit whose write or fsync failed, before anyone else can
     /// touch the file: a later fsync must never vouch for bytes an earlier one lost.
     failed: Option<Failure>,
@@ -244,6 +281,9 @@ struct Io {
 struct Inner {
     storage: Arc<dyn Storage>,
     opts: WalOptions,
+    /// Preallocation is on and worked at open (a storage that cannot write at an
+    /// offset, or a disk too full for the zeros, turns it off for this writer).
+    preallocate: bool,
     state: Mutex<State>,
     io: Mutex<Io>,
     cond: Condvar,
@@ -357,7 +397,10 @@ impl Wal {
             Some(q) => quarantine::Location::dir(q.as_ref()),
             None => quarantine::Location::in_log(storage.as_ref()),
         };
-        let repaired_tail = Self::repair_torn_tail(storage.as_ref(), q, &scan)?;
+        prealloc::remove_leftovers(storage.as_ref());
+        let unwritten_tail = Self::cut_unwritten_tail(storage.as_ref(), &scan)?;
+        let size_now = unwritten_tail.as_ref().map(|u| u.offset);
+        let repaired_tail = Self::repair_torn_tail(storage.as_ref(), q, &scan, size_now)?;
         let io_err = |op, name: &str| {
             let path = root.join(name);
             move |e| Error::io(op, path, e)
@@ -377,12 +420,26 @@ impl Wal {
                 // What an earlier process left in the page cache becomes durable now,
                 // so that it is safe to build on.
                 file.sync_data().map_err(io_err("fsync", &last.name))?;
-                let size = match &repaired_tail {
-                    Some(r) => r.offset,
-                    None => last.size,
+                let size = match (&repaired_tail, &unwritten_tail) {
+                    (Some(r), _) => r.offset,
+                    (None, Some(u)) => u.offset,
+                    (None, None) => last.size,
                 };
                 (last.id, file, size, false)
             }
+        };
+        let (file, preallocated) = match opts.preallocate {
+            true => match prealloc::open_active(
+                storage.as_ref(),
+                &segment_name(seg_id),
+                seg_size,
+                seg_size,
+                prealloc::prealloc_len(opts.max_segment_size),
+            ) {
+                Some(f) => (f, true),
+                None => (file, false),
+            },
+            false => (file, false),
         };
         let last_lsn = scan.last_lsn;
         // Saturating: a log ending at LSN u64::MAX opens, and refuses every append.
@@ -430,15 +487,18 @@ impl Wal {
             segments,
             retention: RetentionReport::default(),
             newest_checkpoint: scan.newest_checkpoint.map(|c| (c.segment_id, c.lsn)),
+            next: None,
             archive_hold: None,
         };
         let inner = Arc::new(Inner {
             storage,
             opts: opts.clone(),
+            preallocate: preallocated,
             state: Mutex::new(state),
             io: Mutex::new(Io {
                 file,
                 seg_id,
+                preallocated,
                 failed: None,
             }),
             cond: Condvar::new(),
@@ -464,6 +524,7 @@ impl Wal {
             syncer: Mutex::new(syncer),
             report: OpenReport {
                 repaired_tail,
+                unwritten_tail,
                 last_lsn,
                 segment: segment_name(seg_id),
                 created_segment,
@@ -471,10 +532,49 @@ impl Wal {
         })
     }
 
+    /// Cuts the zeros at the end of the newest segment (preallocated, never
+    /// written): after its last record (the scanner reads them as space not yet
+    /// written, see `scan`), or after the last non-zero byte of a torn tail, which is
+    /// then saved and cut by `repair_torn_tail`. They hold nothing, so they are not
+    /// saved to the quarantine. Any other problem: nothing is cut here.
+    fn cut_unwritten_tail(
+        storage: &dyn Storage,
+        scan: &ScanReport,
+    ) -> Result<Option<UnwrittenTail>> {
+        let Some(last) = scan.segments.last() else {
+            return Ok(None);
+        };
+        let mut problems = scan.problems();
+        let from = match problems.next() {
+            None => last.valid_len,
+            Some(p)
+                if p.segment_id == last.id
+                    && p.severity == Severity::TornTail
+                    && problems.next().is_none() =>
+            {
+                prealloc::nonzero_end(storage, &last.name, p.offset)
+                    .map_err(|e| Error::io("read", storage.root().join(&last.name), e))?
+            }
+            Some(_) => return Ok(None),
+        };
+        if last.size <= from {
+            return Ok(None);
+        }
+        storage
+            .truncate(&last.name, from)
+            .map_err(|e| Error::io("truncate", storage.root().join(&last.name), e))?;
+        Ok(Some(UnwrittenTail {
+            segment: last.name.clone(),
+            offset: from,
+            bytes: last.size - from,
+        }))
+    }
+
     fn repair_torn_tail(
         storage: &dyn Storage,
         q: quarantine::Location<'_>,
         scan: &ScanReport,
+        size_now: Option<u64>,
     ) -> Result<Option<TailRepair>> {
         let mut problems = scan.problems();
         let Some(problem) = problems.next() else {
@@ -520,7 +620,7 @@ impl Wal {
         Ok(Some(TailRepair {
             segment: seg.name.clone(),
             offset: problem.offset,
-            bytes: seg.size - problem.offset,
+            bytes: size_now.unwrap_or(seg.size) - problem.offset,
             quarantine_id: manifest.id,
             reason,
         }))
@@ -626,8 +726,15 @@ impl Wal {
                 drop(st);
                 Err(e)
             }
-            None => self.inner.wait_durable(st, target).map(drop),
+            None => self
+                .inner
+                .wait_durable(st, target)
+                .and_then(|st| self.inner.cut_preallocated(st)),
         };
+        let next = lock(&self.inner.state).next.take();
+        if let Some(n) = next {
+            n.discard(self.inner.storage.as_ref());
+        }
         lock(&self.inner.state).closed = true;
         lock(&self.inner.lock).take();
         res
@@ -727,6 +834,7 @@ impl Inner {
             }
         }
         let last = st.appended_lsn;
+        self.prepare_next(&mut st);
         if waits {
             st.pending += 1;
             self.wake_gatherer(&st);
@@ -789,7 +897,32 @@ impl Inner {
             return Err(self.poison(st, Failure::other("segment ids are exhausted")));
         };
         let name = segment_name(id);
-        let file = match self.storage.create(&name) {
+        if io.preallocated {
+            if let Err(e) = self.storage.truncate(&segment_name(io.seg_id), st.seg_size) {
+                let what = format!("cutting {} to its records", segment_name(io.seg_id));
+                return Err(self.poison(st, Failure::io(what, e)));
+            }
+        }
+        let ready = match st.next.take() {
+            // Never renamed over a file already there (create fails on it below).
+            Some(n) if n.id == id && self.storage.size(&name).is_err() => {
+                n.finish()
+                    && self
+                        .storage
+                        .rename(&prealloc::ready_name(id), &name)
+                        .is_ok()
+            }
+            Some(n) => {
+                n.discard(self.storage.as_ref());
+                false
+            }
+            None => false,
+        };
+        let made = match ready {
+            true => self.storage.open_write_at(&name, 0),
+            false => self.storage.create(&name),
+        };
+        let file = match made {
             Ok(f) => f,
             Err(e) => return Err(self.poison(st, Failure::io(format!("creating {name}"), e))),
         };
@@ -798,11 +931,39 @@ impl Inner {
         }
         io.file = file;
         io.seg_id = id;
+        io.preallocated = ready;
         drop(io);
         st.seg_id = id;
         st.seg_size = 0;
         st.segments.push_back((id, st.next_lsn));
         self.apply_retention(st)
+    }
+
+    /// Starts making the next segment ready once the active one is half full
+    /// (preallocation on; see `prealloc`).
+    fn prepare_next(&self, st: &mut State) {
+        if !self.preallocate || st.next.is_some() || st.seg_size < self.opts.max_segment_size / 2 {
+            return;
+        }
+        if let Some(id) = st.seg_id.checked_add(1) {
+            let len = prealloc::prealloc_len(self.opts.max_segment_size);
+            st.next = NextSegment::start(self.storage.clone(), id, len);
+        }
+    }
+
+    /// At close, once everything is durable: cuts a preallocated active segment to
+    /// its last record, so the closed log is what the Go library writes.
+    fn cut_preallocated(&self, mut st: MutexGuard<'_, State>) -> Result<()> {
+        let mut io = self.lock_io(&mut st)?;
+        if !io.preallocated {
+            return Ok(());
+        }
+        let name = segment_name(io.seg_id);
+        self.storage
+            .truncate(&name, st.seg_size)
+            .map_err(|e| Error::io("truncate", self.storage.root().join(&name), e))?;
+        io.preallocated = false;
+        Ok(())
     }
 
     /// Deletes the oldest segments beyond `max_segments`, but never the segment that

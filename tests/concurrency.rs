@@ -396,11 +396,10 @@ fn retention_writer(
     std::thread::spawn(move || {
         let wal = wal_open_retrying(
             &dir,
-            WalOptions {
-                max_segment_size: 32 * 1024,
-                max_segments: 3,
-                sync: SyncPolicy::Never,
-            },
+            WalOptions::default()
+                .max_segment_size(32 * 1024)
+                .max_segments(3)
+                .sync(SyncPolicy::Never),
         )
         .unwrap();
         let mut lsn = 0;
@@ -644,11 +643,10 @@ fn library_log(dir: &Path, n: u64) {
 fn append_library_log(dir: &Path, lsns: std::ops::RangeInclusive<u64>) {
     let wal = wal_open_retrying(
         dir,
-        WalOptions {
-            max_segment_size: 16 * 1024,
-            max_segments: 0,
-            sync: SyncPolicy::Never,
-        },
+        WalOptions::default()
+            .max_segment_size(16 * 1024)
+            .max_segments(0)
+            .sync(SyncPolicy::Never),
     )
     .unwrap();
     for lsn in lsns {
@@ -1204,11 +1202,10 @@ fn records_retired_under_a_reader_are_named_never_skipped_silently() {
     // deleted every older segment.
     let wal = wal_open_retrying(
         dir,
-        WalOptions {
-            max_segment_size: 16 * 1024,
-            max_segments: 2,
-            sync: SyncPolicy::Never,
-        },
+        WalOptions::default()
+            .max_segment_size(16 * 1024)
+            .max_segments(2)
+            .sync(SyncPolicy::Never),
     )
     .unwrap();
     assert_eq!(wal.checkpoint(&checkpoint_data(301)).unwrap(), 301);
@@ -1334,11 +1331,10 @@ fn a_missing_middle_segment_is_named_and_the_segments_after_it_counted() {
     let dir = tmp.path();
     let wal = wal_open_retrying(
         dir,
-        WalOptions {
-            max_segment_size: 16 * 1024,
-            max_segments: 0,
-            sync: SyncPolicy::Never,
-        },
+        WalOptions::default()
+            .max_segment_size(16 * 1024)
+            .max_segments(0)
+            .sync(SyncPolicy::Never),
     )
     .unwrap();
     let mut n = 0;
@@ -1783,11 +1779,10 @@ fn dry_runs_and_reads_never_get_in_a_writers_way() {
         })
     };
 
-    let opts = WalOptions {
-        max_segment_size: 16 * 1024,
-        max_segments: 0,
-        sync: SyncPolicy::Never,
-    };
+    let opts = WalOptions::default()
+        .max_segment_size(16 * 1024)
+        .max_segments(0)
+        .sync(SyncPolicy::Never);
     let (mut lsn, mut cli, mut lib) = (1u64, 0, 0);
     // 1000 opens: one `walctl append` process for every four library opens.
     for i in 0..1000 {

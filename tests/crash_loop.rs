@@ -228,7 +228,11 @@ impl Checker {
                 names.last(),
                 "{ctx}: torn tail not in the newest segment: {p}"
             );
-            let bytes = fs::read(self.dir.join(&p.segment)).unwrap()[p.offset as usize..].to_vec();
+            let mut bytes =
+                fs::read(self.dir.join(&p.segment)).unwrap()[p.offset as usize..].to_vec();
+            // Preallocated zeros after the torn bytes are unwritten space: a writer
+            // cuts them without saving them.
+            bytes.truncate(bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1));
             Tail {
                 segment: p.segment.clone(),
                 offset: p.offset,
@@ -348,14 +352,22 @@ impl Checker {
         encode_record(&mut enc, self.log.len() as u64 + 1, data.as_bytes(), false);
         let keep = rng.range(1, enc.len() as u64 - 1) as usize;
         let path = self.dir.join(&newest);
-        let offset = fs::metadata(&path).unwrap().len();
-        let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&enc[..keep]).unwrap();
+        // At the end of the last record: a killed writer may have left preallocated
+        // zeros after it, which the torn write goes over (and stay after it).
+        let scan = WalReader::open(&self.dir).unwrap().scan().unwrap();
+        let offset = scan.segments.last().unwrap().valid_len;
+        let mut planted = enc[..keep].to_vec();
+        planted.truncate(planted.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1));
+        if planted.is_empty() {
+            return; // zeros only: nothing torn to see
+        }
+        let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &enc[..keep], offset).unwrap();
         f.sync_all().unwrap();
         let t = Tail {
             segment: newest,
             offset,
-            bytes: enc[..keep].to_vec(),
+            bytes: planted,
         };
         self.tails.push(t.clone());
         self.prev_tail = Some(t);

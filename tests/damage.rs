@@ -248,8 +248,13 @@ fn model_segment(bytes: &[u8], mut prev: Option<u64>, newest: bool) -> ModelSegm
     };
     while off < bytes.len() {
         let rest = &bytes[off..];
-        // A never-written, zero-filled tail of the newest segment is a torn tail.
+        // A never-written, zero-filled tail of the newest segment is a torn tail;
+        // from a record boundary on, it is preallocated space not written yet: the
+        // segment ends there, cleanly.
         let zero = rest.iter().all(|&b| b == 0);
+        if zero && newest {
+            return (recs, None);
+        }
         if rest.len() < 4 {
             return (recs, Some((off, torn(true))));
         }

@@ -90,6 +90,14 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn open_append(&self, name: &str) -> io::Result<Box<dyn WriteFile>>;
     /// Creates a new, empty file (fails if it exists) opened for appending.
     fn create(&self, name: &str) -> io::Result<Box<dyn WriteFile>>;
+    /// Opens an existing file for writing from `offset` on, over whatever the file
+    /// holds there (preallocated zeros) and past its end: each
+    /// [`WriteFile::write_all`] continues where the previous one stopped. Storages
+    /// that cannot say [`io::ErrorKind::Unsupported`] (the default), and the writer
+    /// then appends to files of exactly their logical size.
+    fn open_write_at(&self, _name: &str, _offset: u64) -> io::Result<Box<dyn WriteFile>> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
     /// Cuts a file to `len` bytes and makes that durable.
     fn truncate(&self, name: &str, len: u64) -> io::Result<()>;
     /// Removes a file.
@@ -342,6 +350,15 @@ impl Storage for FileStorage {
             .append(true)
             .create_new(true)
             .open(self.path(name))?;
+        Ok(Box::new(FsWrite(f)))
+    }
+
+    fn open_write_at(&self, name: &str, offset: u64) -> io::Result<Box<dyn WriteFile>> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.path(name))?;
+        f.seek(SeekFrom::Start(offset))?;
         Ok(Box::new(FsWrite(f)))
     }
 

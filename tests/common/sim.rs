@@ -5,6 +5,11 @@
 //! fsynced is dropped, all but a random prefix, and a file or directory whose entry
 //! was never made durable by a directory fsync may vanish.
 //!
+//! Preallocated files (opened with `open_write_at` over durable zeros) keep their
+//! size at a power cut; what was written into them and never fsynced becomes zeros
+//! again from a random point on, or (when asked, [`SimDisk::lose_a_block`]) only one
+//! block of it does, the bytes after it surviving.
+//!
 //! Renames and removals are taken as durable at once (not modelled).
 
 use std::collections::HashMap;
@@ -44,6 +49,9 @@ struct SimState {
     files: HashMap<String, Tracked>,
     /// Files and directories created since their parent directory's last fsync.
     unsynced_entries: Vec<String>,
+    /// At a power cut, a preallocated file loses one block of its unsynced writes
+    /// in the middle instead of all of them from some point on.
+    lose_a_block: bool,
 }
 
 impl SimState {
@@ -116,6 +124,13 @@ impl SimDisk {
         self.state().file_sync_delay = d;
     }
 
+    /// At the next power cut, preallocated files lose one 512-byte block in the
+    /// middle of what was written into them and never fsynced, and keep the bytes
+    /// after it (page write-back out of order).
+    pub fn lose_a_block(&self, on: bool) {
+        self.state().lose_a_block = on;
+    }
+
     /// Successful fdatasyncs so far.
     pub fn syncs(&self) -> u64 {
         self.state().syncs
@@ -165,6 +180,27 @@ impl SimDisk {
                 continue;
             };
             let durable = t.durable.min(size);
+            if t.written < size {
+                // Preallocated: the size is durable; unsynced writes revert to zeros.
+                let end = t.written.max(durable);
+                if end > durable {
+                    let (from, to) = if st.lose_a_block {
+                        let at = durable + rng.below(end - durable);
+                        (at, (at + 512).min(end))
+                    } else {
+                        (durable + rng.below(end - durable + 1), end)
+                    };
+                    let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+                    use std::os::unix::fs::FileExt;
+                    f.write_all_at(&vec![0u8; (to - from) as usize], from)
+                        .unwrap();
+                    f.sync_all().unwrap();
+                    said.push(format!(
+                        "{name} (preallocated, {size} bytes): {from}..{to} lost (durable {durable})"
+                    ));
+                }
+                continue;
+            }
             let keep = durable + rng.below(size - durable + 1);
             if keep < size {
                 let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
@@ -280,6 +316,22 @@ impl Storage for SimDisk {
             },
         );
         st.unsynced_entries.push(name.to_string());
+        drop(st);
+        Ok(self.wrap(name, f))
+    }
+    fn open_write_at(&self, name: &str, offset: u64) -> io::Result<Box<dyn WriteFile>> {
+        let mut st = self.state();
+        st.tick()?;
+        let f = self.inner.open_write_at(name, offset)?;
+        // What is before `offset` was durable already (or is tracked as written).
+        let durable = st.files.get(name).map_or(offset, |t| t.durable.min(offset));
+        st.files.insert(
+            name.to_string(),
+            Tracked {
+                written: offset,
+                durable,
+            },
+        );
         drop(st);
         Ok(self.wrap(name, f))
     }

@@ -144,9 +144,26 @@ pub struct WriterArgs {
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     sync_interval_ms: Option<u64>,
 
+    /// Preallocate segments with durable zeros ahead of the writes, so each fsync
+    /// flushes data only (faster commits). While the command runs, the newest
+    /// segment ends in zeros the Go library cannot read past; every segment is cut
+    /// to its last record when it is left. "off" keeps every segment exactly as long
+    /// as its records at every moment.
+    #[arg(long, value_enum, value_name = "ON|OFF", default_value_t = OnOff::On)]
+    preallocate: OnOff,
+
     /// Where a torn tail cut at open is saved (see truncate-corrupt).
     #[command(flatten)]
     pub quarantine: QuarantineArg,
+}
+
+/// A switch given as `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
 }
 
 impl WriterArgs {
@@ -167,6 +184,7 @@ impl WriterArgs {
             .max_segment_size(self.max_segment_size)
             .max_segments(self.max_segments)
             .sync(sync)
+            .preallocate(self.preallocate == OnOff::On)
     }
 }
 

@@ -37,6 +37,13 @@ pub fn open_writer(dir: &Path, opts: WalOptions, q: &QuarantineArg) -> anyhow::R
             saved_in.join(&r.quarantine_id).display()
         ));
     }
+    if let Some(u) = &report.unwritten_tail {
+        output::note(format!(
+            "cut {} bytes of unwritten, preallocated zeros from the end of {} (at offset {}): \
+             they held no record",
+            u.bytes, u.segment, u.offset
+        ));
+    }
     if report.created_segment && !created {
         output::note(format!(
             "started a new log in {} ({})",

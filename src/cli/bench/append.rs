@@ -67,6 +67,7 @@ impl Bench<'_, '_> {
         };
         let want_ceiling = !durable && p.writers == 1;
         let (mut ours, mut base, mut ceil) = (Sum::default(), Sum::default(), Sum::default());
+        let mut zeroed = Sum::default();
         for round in 0..self.rounds {
             let r = round + 1;
             let order: [bool; 2] = if round % 2 == 0 {
@@ -92,6 +93,12 @@ impl Bench<'_, '_> {
                     let dir = self.fresh_dir(&format!("{}-r{r}-baseline", w.name()))?;
                     base.add(baseline_append(&dir, &p, stop, &payload)?);
                     self.settle(&dir);
+                    if durable {
+                        self.step(&format!("{}: pre-zeroed baseline, round {r}", w.name()));
+                        let dir = self.fresh_dir(&format!("{}-r{r}-prezeroed", w.name()))?;
+                        zeroed.add(prezeroed_append(&dir, &p, stop, &payload)?);
+                        self.settle(&dir);
+                    }
                 }
             }
         }
@@ -109,6 +116,7 @@ impl Bench<'_, '_> {
             baseline_what,
             baseline: Some(base),
             ceiling: want_ceiling.then(|| ceil.measure()),
+            prezeroed: durable.then(|| zeroed.measure()),
         })
     }
 }
@@ -316,6 +324,50 @@ pub(super) fn baseline_append(
     })?;
     let bytes = file.metadata().map_err(io_err("stat", &path))?.len();
     Ok(side_from(secs, outs, p.batch, bytes))
+}
+
+/// Bytes pre-zeroed for [`prezeroed_append`]; writes past them append.
+const PREZEROED: u64 = 64 << 20;
+
+/// [`baseline_append`] into a file first filled with [`PREZEROED`] fsynced zeros:
+/// each commit is a positioned `write()` + `fdatasync()` that changes no size, the
+/// most a durable writer can get from this disk.
+pub(super) fn prezeroed_append(
+    dir: &Path,
+    p: &AppendParams,
+    stop: Stop,
+    payload: &Payload,
+) -> Result<Side> {
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let path = dir.join("prezeroed");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io_err("create", &path))?;
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..PREZEROED >> 20 {
+        file.write_all(&zeros).map_err(io_err("write", &path))?;
+    }
+    file.sync_all().map_err(io_err("fsync", &path))?;
+    let end = AtomicU64::new(0);
+    let (secs, outs) = run_threads(p.writers, stop, p.batch, |w, limit, deadline| {
+        let mut buf = Vec::with_capacity(p.batch * (p.entry_size + 32));
+        timed_loop(limit, deadline, |call| {
+            buf.clear();
+            for k in 0..p.batch {
+                let i = ((call as usize).wrapping_mul(p.writers) + w) * p.batch + k;
+                encode_record(&mut buf, i as u64 + 1, payload.get(i), false);
+            }
+            let at = end.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            file.write_all_at(&buf, at)
+                .map_err(io_err("write", &path))?;
+            file.sync_data().map_err(io_err("fdatasync", &path))?;
+            Ok(())
+        })
+    })?;
+    Ok(side_from(secs, outs, p.batch, end.into_inner()))
 }
 
 /// The page-cache ceiling for a non-durable writer: the same number of records,

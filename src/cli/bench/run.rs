@@ -223,6 +223,10 @@ pub struct WorkloadResult {
     /// with one `write()` per MiB, no locks and no rotation: the most a single-threaded
     /// writer could get from this page cache.
     pub ceiling: Option<Measure>,
+    /// For durable appends: the baseline's records written into a file pre-filled
+    /// with fsynced zeros (positioned writes, one fdatasync per commit, no change of
+    /// size or extents): the most a durable writer can get from this disk.
+    pub prezeroed: Option<Measure>,
 }
 
 /// The machine and file system a run measured.

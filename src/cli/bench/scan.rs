@@ -160,6 +160,7 @@ impl Bench<'_, '_> {
             baseline_what: "read() 1 MiB at a time".into(),
             baseline: Some(base),
             ceiling: None,
+            prezeroed: None,
         })
     }
 
@@ -193,6 +194,7 @@ impl Bench<'_, '_> {
             ratio: None,
             round_ratios: Vec::new(),
             ceiling: None,
+            prezeroed: None,
         };
         let end = self.done + 2 * self.rounds as u64;
         let Some(exe) = self.cfg.exe.clone() else {
@@ -245,6 +247,7 @@ impl Bench<'_, '_> {
             baseline_what: "read() 1 MiB at a time".into(),
             baseline: Some(base),
             ceiling: None,
+            prezeroed: None,
         })
     }
 }
