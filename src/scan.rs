@@ -674,6 +674,45 @@ impl Scanner {
         }
     }
 
+    /// The newest segment was cut while being read: a writer trimming the unwritten
+    /// zeros it had preallocated (at rotation or close). When nothing already read
+    /// was cut, the scan reads on from the first unread byte to the new end, on this
+    /// thread. Returns whether it did; anything else stays the error it was.
+    fn recover_shrink(&mut self, err: &Error) -> Result<bool> {
+        let shrank = matches!(err, Error::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::UnexpectedEof);
+        if !shrank || self.cur.is_none() || !self.is_last_segment() {
+            return Ok(false);
+        }
+        let name = &self.segments[self.idx].name;
+        let path = self.storage.root().join(name);
+        let now = match self.storage.size(name) {
+            Ok(n) => n,
+            Err(_) => return Ok(false),
+        };
+        let r = self.cur.as_mut().expect("checked above");
+        if now < r.offset {
+            return Ok(false);
+        }
+        let mut f = self
+            .storage
+            .open_read(name)
+            .map_err(|e| Error::io("open", &path, e))?;
+        f.seek_to(r.offset)
+            .map_err(|e| Error::io("seek", &path, e))?;
+        if let Source::Ahead(ahead) = &mut r.source {
+            self.pool = ahead.stop();
+        }
+        r.source = Source::Direct(f);
+        r.start = 0;
+        r.end = 0;
+        r.size = now;
+        if let Some(s) = self.cur_summary.as_mut() {
+            s.size = now;
+        }
+        Ok(true)
+    }
+
     /// The newest segment may have grown since it was opened (a writer finishing
     /// the record the scan found incomplete): looks again at its size, and reads on
     /// when it is larger. Returns whether it grew.
@@ -1121,7 +1160,11 @@ impl Scanner {
     /// mode, when nothing more is there yet: call [`Scanner::poll`] and try again).
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Event<'_>>> {
-        match self.step()? {
+        let step = match self.step() {
+            Err(e) if self.recover_shrink(&e)? => self.step()?,
+            r => r?,
+        };
+        match step {
             Step::Record(r) => Ok(Some(Event::Record(ScannedRecord {
                 lsn: r.lsn,
                 data: &self.buf[r.data_start..r.data_end],
