@@ -155,7 +155,15 @@ fn write_text(
         (Some(a), Some(b)) if a.id != b.id => writeln!(
             out,
             "segments     {} ({} .. {}){}",
-            report.segments.len(),
+            // Files there: a missing run of ids has a row of its own in the report.
+            report
+                .segments
+                .iter()
+                .filter(|s| !matches!(
+                    s.problem.as_ref().map(|p| &p.kind),
+                    Some(ProblemKind::MissingSegment { .. })
+                ))
+                .count(),
             a.name,
             b.name,
             missing_or_unreadable(report)
