@@ -20,7 +20,7 @@ use crate::codec::{decode_body, plausible_start, LEN_PREFIX, TAG_LSN};
 use crate::error::{Error, Problem, Result, Severity};
 use crate::scan::{Event, ScanOptions, ScannedRecord, Scanner};
 use crate::segment::{parse_segment_name, SegmentFile};
-use crate::storage::{read_up_to, DirEntry, EntryKind, LockAttempt, ReadFile, Storage, WriteFile};
+use crate::storage::{read_up_to, DirEntry, EntryKind, ReadFile, Storage};
 
 /// Bytes [`resync`] reads at a time while it looks for a record start, at most.
 const WINDOW: usize = 1 << 20;
@@ -663,30 +663,7 @@ impl Storage for LogView {
             size
         })
     }
-    fn open_append(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
-        Err(read_only())
-    }
-    fn create(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
-        Err(read_only())
-    }
-    fn truncate(&self, _: &str, _: u64) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn remove_file(&self, _: &str) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn create_dir(&self, _: &str) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn rename(&self, _: &str, _: &str) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn sync_dir(&self, _: &str) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn try_lock(&self) -> io::Result<LockAttempt> {
-        Err(read_only())
-    }
+    crate::storage::refuse_writes!(read_only());
 }
 
 #[cfg(test)]

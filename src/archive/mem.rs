@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::scan::{scan_log, Event, ScanOptions, Scanner, SegmentSummary};
 use crate::segment::segment_name;
-use crate::storage::{DirEntry, EntryKind, LockAttempt, ReadFile, Storage, WriteFile};
+use crate::storage::{DirEntry, EntryKind, ReadFile, Storage};
 
 /// One segment's bytes, seen as a log of that single segment.
 #[derive(Debug)]
@@ -94,38 +94,6 @@ pub(crate) fn read_only() -> io::Error {
     )
 }
 
-/// The write half of [`Storage`] for the archive's read-only views: every call is
-/// refused with [`read_only`].
-macro_rules! refuse_writes {
-    () => {
-        fn open_append(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
-            Err(read_only())
-        }
-        fn create(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
-            Err(read_only())
-        }
-        fn truncate(&self, _: &str, _: u64) -> io::Result<()> {
-            Err(read_only())
-        }
-        fn remove_file(&self, _: &str) -> io::Result<()> {
-            Err(read_only())
-        }
-        fn create_dir(&self, _: &str) -> io::Result<()> {
-            Err(read_only())
-        }
-        fn rename(&self, _: &str, _: &str) -> io::Result<()> {
-            Err(read_only())
-        }
-        fn sync_dir(&self, _: &str) -> io::Result<()> {
-            Err(read_only())
-        }
-        fn try_lock(&self) -> io::Result<LockAttempt> {
-            Err(read_only())
-        }
-    };
-}
-pub(crate) use refuse_writes;
-
 impl Storage for OneSegment {
     fn root(&self) -> &Path {
         &self.root
@@ -155,5 +123,5 @@ impl Storage for OneSegment {
         }
         Ok(self.bytes.len() as u64)
     }
-    refuse_writes!();
+    crate::storage::refuse_writes!(read_only());
 }

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::ArchiveError;
-use super::mem::{read_only, refuse_writes};
+use super::mem::read_only;
 use super::store::Archive;
-use crate::storage::{DirEntry, EntryKind, LockAttempt, ReadFile, Storage, WriteFile};
+use crate::storage::{DirEntry, EntryKind, ReadFile, Storage};
 
 /// Bytes fetched by one ranged GET.
 const RANGE: u64 = 8 << 20;
@@ -122,5 +122,5 @@ impl Storage for ArchiveStorage {
             None => Err(io::Error::from(io::ErrorKind::NotFound)),
         }
     }
-    refuse_writes!();
+    crate::storage::refuse_writes!(read_only());
 }

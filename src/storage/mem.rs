@@ -4,7 +4,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{DirEntry, EntryKind, LockAttempt, ReadFile, Storage, WriteFile};
+use super::{DirEntry, EntryKind, ReadFile, Storage};
 
 /// A read-only, in-memory [`Storage`] for tests: a log built from byte vectors is
 /// scanned, read and verified with no disk I/O (walctl's damage and fuzz tests run
@@ -97,8 +97,8 @@ impl ReadFile for MemRead {
     }
 }
 
-fn read_only<T>() -> io::Result<T> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "read-only"))
+fn read_only() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "read-only")
 }
 
 impl Storage for MemStorage {
@@ -132,28 +132,5 @@ impl Storage for MemStorage {
     fn size(&self, name: &str) -> io::Result<u64> {
         Ok(self.find(name)?.len() as u64)
     }
-    fn open_append(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
-        read_only()
-    }
-    fn create(&self, _: &str) -> io::Result<Box<dyn WriteFile>> {
-        read_only()
-    }
-    fn truncate(&self, _: &str, _: u64) -> io::Result<()> {
-        read_only()
-    }
-    fn remove_file(&self, _: &str) -> io::Result<()> {
-        read_only()
-    }
-    fn create_dir(&self, _: &str) -> io::Result<()> {
-        read_only()
-    }
-    fn rename(&self, _: &str, _: &str) -> io::Result<()> {
-        read_only()
-    }
-    fn sync_dir(&self, _: &str) -> io::Result<()> {
-        Ok(())
-    }
-    fn try_lock(&self) -> io::Result<LockAttempt> {
-        read_only()
-    }
+    crate::storage::refuse_writes!(read_only());
 }

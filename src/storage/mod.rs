@@ -1,6 +1,39 @@
 //! The small storage trait every byte of walctl goes through, and its file-backed
 //! implementation. Tests put a fault-injecting implementation behind the same trait.
 
+/// The write half of [`Storage`] for a read-only view (the in-memory storage, an
+/// archive read in place, a salvage's view of a log): every write is refused with
+/// the `io::Error` that `$err` builds. One place, so the views cannot drift apart.
+macro_rules! refuse_writes {
+    ($err:expr) => {
+        fn open_append(&self, _: &str) -> std::io::Result<Box<dyn $crate::storage::WriteFile>> {
+            Err($err)
+        }
+        fn create(&self, _: &str) -> std::io::Result<Box<dyn $crate::storage::WriteFile>> {
+            Err($err)
+        }
+        fn truncate(&self, _: &str, _: u64) -> std::io::Result<()> {
+            Err($err)
+        }
+        fn remove_file(&self, _: &str) -> std::io::Result<()> {
+            Err($err)
+        }
+        fn create_dir(&self, _: &str) -> std::io::Result<()> {
+            Err($err)
+        }
+        fn rename(&self, _: &str, _: &str) -> std::io::Result<()> {
+            Err($err)
+        }
+        fn sync_dir(&self, _: &str) -> std::io::Result<()> {
+            Err($err)
+        }
+        fn try_lock(&self) -> std::io::Result<$crate::storage::LockAttempt> {
+            Err($err)
+        }
+    };
+}
+pub(crate) use refuse_writes;
+
 mod mem;
 pub use mem::MemStorage;
 
