@@ -375,7 +375,7 @@ fn usage_errors_exit_2_and_touch_nothing() {
     for args in [
         &["--sync", "interval", "--sync-interval-ms", "0"][..],
         &["--max-segment-size", "0"][..],
-        &["--max-segment-size", "4MB"][..],
+        &["--max-segment-size", "4TB"][..],
         &["--sync-interval-ms", "50"][..],
         &["--sync", "sometimes"][..],
         &["--encoding", "rot13"][..],

@@ -315,3 +315,34 @@ fn torn_record_in_preallocated_space_saves_only_its_bytes() {
     wal.close().unwrap();
     assert_eq!(records(copy.path()).len(), 11);
 }
+
+/// `--preallocate auto` (the CLI default): a stream of entries on standard input is
+/// written into preallocated space (the live newest segment is its full size while
+/// the command runs), and the segment is cut to its records when input ends.
+#[test]
+fn append_auto_preallocates_a_stream_on_stdin() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempdir();
+    let mut child = Command::cargo_bin("walctl")
+        .unwrap()
+        .args(["append", "--max-segment-size", "1MiB", "--dir"])
+        .arg(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "first").unwrap();
+    stdin.flush().unwrap();
+    let mut lsn = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut lsn)
+        .unwrap();
+    assert_eq!(lsn.trim(), "1");
+    let seg = dir.path().join("segment-0");
+    assert_eq!(fs::metadata(&seg).unwrap().len(), 1 << 20, "preallocated");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(records(dir.path()).len(), 1);
+    assert!(fs::metadata(&seg).unwrap().len() < 100, "cut at the end");
+}

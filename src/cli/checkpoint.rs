@@ -76,7 +76,7 @@ struct Written {
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
-    let opts = args.writer.options();
+    let opts = args.writer.options(super::append::Workload::OneShot);
     // The snapshot is read in full before the log is touched: bad input changes nothing.
     let snapshot = if let Some(data) = &args.data {
         decode_arg(args.encoding, data, 1)?

@@ -50,9 +50,9 @@ pub struct Args {
     #[arg(long)]
     json: bool,
 
-    /// The writer's segment size, to show how full each segment is. Suffixes K, M,
-    /// G (or KiB, MiB, GiB) multiply by 1024. Default: the library's default.
-    #[arg(long, value_name = "BYTES", value_parser = super::append::parse_size)]
+    /// The writer's segment size, to show how full each segment is. Sizes as for
+    /// append --max-segment-size. Default: the library's default.
+    #[arg(long, value_name = "BYTES", value_parser = super::args::parse_positive_size)]
     max_segment_size: Option<u64>,
 
     /// No progress bar.

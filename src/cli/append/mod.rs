@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 use walctl::writer::WalOptions;
 
-use super::args::SyncMode;
+use super::args::{parse_positive_size, SyncMode};
 use super::{output, DirArg, Exit, QuarantineArg};
 
 mod batch;
@@ -125,8 +125,8 @@ pub enum Encoding {
 pub struct WriterArgs {
     /// Start a new segment before a write once the current one holds at least this
     /// many bytes (a segment may exceed it by one record, as in the reference).
-    /// Suffixes K, M, G (or KiB, MiB, GiB) multiply by 1024.
-    #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_size)]
+    /// Sizes: K, M, G, KiB, MiB, GiB multiply by 1024; KB, MB, GB by 1000.
+    #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_positive_size)]
     max_segment_size: u64,
 
     /// Delete the oldest segments beyond N (0, the default: delete nothing). Only
@@ -148,28 +148,43 @@ pub struct WriterArgs {
     /// flushes data only (faster commits). While the command runs, the newest
     /// segment ends in zeros the Go library cannot read past; every segment is cut
     /// to its last record when it is left. "off" keeps every segment exactly as long
-    /// as its records at every moment.
-    #[arg(long, value_enum, value_name = "ON|OFF", default_value_t = OnOff::On)]
-    preallocate: OnOff,
+    /// as its records at every moment. "auto" (the default) is "on" while entries
+    /// stream in on standard input and "off" for entries given as arguments or
+    /// --file and for checkpoint: a one-shot write would spend more time writing
+    /// the zeros (4 MiB at open) than it saves.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = Preallocate::Auto)]
+    preallocate: Preallocate,
 
     /// Where a torn tail cut at open is saved (see truncate-corrupt).
     #[command(flatten)]
     pub quarantine: QuarantineArg,
 }
 
-/// A switch given as `on` or `off`.
+/// Whether segments are preallocated (`--preallocate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OnOff {
-    /// Enabled.
+pub enum Preallocate {
+    /// On for a stream of entries (standard input), off for a one-shot write.
+    Auto,
+    /// Always.
     On,
-    /// Disabled.
+    /// Never.
     Off,
 }
 
+/// How many entries a command writes, as far as preallocation is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// A known, finite set given up front (DATA arguments, --file, a checkpoint).
+    OneShot,
+    /// Entries streamed in for as long as the input lasts.
+    Stream,
+}
+
 impl WriterArgs {
-    /// The library options. An interval given without `--sync interval` is a usage
-    /// error (exit 2), reported before anything is opened.
-    pub fn options(&self) -> WalOptions {
+    /// The library options for a command writing `workload`. An interval given
+    /// without `--sync interval` is a usage error (exit 2), reported before anything
+    /// is opened.
+    pub fn options(&self, workload: Workload) -> WalOptions {
         if self.sync_interval_ms.is_some() && self.sync != SyncMode::Interval {
             clap::Error::raw(
                 clap::error::ErrorKind::ArgumentConflict,
@@ -184,42 +199,12 @@ impl WriterArgs {
             .max_segment_size(self.max_segment_size)
             .max_segments(self.max_segments)
             .sync(sync)
-            .preallocate(self.preallocate == OnOff::On)
+            .preallocate(match self.preallocate {
+                Preallocate::On => true,
+                Preallocate::Off => false,
+                Preallocate::Auto => workload == Workload::Stream,
+            })
     }
-}
-
-/// Parses a byte count: digits with an optional binary suffix (K, M, G, KiB, MiB, GiB,
-/// B). Zero is refused.
-pub(super) fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    if digits.is_empty() {
-        return Err(format!(
-            "{s:?} is not a byte count (e.g. 4194304, 512K, 4MiB)"
-        ));
-    }
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "unknown unit {unit:?} (use K, M, G, KiB, MiB or GiB)"
-            ))
-        }
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{digits:?} is too large"))?;
-    let v = n
-        .checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))?;
-    if v == 0 {
-        return Err("must be at least 1 byte".into());
-    }
-    Ok(v)
 }
 
 #[derive(Serialize)]
@@ -230,7 +215,11 @@ struct Summary {
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
-    let opts = args.writer.options();
+    let workload = match args.data.is_empty() && args.file.is_empty() {
+        true => Workload::Stream,
+        false => Workload::OneShot,
+    };
+    let opts = args.writer.options(workload);
     // Arguments and files are read and decoded before the log is touched: bad input
     // changes nothing.
     let prepared = if !args.data.is_empty() {
@@ -309,16 +298,24 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        writer: WriterArgs,
+    }
+
+    fn preallocates(args: &[&str], workload: Workload) -> bool {
+        let cli = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap();
+        cli.writer.options(workload).preallocate
+    }
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
-        assert_eq!(parse_size("512k"), Ok(512 << 10));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_size("100"), Ok(100));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("4MB").is_err());
-        assert!(parse_size("x").is_err());
-        assert!(parse_size("99999999999999999999G").is_err());
+    fn preallocate_auto_follows_the_workload() {
+        assert!(preallocates(&[], Workload::Stream));
+        assert!(!preallocates(&[], Workload::OneShot));
+        assert!(preallocates(&["--preallocate", "on"], Workload::OneShot));
+        assert!(!preallocates(&["--preallocate", "off"], Workload::Stream));
     }
 }

@@ -10,7 +10,7 @@ use comfy_table::{presets, CellAlignment, Table};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use walctl::codec::MAX_DATA_LEN;
 
-use super::args::SyncMode;
+use super::args::{parse_size, SyncMode};
 use super::{output, Exit};
 use run::{Config, Measure, Report, Stop, Workload};
 
@@ -118,35 +118,6 @@ pub struct Args {
     /// Print the results as one JSON document instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-/// Parses `4096`, `64KiB`, `4MiB`, `1GiB`, `10MB`, `4k`, `1g` (K/M/G alone are binary).
-fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '_')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .replace('_', "")
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (e.g. 4096, 64KiB, 256MiB, 1GiB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        other => {
-            return Err(format!(
-                "unknown size unit `{other}` (use B, KiB, MiB, GiB)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
