@@ -697,8 +697,7 @@ pub fn restore_at(storage: &dyn Storage, q: Location<'_>, id: &str) -> Result<Ve
             id,
             format!(
                 "the newer entry {newer} {why} and is not restored: it holds what was written \
-                 after this cut. Restore {newer} first (`walctl truncate-corrupt --restore \
-                 {newer}`). Nothing was changed"
+                 after this cut. Restore {newer} first. Nothing was changed"
             ),
         ));
     }

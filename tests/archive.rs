@@ -597,7 +597,11 @@ fn restore_to_lsn_cuts_right_after_it_and_refuses_what_it_cannot_do() {
     // Beyond the archive: refused.
     let far = RestoreOptions::default().to_lsn(Some(10_000)).parallel(2);
     let err = archive::restore(&archive, &tmp.path().join("far"), &far, |_| {}).unwrap_err();
-    assert!(err.to_string().contains("--to-lsn 10000"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("LSN 10000, the point to restore to"),
+        "{err}"
+    );
     // A corrupted object: nothing restored, no partial directory left behind.
     let mut bad = get_obj(&*store, "segment-3").unwrap();
     bad[10] ^= 1;

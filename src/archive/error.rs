@@ -86,8 +86,13 @@ pub enum ArchiveError {
         dir: PathBuf,
     },
     /// The archive does not hold what the operation needs.
-    #[error("{0}")]
-    Incomplete(String),
+    #[error("{message}")]
+    Incomplete {
+        /// What is missing or wrong.
+        message: String,
+        /// The archive operation that would show or fix it, if any.
+        remedy: Option<Remedy>,
+    },
     /// The manifest cannot be read or used.
     #[error("manifest {object}: {reason}")]
     Manifest {
@@ -112,7 +117,33 @@ pub enum ArchiveError {
     Log(#[from] crate::Error),
 }
 
+/// The archive operation that shows or fixes what an [`ArchiveError`] reports: the
+/// library names it, a front end says how to run it (the CLI: `walctl archive ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Remedy {
+    /// Rebuild the manifest from the segment objects ([`crate::archive::Manifest::rebuild`]).
+    Rebuild,
+    /// Compare the archive with its manifest ([`crate::archive::verify`]).
+    Verify,
+    /// Compare every object's bytes with the manifest (`verify` with `deep`).
+    VerifyDeep,
+}
+
 impl ArchiveError {
+    pub(crate) fn incomplete(message: String, remedy: Option<Remedy>) -> Self {
+        ArchiveError::Incomplete { message, remedy }
+    }
+
+    /// What would show or fix this error, when an archive operation can.
+    pub fn remedy(&self) -> Option<Remedy> {
+        match self {
+            ArchiveError::Incomplete { remedy, .. } => *remedy,
+            ArchiveError::Manifest { .. } => Some(Remedy::Rebuild),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         ArchiveError::Io {
             op,

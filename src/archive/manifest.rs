@@ -130,33 +130,25 @@ impl Manifest {
             object: archive.object_url(MANIFEST_OBJECT),
             reason,
         };
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-            bad(format!(
-                "cannot be read ({e}); rebuild it with `walctl archive rebuild`"
-            ))
-        })?;
+        let m: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("cannot be read ({e})")))?;
         if m.version != 1 {
             return Err(bad(format!("unknown version {}", m.version)));
         }
         if !m.checksum_ok() {
-            return Err(bad(
-                "its checksum does not match its entries; rebuild it with `walctl archive rebuild`"
-                    .into(),
-            ));
+            return Err(bad("its checksum does not match its entries".into()));
         }
         // Names become file names at restore: only `segment-<id>` itself.
         if let Some(e) = m.segments.iter().find(|e| e.name != segment_name(e.id)) {
             return Err(bad(format!(
-                "entry {} is named {:?}, not {}; rebuild it with `walctl archive rebuild`",
+                "entry {} is named {:?}, not {}",
                 e.id,
                 e.name,
                 segment_name(e.id)
             )));
         }
         if m.segments.windows(2).any(|w| w[0].id >= w[1].id) {
-            return Err(bad(
-                "its segments are not in id order; rebuild it with `walctl archive rebuild`".into(),
-            ));
+            return Err(bad("its segments are not in id order".into()));
         }
         Ok(Some(m))
     }

@@ -104,7 +104,7 @@ pub fn retention_hold(storage: &dyn Storage, id: u64) -> Option<String> {
         Ok(None) => None,
         Ok(Some(m)) => m.missing_from(id).map(|url| {
             format!(
-                "kept {}: the archive {url} does not hold it yet (run `walctl archive push`)",
+                "kept {}: the archive {url} does not hold it yet",
                 crate::segment::segment_name(id)
             )
         }),

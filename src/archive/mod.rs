@@ -34,7 +34,7 @@ mod verify;
 mod view;
 
 #[cfg(feature = "s3")]
-pub use error::ArchiveError;
+pub use error::{ArchiveError, Remedy};
 #[cfg(feature = "s3")]
 pub use push::{push, PushEvent, PushSummary};
 #[cfg(feature = "s3")]

@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::error::ArchiveError;
+use super::error::{ArchiveError, Remedy};
 use super::manifest::{short_sha, Entry, Manifest};
 use super::mem::OneSegment;
 use super::store::Archive;
@@ -85,11 +85,10 @@ pub fn restore(
         ));
     }
     let manifest = Manifest::load(archive)?.ok_or_else(|| {
-        ArchiveError::Incomplete(format!(
-            "nothing to restore: {} has no manifest (if it holds segments, rebuild it with \
-             `walctl archive rebuild`)",
-            archive.url()
-        ))
+        ArchiveError::incomplete(
+            format!("nothing to restore: {} has no manifest", archive.url()),
+            Some(Remedy::Rebuild),
+        )
     })?;
     let chosen = choose(archive, &manifest, opts.to_lsn)?;
     let listed = archive.list()?;
@@ -97,11 +96,14 @@ pub fn restore(
         .iter()
         .find(|e| !listed.iter().any(|o| o.name == e.name))
     {
-        return Err(ArchiveError::Incomplete(format!(
-            "{} is missing from {}: nothing was restored (see `walctl archive verify`)",
-            e.name,
-            archive.url()
-        )));
+        return Err(ArchiveError::incomplete(
+            format!(
+                "{} is missing from {}: nothing was restored",
+                e.name,
+                archive.url()
+            ),
+            Some(Remedy::Verify),
+        ));
     }
 
     let partial = partial_path(target)?;
@@ -129,10 +131,10 @@ pub fn restore(
 fn choose(archive: &Archive, manifest: &Manifest, to_lsn: Option<u64>) -> Result<Vec<Entry>> {
     let entries = &manifest.segments;
     if entries.is_empty() {
-        return Err(ArchiveError::Incomplete(format!(
-            "nothing to restore: {} holds no segment",
-            archive.url()
-        )));
+        return Err(ArchiveError::incomplete(
+            format!("nothing to restore: {} holds no segment", archive.url()),
+            None,
+        ));
     }
     for w in entries.windows(2) {
         let (a, b) = (&w[0], &w[1]);
@@ -141,13 +143,16 @@ fn choose(archive: &Archive, manifest: &Manifest, to_lsn: Option<u64>) -> Result
             _ => true,
         };
         if a.id.checked_add(1) != Some(b.id) || !lsn_ok {
-            return Err(ArchiveError::Incomplete(format!(
-                "{} is not contiguous between {} and {}: nothing was restored (see `walctl \
+            return Err(ArchiveError::incomplete(
+                format!(
+                    "{} is not contiguous between {} and {}: nothing was restored (see `walctl \
                  archive verify`)",
-                archive.url(),
-                a.name,
-                b.name
-            )));
+                    archive.url(),
+                    a.name,
+                    b.name
+                ),
+                None,
+            ));
         }
     }
     let Some(lsn) = to_lsn else {
@@ -158,14 +163,18 @@ fn choose(archive: &Archive, manifest: &Manifest, to_lsn: Option<u64>) -> Result
     match (first, last) {
         (Some(f), Some(l)) if f <= lsn && lsn <= l => {}
         _ => {
-            return Err(ArchiveError::Incomplete(format!(
-                "--to-lsn {lsn} is not in {} (it holds LSN {}); nothing was restored",
-                archive.url(),
-                match (first, last) {
-                    (Some(f), Some(l)) => format!("{f}..={l}"),
-                    _ => "none".into(),
-                }
-            )))
+            let held = match (first, last) {
+                (Some(f), Some(l)) => format!("{f}..={l}"),
+                _ => "none".into(),
+            };
+            return Err(ArchiveError::incomplete(
+                format!(
+                    "LSN {lsn}, the point to restore to, is not in {} (it holds LSN {held}); \
+                     nothing was restored",
+                    archive.url(),
+                ),
+                None,
+            ));
         }
     }
     Ok(entries
@@ -197,13 +206,16 @@ fn download(
         i += 1;
         let sha = sha256_hex(&bytes);
         if sha != e.sha256 || bytes.len() as u64 != e.size {
-            return Err(ArchiveError::Incomplete(format!(
-                "{} does not match the manifest (sha256 {}, recorded {}): nothing was restored; \
-                 run `walctl archive verify --deep`",
-                archive.object_url(name),
-                short_sha(&sha),
-                short_sha(&e.sha256)
-            )));
+            return Err(ArchiveError::incomplete(
+                format!(
+                    "{} does not match the manifest (sha256 {}, recorded {}): nothing was \
+                     restored",
+                    archive.object_url(name),
+                    short_sha(&sha),
+                    short_sha(&e.sha256)
+                ),
+                Some(Remedy::VerifyDeep),
+            ));
         }
         summary.last_lsn = e.last_lsn;
         if let Some(lsn) = opts.to_lsn.filter(|_| i == chosen.len()) {
@@ -212,10 +224,13 @@ fn download(
                 let end = OneSegment::new(archive.url(), e.id, shared.clone())
                     .end_of(lsn)?
                     .ok_or_else(|| {
-                        ArchiveError::Incomplete(format!(
-                            "LSN {lsn} is not an intact record of {}",
-                            archive.object_url(name)
-                        ))
+                        ArchiveError::incomplete(
+                            format!(
+                                "LSN {lsn} is not an intact record of {}",
+                                archive.object_url(name)
+                            ),
+                            None,
+                        )
                     })?;
                 bytes = Arc::try_unwrap(shared).unwrap_or_else(|b| (*b).clone());
                 bytes.truncate(end as usize);

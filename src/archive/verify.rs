@@ -98,16 +98,19 @@ pub fn verify(archive: &Archive, deep: bool) -> Result<VerifyReport> {
         Ok(None) => {
             if listed.is_empty() {
                 // Most likely a mistyped URL: nothing there is not "clean".
-                return Err(ArchiveError::Incomplete(format!(
-                    "nothing to verify: {} holds no manifest and no segment",
-                    archive.url()
-                )));
+                return Err(ArchiveError::incomplete(
+                    format!(
+                        "nothing to verify: {} holds no manifest and no segment",
+                        archive.url()
+                    ),
+                    None,
+                ));
             }
             report.problems.push(problem(
                 ProblemKind::ManifestMissing,
                 MANIFEST_OBJECT,
                 format!(
-                    "{} segment objects but no manifest; rebuild it with `walctl archive rebuild`",
+                    "{} segment objects but no manifest; it can be rebuilt from them",
                     listed.len()
                 ),
             ));

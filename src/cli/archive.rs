@@ -558,6 +558,18 @@ fn verify(args: VerifyArgs) -> anyhow::Result<Exit> {
         )?;
     }
     out.flush()?;
+    let manifest_bad = report.problems.iter().any(|p| {
+        matches!(
+            p.kind,
+            archive::ProblemKind::ManifestMissing | archive::ProblemKind::ManifestInvalid
+        )
+    });
+    if manifest_bad {
+        output::note(format!(
+            "`walctl archive rebuild --from {}` rebuilds the manifest from the segment objects",
+            args.from
+        ));
+    }
     Ok(exit)
 }
 

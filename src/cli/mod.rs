@@ -207,6 +207,23 @@ fn what_next(e: &anyhow::Error) -> Option<String> {
                 .into(),
         );
     }
+    #[cfg(feature = "s3")]
+    if let Some(r) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<walctl::archive::ArchiveError>())
+        .and_then(|a| a.remedy())
+    {
+        use walctl::archive::Remedy;
+        return Some(
+            match r {
+                Remedy::Rebuild => "`walctl archive rebuild --from URL` rebuilds the manifest from the segment objects",
+                Remedy::Verify => "`walctl archive verify --from URL` lists what the archive lacks",
+                Remedy::VerifyDeep => "`walctl archive verify --deep --from URL` checks every object's bytes",
+                _ => return None,
+            }
+            .into(),
+        );
+    }
     let (quarantine, source) = e.chain().find_map(|c| match c.downcast_ref::<Error>() {
         Some(Error::SaveFailed {
             quarantine, source, ..
