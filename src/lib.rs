@@ -36,6 +36,7 @@
 
 pub mod archive;
 pub mod codec;
+pub mod digest;
 pub mod error;
 pub mod follow;
 pub mod prealloc;

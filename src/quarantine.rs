@@ -30,6 +30,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::digest::hex;
+pub use crate::digest::sha256_hex;
+
 use crate::error::{Error, Result};
 use crate::segment::{list_segments, parse_segment_name};
 use crate::storage::{EntryKind, Storage};
@@ -461,20 +464,6 @@ pub fn lsn_floor_at(q: Location<'_>) -> Result<Option<u64>> {
 /// Path (relative to the log directory) of a saved piece, for readers of the entry.
 pub fn saved_path(id: &str, item: &ManifestItem) -> String {
     entry_path(id, &item.saved_as)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-/// sha256 of a byte slice, hex: the digest the manifests record.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
 }
 
 const COPY_CHUNK: usize = 1 << 20;

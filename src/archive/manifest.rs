@@ -8,7 +8,7 @@ use super::error::ArchiveError;
 use super::mem::OneSegment;
 use super::store::Archive;
 use super::Result;
-use crate::quarantine::sha256_hex;
+use crate::digest::sha256_hex;
 use crate::scan::SegmentSummary;
 use crate::segment::{parse_segment_name, segment_name};
 use std::sync::Arc;
@@ -81,12 +81,6 @@ impl Default for Manifest {
             checksum: checksum(&[]),
         }
     }
-}
-
-/// The first 16 characters of a sha256 for messages (whatever a manifest from the
-/// store holds: never a slice that could split a character).
-pub fn short_sha(sha: &str) -> String {
-    sha.chars().take(16).collect()
 }
 
 fn checksum(segments: &[Entry]) -> String {

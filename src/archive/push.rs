@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::ArchiveError;
-use super::manifest::{short_sha, Entry, Manifest};
+use super::manifest::{Entry, Manifest};
 use super::marker::Marker;
 use super::mem::OneSegment;
 use super::store::{Archive, PutOutcome, WriteMode};
 use super::Result;
+use crate::digest::{sha256_hex, short_sha};
 use crate::error::{Problem, ProblemKind, Severity};
-use crate::quarantine::sha256_hex;
 use crate::segment::{list_segments, SegmentFile};
 use crate::storage::FileStorage;
 

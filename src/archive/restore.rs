@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::{ArchiveError, Remedy};
-use super::manifest::{short_sha, Entry, Manifest};
+use super::manifest::{Entry, Manifest};
 use super::mem::OneSegment;
 use super::store::Archive;
 use super::Result;
-use crate::quarantine::sha256_hex;
+use crate::digest::{sha256_hex, short_sha};
 
 /// How to restore. Set with the builder methods:
 /// `RestoreOptions::default().to_lsn(Some(42)).parallel(8)`.

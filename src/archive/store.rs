@@ -16,9 +16,8 @@ use object_store::{
 };
 
 use super::error::ArchiveError;
-use super::manifest::short_sha;
 use super::Result;
-use crate::quarantine::sha256_hex;
+use crate::digest::{sha256_hex, short_sha};
 
 /// How to reach an S3-compatible store, beyond what the standard variables say
 /// (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,

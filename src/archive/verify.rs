@@ -9,11 +9,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::error::ArchiveError;
-use super::manifest::{short_sha, Manifest, MANIFEST_OBJECT};
+use super::manifest::{Manifest, MANIFEST_OBJECT};
 use super::mem::OneSegment;
 use super::store::{Archive, ObjectInfo};
 use super::Result;
-use crate::quarantine::sha256_hex;
+use crate::digest::{sha256_hex, short_sha};
 use crate::segment::{parse_segment_name, segment_name};
 
 /// What is wrong with an archive.

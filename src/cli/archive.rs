@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Subcommand;
 use serde::Serialize;
-use walctl::archive::manifest::{short_sha, Entry, Manifest};
+use walctl::archive::manifest::{Entry, Manifest};
 use walctl::archive::marker::Marker;
 use walctl::archive::{
     self, Archive, ArchiveError, ArchiveStorage, Connect, PushEvent, RestoreOptions, VerifyReport,
     WriteMode,
 };
+use walctl::digest::short_sha;
 use walctl::segment::list_segments;
 use walctl::storage::{FileStorage, Storage};
 

@@ -16,7 +16,7 @@ use walctl::writer::{SyncPolicy, SyncStats, Wal, WalOptions};
 use walctl::Result;
 
 use super::histogram::Histogram;
-use super::run::*;
+use super::model::*;
 
 impl Bench<'_, '_> {
     pub(super) fn append_workload(&mut self, w: Workload) -> Result<WorkloadResult> {

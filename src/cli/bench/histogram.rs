@@ -1,6 +1,21 @@
 //! The latency histogram of the append workloads.
 
-use super::run::Latency;
+use serde::Serialize;
+
+/// Latency percentiles of single calls, in nanoseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// 99.9th percentile.
+    pub p999_ns: u64,
+    /// Slowest call.
+    pub max_ns: u64,
+    /// Calls measured.
+    pub calls: u64,
+}
 
 /// A log-linear latency histogram: exact below 128 ns, then 64 buckets per power of
 /// two (under 1.6 % error), constant memory, two instructions per record.

@@ -12,10 +12,11 @@ use walctl::codec::MAX_DATA_LEN;
 
 use super::args::{parse_size, SyncMode};
 use super::{output, Exit};
-use run::{Config, Measure, Report, Stop, Workload};
+use model::{Config, Measure, Report, Stop, Workload};
 
 mod append;
 mod histogram;
+mod model;
 mod run;
 mod scan;
 
@@ -277,7 +278,7 @@ fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
     for res in &r.results {
         let (rate, mbs, p50, p99, p999, rss) = match &res.walctl {
             Some(w) => {
-                let lat = |f: fn(&run::Latency) -> u64| {
+                let lat = |f: fn(&model::Latency) -> u64| {
                     w.latency.as_ref().map_or_else(dash, |l| fmt_ns(f(l)))
                 };
                 (

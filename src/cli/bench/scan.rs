@@ -17,7 +17,7 @@ use walctl::writer::{SyncPolicy, SyncStats, Wal, WalOptions};
 use walctl::{Error, Result};
 
 use super::append::Payload;
-use super::run::*;
+use super::model::*;
 
 impl Bench<'_, '_> {
     pub(super) fn make_scan_log(&mut self) -> Result<ScanLog> {
@@ -304,26 +304,6 @@ pub(super) fn evict(path: &Path) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = path;
-}
-
-/// Writes back every dirty page of the file system holding `dir`.
-pub(super) fn syncfs(dir: &Path) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::io::AsRawFd;
-        if let Ok(f) = File::open(dir) {
-            // SAFETY: syncfs on a descriptor we own.
-            unsafe {
-                libc::syncfs(f.as_raw_fd());
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = dir;
-        // SAFETY: sync takes no arguments.
-        unsafe { libc::sync() };
-    }
 }
 
 #[derive(Debug)]
