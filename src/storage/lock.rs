@@ -23,7 +23,8 @@ pub struct DirLock(Guard);
 enum Guard {
     /// A `flock` on the directory's lock file (a [`super::FileStorage`]).
     File(File),
-    /// Whatever another [`Storage`] holds for it.
+    /// Whatever another [`Storage`] holds for it; never read, only dropped with
+    /// the lock.
     Other(#[allow(dead_code)] Box<dyn Any + Send + Sync>),
 }
 
