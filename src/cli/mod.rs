@@ -16,6 +16,7 @@ mod repair;
 mod salvage;
 mod segments;
 mod stats;
+mod sys;
 mod verify;
 
 use std::path::PathBuf;
