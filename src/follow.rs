@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::reader::Entry;
 use crate::scan::{Event, ScanOptions, Scanner};
-use crate::storage::Storage;
+use crate::storage::ReadStorage;
 
 /// How often a [`Follow`] looks for new records by default.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -62,7 +62,7 @@ pub struct Follow {
 impl Follow {
     /// Follows the log in `storage` from LSN `from` (records before it are skipped).
     /// The log may be empty, or not have its first segment yet.
-    pub fn new(storage: Arc<dyn Storage>, from: u64) -> Result<Follow> {
+    pub fn new(storage: Arc<dyn ReadStorage>, from: u64) -> Result<Follow> {
         let scanner = Scanner::new(
             storage,
             ScanOptions {

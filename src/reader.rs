@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::follow::Follow;
 use crate::scan::{scan_log, Event, ScanOptions, ScanReport, Scanner};
-use crate::storage::{FileStorage, Storage};
+use crate::storage::{FileStorage, ReadStorage};
 
 /// A record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub struct Entry {
 /// Reads a log without locking or changing anything; safe beside a running writer.
 #[derive(Debug, Clone)]
 pub struct WalReader {
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn ReadStorage>,
 }
 
 impl WalReader {
@@ -39,7 +39,7 @@ impl WalReader {
     }
 
     /// A reader over `storage`.
-    pub fn new(storage: Arc<dyn Storage>) -> Self {
+    pub fn new(storage: Arc<dyn ReadStorage>) -> Self {
         WalReader { storage }
     }
 

@@ -46,7 +46,6 @@
 //! - [`Policy::PointInTime`] keeps everything before the first problem of the log and
 //!   cuts everything from it on: the rest of that segment and every later segment.
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
@@ -57,7 +56,7 @@ use crate::quarantine::{self, Cut, Manifest, RestoredItem};
 use crate::salvage::{SalvageEvent, Salvager};
 use crate::scan::{scan_log, ScanOptions, ScanReport, SegmentSummary};
 use crate::segment::SegmentFile;
-use crate::storage::{LockAttempt, Storage};
+use crate::storage::{DirLock, Storage};
 
 /// What a repair may cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -490,20 +489,6 @@ pub struct Applied {
     pub warnings: Vec<String>,
 }
 
-fn take_lock(storage: &dyn Storage) -> Result<Box<dyn Any + Send + Sync>> {
-    match storage
-        .try_lock()
-        .map_err(|e| Error::io("lock", storage.lock_path(), e))?
-    {
-        LockAttempt::Acquired(guard) => Ok(guard),
-        LockAttempt::Held { holder } => Err(Error::Locked {
-            dir: storage.root().to_path_buf(),
-            lock: storage.lock_path(),
-            holder,
-        }),
-    }
-}
-
 /// Repairs the log under `policy`: takes the writer lock ([`Error::Locked`] while a
 /// writer has the log open), plans from the current state, saves every byte to be
 /// cut in a fsynced quarantine entry and checks the copies, then cuts (later
@@ -525,7 +510,7 @@ pub fn apply_with(
     policy: Policy,
     quarantine: Option<&dyn Storage>,
 ) -> Result<Applied> {
-    let _lock = take_lock(storage.as_ref())?;
+    let _lock = DirLock::acquire(storage.as_ref())?;
     let mut plan = plan(storage.clone(), policy)?;
     if let (Some(q), None) = (quarantine, plan.kept_last_lsn) {
         // Where earlier cuts kept elsewhere left the log counts too.
@@ -669,7 +654,7 @@ pub fn restore_with(
     id: &str,
     quarantine: Option<&dyn Storage>,
 ) -> Result<Restored> {
-    let _lock = take_lock(storage.as_ref())?;
+    let _lock = DirLock::acquire(storage.as_ref())?;
     let q = location(storage.as_ref(), quarantine);
     let items = quarantine::restore_at(storage.as_ref(), q, id)?;
     let after = scan_log(storage.clone(), ScanOptions::default(), |_| {})?;

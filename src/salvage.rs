@@ -20,7 +20,7 @@ use crate::codec::{decode_body, plausible_start, LEN_PREFIX, TAG_LSN};
 use crate::error::{Error, Problem, Result, Severity};
 use crate::scan::{Event, ScanOptions, ScannedRecord, Scanner};
 use crate::segment::{parse_segment_name, SegmentFile};
-use crate::storage::{read_up_to, DirEntry, EntryKind, ReadFile, Storage};
+use crate::storage::{read_up_to, DirEntry, EntryKind, ReadFile, ReadStorage};
 
 /// Bytes [`resync`] reads at a time while it looks for a record start, at most.
 const WINDOW: usize = 1 << 20;
@@ -216,7 +216,7 @@ pub enum SalvageEvent<'a> {
 
 /// Reads every intact record of a log in LSN order, past damage (see the module).
 pub struct Salvager {
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn ReadStorage>,
     opts: ScanOptions,
     /// The log directory as listed when the salvage started: every resumed scan
     /// reads these segments (a resync per damaged record must not list the
@@ -259,7 +259,7 @@ impl Salvager {
     /// A salvage of the whole log, from its first segment. `opts.from_lsn` and the
     /// read-ahead settings apply; the scanner always stops at each problem, which
     /// the salvager then steps over.
-    pub fn new(storage: Arc<dyn Storage>, opts: ScanOptions) -> Result<Self> {
+    pub fn new(storage: Arc<dyn ReadStorage>, opts: ScanOptions) -> Result<Self> {
         let opts = ScanOptions {
             stop_at_first_problem: true,
             follow: false,
@@ -273,7 +273,7 @@ impl Salvager {
     /// A salvage of bytes `from..end` of one segment only, delivering records with
     /// an LSN greater than `after`: what lies in a range a repair would cut.
     pub fn within(
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn ReadStorage>,
         segment: &SegmentFile,
         from: u64,
         end: u64,
@@ -289,7 +289,7 @@ impl Salvager {
     }
 
     fn idle(
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn ReadStorage>,
         opts: ScanOptions,
         after: Option<u64>,
         only: Option<(u64, u64)>,
@@ -547,7 +547,7 @@ impl Salvager {
 /// advice (a resumed scan may stop again a few records later).
 #[derive(Debug)]
 struct LogView {
-    inner: Arc<dyn Storage>,
+    inner: Arc<dyn ReadStorage>,
     listing: Arc<Vec<DirEntry>>,
     id: u64,
     name: String,
@@ -607,14 +607,7 @@ impl ReadFile for ViewFile {
     }
 }
 
-fn read_only() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::PermissionDenied,
-        "a salvage view of a log is read-only",
-    )
-}
-
-impl Storage for LogView {
+impl ReadStorage for LogView {
     fn root(&self) -> &Path {
         self.inner.root()
     }
@@ -663,7 +656,6 @@ impl Storage for LogView {
             size
         })
     }
-    crate::storage::refuse_writes!(read_only());
 }
 
 #[cfg(test)]
@@ -824,12 +816,12 @@ mod tests {
         assert!(read <= FIRST_WINDOW as u64, "read {read} bytes of {end}");
     }
 
-    fn write_log(segments: &[Vec<u8>]) -> (tempfile::TempDir, Arc<dyn Storage>) {
+    fn write_log(segments: &[Vec<u8>]) -> (tempfile::TempDir, Arc<dyn ReadStorage>) {
         let dir = tempfile::tempdir().unwrap();
         for (i, bytes) in segments.iter().enumerate() {
             std::fs::write(dir.path().join(format!("segment-{i}")), bytes).unwrap();
         }
-        let storage: Arc<dyn Storage> = Arc::new(FileStorage::open(dir.path()).unwrap());
+        let storage: Arc<dyn ReadStorage> = Arc::new(FileStorage::open(dir.path()).unwrap());
         (dir, storage)
     }
 

@@ -11,7 +11,7 @@ use crate::codec::{could_be_cut_short, decode_body, LEN_PREFIX, MAX_BODY_LEN};
 use crate::error::{Error, Problem, ProblemKind, Result, Severity};
 use crate::readahead::{Chunk, ReadAhead, HEADROOM};
 use crate::segment::{list_segments, SegmentFile};
-use crate::storage::{ReadFile, Storage};
+use crate::storage::{ReadFile, ReadStorage};
 
 /// Buffer for reading a segment: large sequential reads, one chunk (256 KiB) each.
 const READ_CHUNK: usize = crate::readahead::CHUNK;
@@ -367,7 +367,7 @@ enum Peek {
 /// }
 /// ```
 pub struct Scanner {
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn ReadStorage>,
     opts: ScanOptions,
     segments: Vec<SegmentFile>,
     idx: usize,
@@ -419,14 +419,14 @@ impl std::fmt::Debug for Scanner {
 
 impl Scanner {
     /// Lists the log's segments and prepares to read them.
-    pub fn new(storage: Arc<dyn Storage>, opts: ScanOptions) -> Result<Self> {
+    pub fn new(storage: Arc<dyn ReadStorage>, opts: ScanOptions) -> Result<Self> {
         let segments = list_segments(storage.as_ref())?;
         Self::over(storage, opts, segments, true)
     }
 
     /// A scanner over these segments; `tail`: they end the log.
     fn over(
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn ReadStorage>,
         opts: ScanOptions,
         segments: Vec<SegmentFile>,
         tail: bool,
@@ -603,7 +603,7 @@ impl Scanner {
     /// (The scanner's fields it reads are passed one by one: the caller holds the
     /// segment reader.)
     fn classify_hole(
-        storage: &dyn Storage,
+        storage: &dyn ReadStorage,
         segments: &[SegmentFile],
         (prev_lsn, prev_segment): (Option<u64>, Option<u64>),
         explained: bool,
@@ -1338,7 +1338,7 @@ impl ScanReport {
 /// `progress` is called with the bytes done after each segment and every few MiB.
 /// A large log is checked in two halves at once (see [`ScanOptions::parallel_from`]).
 pub fn scan_log(
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn ReadStorage>,
     opts: ScanOptions,
     mut progress: impl FnMut(u64),
 ) -> Result<ScanReport> {
@@ -1439,7 +1439,7 @@ fn split_point(opts: &ScanOptions, segments: &[SegmentFile]) -> Option<usize> {
 /// which decides what the problem is. With two cores each half reads for itself (a
 /// read-ahead thread per half would only take turns with it).
 fn scan_halves(
-    storage: &Arc<dyn Storage>,
+    storage: &Arc<dyn ReadStorage>,
     opts: &ScanOptions,
     segments: &[SegmentFile],
     split: usize,

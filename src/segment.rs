@@ -2,7 +2,7 @@
 //! everything else in the directory left alone.
 
 use crate::error::{Error, Result};
-use crate::storage::{EntryKind, Storage};
+use crate::storage::{EntryKind, ReadStorage};
 
 /// The file-name prefix of every segment.
 pub const SEGMENT_PREFIX: &str = "segment-";
@@ -39,7 +39,7 @@ pub struct SegmentFile {
 /// Lists the segments of a log, ordered by id. Entries that are not segment names are
 /// ignored; an entry with a segment name that is not a regular file (a directory, a
 /// symbolic link, a device) is an error, never silently skipped or followed.
-pub fn list_segments(storage: &dyn Storage) -> Result<Vec<SegmentFile>> {
+pub fn list_segments(storage: &dyn ReadStorage) -> Result<Vec<SegmentFile>> {
     let entries = storage
         .list("")
         .map_err(|e| Error::io("list", storage.root(), e))?;

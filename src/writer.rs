@@ -2,7 +2,6 @@
 //! sync policies, retention that never drops what recovery needs, the directory
 //! lock, and torn-tail repair on open.
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,7 +18,7 @@ use crate::quarantine::{self, Cut};
 use crate::reader::{Entries, WalReader};
 use crate::scan::{scan_log, ScanOptions, ScanReport};
 use crate::segment::segment_name;
-use crate::storage::{FileStorage, LockAttempt, Storage, WriteFile};
+use crate::storage::{DirLock, FileStorage, Storage, WriteFile};
 
 /// When appended records are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,7 +293,7 @@ struct Inner {
     appenders: AtomicUsize,
     /// `State::gathering`, readable without the lock.
     gathering: AtomicBool,
-    lock: Mutex<Option<Box<dyn Any + Send + Sync>>>,
+    lock: Mutex<Option<DirLock>>,
 }
 
 /// An open write-ahead log. Share it between threads with `Arc<Wal>`; every method
@@ -379,19 +378,7 @@ impl Wal {
     ) -> Result<Wal> {
         opts.validate()?;
         let root = storage.root().to_path_buf();
-        let guard = match storage
-            .try_lock()
-            .map_err(|e| Error::io("lock", storage.lock_path(), e))?
-        {
-            LockAttempt::Acquired(g) => g,
-            LockAttempt::Held { holder } => {
-                return Err(Error::Locked {
-                    dir: root,
-                    lock: storage.lock_path(),
-                    holder,
-                })
-            }
-        };
+        let guard = DirLock::acquire(storage.as_ref())?;
         let scan = scan_log(storage.clone(), ScanOptions::default(), |_| {})?;
         let q = match &quarantine {
             Some(q) => quarantine::Location::dir(q.as_ref()),

@@ -1240,7 +1240,7 @@ fn s3_throughput() {
 // Reading in place
 
 #[test]
-fn an_archive_reads_in_place_like_a_directory_and_refuses_writes() {
+fn an_archive_reads_in_place_like_a_directory() {
     let tmp = tempdir();
     let dir = tmp.path().join("wal");
     // Segments larger than one ranged GET (8 MiB), so that reads span several.
@@ -1260,7 +1260,9 @@ fn an_archive_reads_in_place_like_a_directory_and_refuses_writes() {
     wal.close().unwrap();
     let (_store, archive) = mem_archive();
     push_names(&archive, &dir).unwrap();
-    let view: Arc<dyn walctl::storage::Storage> =
+    // Only a reader's storage: there is no write half to refuse (a compile_fail
+    // example on `ArchiveStorage` checks that).
+    let view: Arc<dyn walctl::storage::ReadStorage> =
         Arc::new(archive::ArchiveStorage::new(Arc::new(archive)));
 
     let remote = walctl::scan::scan_log(view.clone(), Default::default(), |_| {}).unwrap();
@@ -1277,11 +1279,6 @@ fn an_archive_reads_in_place_like_a_directory_and_refuses_writes() {
         .collect();
     assert_eq!(&got[0][..4], &5999u32.to_le_bytes());
     assert_eq!(got.len(), 3);
-
-    let err = view.create("segment-99").err().unwrap();
-    assert!(err.to_string().contains("read-only archive"), "{err}");
-    assert!(view.remove_file("segment-0").is_err());
-    assert!(view.truncate("segment-0", 0).is_err());
 }
 
 #[test]

@@ -24,7 +24,7 @@ use walctl::error::{Error, Severity};
 use walctl::reader::WalReader;
 use walctl::scan::{scan_log, Event, ScanOptions, Scanner};
 use walctl::storage::MemStorage;
-use walctl::storage::{FileStorage, Storage};
+use walctl::storage::{FileStorage, ReadStorage};
 use walctl::writer::{SyncPolicy, Wal, WalOptions};
 
 // ---------------------------------------------------------------- helpers

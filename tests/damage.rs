@@ -46,7 +46,7 @@ use walctl::codec::{could_be_cut_short, decode_body, MAX_BODY_LEN};
 use walctl::quarantine;
 use walctl::scan::{Event, ScanOptions, Scanner};
 use walctl::storage::MemStorage;
-use walctl::storage::{FileStorage, Storage};
+use walctl::storage::{FileStorage, ReadStorage};
 use walctl::writer::{SyncPolicy, Wal, WalOptions};
 use walctl::{Problem, Severity};
 
@@ -197,7 +197,7 @@ struct Scan {
     problems: Vec<Problem>,
 }
 
-fn scan_storage(storage: Arc<dyn Storage>) -> Scan {
+fn scan_storage(storage: Arc<dyn ReadStorage>) -> Scan {
     let mut scanner = Scanner::new(storage, ScanOptions::default()).unwrap();
     let ids: Vec<u64> = scanner.segments().iter().map(|s| s.id).collect();
     let mut recs = Vec::new();

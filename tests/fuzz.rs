@@ -31,7 +31,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use walctl::codec::{decode_body, encode_record, record_crc, MAX_BODY_LEN};
 use walctl::scan::{Event, ScanOptions, Scanner};
-use walctl::storage::Storage;
+use walctl::storage::ReadStorage;
 use walctl::Severity;
 
 // ---------------------------------------------------------------------------------
@@ -376,7 +376,7 @@ fn body_strategy() -> impl Strategy<Value = Vec<u8>> {
 
 /// Scans `segs` and checks every property, the allocation bound included.
 fn check_scan(segs: &[Vec<u8>], opts: ScanOptions) -> Result<(), TestCaseError> {
-    let storage: Arc<dyn Storage> = Arc::new(MemStorage::segments(segs));
+    let storage: Arc<dyn ReadStorage> = Arc::new(MemStorage::segments(segs));
     let stop = opts.stop_at_first_problem;
     let from = opts.from_lsn;
     let (result, largest) = largest_allocation(|| {
@@ -534,7 +534,7 @@ fn the_allocation_tracker_works() {
     let ((), largest) = largest_allocation(|| {});
     assert_eq!(largest, 0);
     let segs = generated_log(1, &[10, 500, 0, 70, 3000, 5], 3, &[2]);
-    let storage: Arc<dyn Storage> = Arc::new(MemStorage::segments(&segs));
+    let storage: Arc<dyn ReadStorage> = Arc::new(MemStorage::segments(&segs));
     let (records, largest) = largest_allocation(|| {
         let mut scanner = Scanner::new(storage, ScanOptions::default()).unwrap();
         let mut n = 0;

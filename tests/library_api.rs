@@ -189,7 +189,7 @@ fn follow_waits_across_rotation_and_stops_on_timeout_or_cancel() {
 }
 
 #[test]
-fn mem_storage_serves_readers_and_refuses_writers() {
+fn mem_storage_serves_readers() {
     let mut w = EntryWriter::new(Vec::new());
     for lsn in 1..=5 {
         w.write_entry(lsn, b"x", lsn == 3).unwrap();
@@ -198,11 +198,6 @@ fn mem_storage_serves_readers_and_refuses_writers() {
     let reader = WalReader::new(storage.clone());
     assert_eq!(lsns(reader.entries_from(1).unwrap()), [1, 2, 3, 4, 5]);
     assert_eq!(lsns(reader.from_newest_checkpoint().unwrap()), [3, 4, 5]);
-    let err = Wal::open_with_storage(storage, WalOptions::default()).unwrap_err();
-    assert!(
-        std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
-            .filter_map(|e| e.downcast_ref::<std::io::Error>())
-            .any(|io| io.kind() == std::io::ErrorKind::Unsupported),
-        "{err:?}"
-    );
+    // A writer cannot open it at all: it has no write half (a compile_fail example
+    // on `MemStorage` checks that).
 }

@@ -8,7 +8,7 @@ use std::io::{self, Read};
 
 use serde::{Deserialize, Serialize};
 
-use crate::storage::Storage;
+use crate::storage::{ReadStorage, Storage};
 
 /// File name of the marker inside a log directory.
 pub const MARKER_FILE: &str = ".walctl-archive.json";
@@ -28,7 +28,7 @@ pub struct Marker {
 impl Marker {
     /// Reads the marker of the log behind `storage`; `None` when the directory was
     /// never archived.
-    pub fn load(storage: &dyn Storage) -> io::Result<Option<Marker>> {
+    pub fn load(storage: &dyn ReadStorage) -> io::Result<Option<Marker>> {
         let mut f = match storage.open_read(MARKER_FILE) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -99,7 +99,7 @@ impl Marker {
 /// it may go: the directory was never archived, or every archive holds the segment.
 /// A marker that cannot be read keeps everything: losing a segment is not a risk
 /// worth taking on a file walctl cannot understand.
-pub fn retention_hold(storage: &dyn Storage, id: u64) -> Option<String> {
+pub fn retention_hold(storage: &dyn ReadStorage, id: u64) -> Option<String> {
     match Marker::load(storage) {
         Ok(None) => None,
         Ok(Some(m)) => m.missing_from(id).map(|url| {

@@ -1,4 +1,4 @@
-//! A read-only [`Storage`] over segments held in memory, so that the one scanner
+//! A [`ReadStorage`] over segments held in memory, so that the one scanner
 //! checks exactly the bytes that are uploaded (or were downloaded), with no second
 //! read of a file that may have changed in between.
 
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::scan::{scan_log, Event, ScanOptions, Scanner, SegmentSummary};
 use crate::segment::segment_name;
-use crate::storage::{DirEntry, EntryKind, ReadFile, Storage};
+use crate::storage::{DirEntry, EntryKind, ReadFile, ReadStorage};
 
 /// One segment's bytes, seen as a log of that single segment.
 #[derive(Debug)]
@@ -87,14 +87,7 @@ impl ReadFile for Cursor {
     }
 }
 
-pub(crate) fn read_only() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::PermissionDenied,
-        "read-only archive: walctl never writes here",
-    )
-}
-
-impl Storage for OneSegment {
+impl ReadStorage for OneSegment {
     fn root(&self) -> &Path {
         &self.root
     }
@@ -123,5 +116,4 @@ impl Storage for OneSegment {
         }
         Ok(self.bytes.len() as u64)
     }
-    crate::storage::refuse_writes!(read_only());
 }

@@ -1,21 +1,27 @@
-//! Reading a log in place in an archive: a read-only [`Storage`] over an archive's
+//! Reading a log in place in an archive: a [`ReadStorage`] over an archive's
 //! prefix, so that dump, verify and segments (and every library reader) work on
 //! `s3://BUCKET/PREFIX` as on a directory. Files are read with ranged GETs of a
-//! bounded size, so memory stays bounded as for files; every write is refused.
+//! bounded size, so memory stays bounded as for files; there is no write half.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::ArchiveError;
-use super::mem::read_only;
 use super::store::Archive;
-use crate::storage::{DirEntry, EntryKind, ReadFile, Storage};
+use crate::storage::{DirEntry, EntryKind, ReadFile, ReadStorage};
 
 /// Bytes fetched by one ranged GET.
 const RANGE: u64 = 8 << 20;
 
-/// A read-only view of an archive as a log directory.
+/// A read-only view of an archive as a log directory. It has no write half, so
+/// neither a writer nor a repair can be given one:
+///
+/// ```compile_fail,E0277
+/// fn writable(view: &walctl::archive::ArchiveStorage) -> &dyn walctl::storage::Storage {
+///     view
+/// }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ArchiveStorage {
     archive: Arc<Archive>,
@@ -85,7 +91,7 @@ impl ReadFile for RangedRead {
     }
 }
 
-impl Storage for ArchiveStorage {
+impl ReadStorage for ArchiveStorage {
     fn root(&self) -> &Path {
         &self.root
     }
@@ -122,5 +128,4 @@ impl Storage for ArchiveStorage {
             None => Err(io::Error::from(io::ErrorKind::NotFound)),
         }
     }
-    crate::storage::refuse_writes!(read_only());
 }

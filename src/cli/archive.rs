@@ -18,7 +18,7 @@ use walctl::archive::{
 };
 use walctl::digest::short_sha;
 use walctl::segment::list_segments;
-use walctl::storage::{FileStorage, Storage};
+use walctl::storage::{FileStorage, ReadStorage};
 
 use super::{output, Exit};
 
@@ -242,7 +242,7 @@ struct RebuildArgs {
 }
 
 /// A read-only log view of the archive at `url`, for the read commands' `--dir`.
-pub fn open_in_place(url: &str) -> anyhow::Result<Arc<dyn Storage>> {
+pub fn open_in_place(url: &str) -> anyhow::Result<Arc<dyn ReadStorage>> {
     let archive = Archive::open(url, &Connect::default())?;
     Ok(Arc::new(ArchiveStorage::new(Arc::new(archive))))
 }

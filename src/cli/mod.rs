@@ -16,13 +16,14 @@ mod repair;
 mod salvage;
 mod segments;
 mod stats;
+mod sys;
 mod verify;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use walctl::storage::{FileStorage, Storage};
+use walctl::storage::{FileStorage, ReadStorage, Storage};
 use walctl::{Error, Severity};
 
 /// The exit-code table, printed by `--help` and copied in README.md.
@@ -74,7 +75,7 @@ pub struct DirArg {
 impl DirArg {
     /// Storage over the log directory for reading: nothing is locked or created.
     /// A missing path or one that is not a directory is "not a WAL directory".
-    pub fn open_read(&self) -> anyhow::Result<Arc<dyn Storage>> {
+    pub fn open_read(&self) -> anyhow::Result<Arc<dyn ReadStorage>> {
         #[cfg(feature = "s3")]
         if let Some(url) = self
             .dir
@@ -83,7 +84,7 @@ impl DirArg {
         {
             return archive::open_in_place(url);
         }
-        self.open_local()
+        Ok(self.open_local()?)
     }
 
     /// Storage over a local log directory that exists (what a repair works on):
@@ -111,7 +112,7 @@ impl DirArg {
     /// [`DirArg::open_read`] for a log that must exist: a directory holding no
     /// segment file is "not a WAL directory" (exit 1), so that a mistyped `--dir`
     /// never passes for a clean, empty log.
-    pub fn open_log(&self) -> anyhow::Result<Arc<dyn Storage>> {
+    pub fn open_log(&self) -> anyhow::Result<Arc<dyn ReadStorage>> {
         let storage = self.open_read()?;
         require_segments(storage.as_ref())?;
         Ok(storage)
@@ -119,7 +120,7 @@ impl DirArg {
 }
 
 /// Fails unless the directory behind `storage` holds at least one segment file.
-pub fn require_segments(storage: &dyn Storage) -> anyhow::Result<()> {
+pub fn require_segments(storage: &dyn ReadStorage) -> anyhow::Result<()> {
     if walctl::segment::list_segments(storage)?.is_empty() {
         anyhow::bail!(
             "not a WAL directory: {} holds no segment files (segment-<N>); nothing was changed",

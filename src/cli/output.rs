@@ -170,12 +170,5 @@ pub fn fit_to_terminal(table: &mut comfy_table::Table) {
 /// exited): a follower waiting for records checks it, since otherwise it would only
 /// notice at its next write, which may never come.
 pub fn stdout_closed() -> bool {
-    let mut fd = libc::pollfd {
-        fd: libc::STDOUT_FILENO,
-        events: 0,
-        revents: 0,
-    };
-    // SAFETY: poll(2) on one pollfd we own, with no timeout.
-    let n = unsafe { libc::poll(&mut fd, 1, 0) };
-    n > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
+    super::sys::stdout_hung_up()
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use walctl::salvage::{SalvageEvent, Salvager, Skip};
 use walctl::scan::ScanOptions;
 use walctl::segment::list_segments;
-use walctl::storage::Storage;
+use walctl::storage::ReadStorage;
 
 use super::dump::{Filter, Printer, Progress, Take};
 use super::{inspect, output, Exit};
@@ -42,7 +42,7 @@ struct Summary<'a> {
 
 pub fn run(
     job: Job<'_>,
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn ReadStorage>,
     mut filter: Filter,
     mut printer: Printer<io::StdoutLock<'static>>,
 ) -> anyhow::Result<Exit> {

@@ -4,11 +4,11 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{DirEntry, EntryKind, ReadFile, Storage};
+use super::{DirEntry, EntryKind, ReadFile, ReadStorage};
 
-/// A read-only, in-memory [`Storage`] for tests: a log built from byte vectors is
-/// scanned, read and verified with no disk I/O (walctl's damage and fuzz tests run
-/// thousands of scans over it). Every write fails with `ErrorKind::Unsupported`, so a
+/// A read-only, in-memory [`ReadStorage`] for tests: a log built from byte vectors
+/// is scanned, read and verified with no disk I/O (walctl's damage and fuzz tests
+/// run thousands of scans over it). It has no write half ([`super::Storage`]), so a
 /// [`crate::Wal`] cannot open it; [`crate::WalReader::new`] and
 /// [`crate::scan::Scanner`] can.
 ///
@@ -24,6 +24,17 @@ use super::{DirEntry, EntryKind, ReadFile, Storage};
 /// let lsns: Vec<u64> = reader.entries_from(1)?.map(|e| e.map(|e| e.lsn)).collect::<Result<_, _>>()?;
 /// assert_eq!(lsns, [1, 2]);
 /// # Ok::<(), walctl::Error>(())
+/// ```
+///
+/// A writer is refused when the program is compiled, not when it runs:
+///
+/// ```compile_fail,E0277
+/// use std::sync::Arc;
+/// use walctl::storage::MemStorage;
+/// use walctl::{Wal, WalOptions};
+///
+/// let storage = Arc::new(MemStorage::segments(&[]));
+/// let _ = Wal::open_with_storage(storage, WalOptions::default());
 /// ```
 #[derive(Debug, Clone)]
 pub struct MemStorage {
@@ -97,11 +108,7 @@ impl ReadFile for MemRead {
     }
 }
 
-fn read_only() -> io::Error {
-    io::Error::new(io::ErrorKind::Unsupported, "read-only")
-}
-
-impl Storage for MemStorage {
+impl ReadStorage for MemStorage {
     fn root(&self) -> &Path {
         &self.root
     }
@@ -132,5 +139,4 @@ impl Storage for MemStorage {
     fn size(&self, name: &str) -> io::Result<u64> {
         Ok(self.find(name)?.len() as u64)
     }
-    crate::storage::refuse_writes!(read_only());
 }

@@ -1,52 +1,22 @@
-//! The small storage trait every byte of walctl goes through, and its file-backed
-//! implementation. Tests put a fault-injecting implementation behind the same trait.
+//! The storage seam every byte of walctl goes through, in two halves:
+//! [`ReadStorage`] (list, open for reading, size, lock probe), all a reader needs
+//! and all a read-only view implements; and [`Storage`] on top of it, what a writer
+//! or a repair changes. [`FileStorage`] is the file-backed one; [`MemStorage`] the
+//! read-only, in-memory one for tests; tests put a fault-injecting [`Storage`] behind
+//! the same traits.
 
-/// The write half of [`Storage`] for a read-only view (the in-memory storage, an
-/// archive read in place, a salvage's view of a log): every write is refused with
-/// the `io::Error` that `$err` builds. One place, so the views cannot drift apart.
-macro_rules! refuse_writes {
-    ($err:expr) => {
-        fn open_append(&self, _: &str) -> std::io::Result<Box<dyn $crate::storage::WriteFile>> {
-            Err($err)
-        }
-        fn create(&self, _: &str) -> std::io::Result<Box<dyn $crate::storage::WriteFile>> {
-            Err($err)
-        }
-        fn truncate(&self, _: &str, _: u64) -> std::io::Result<()> {
-            Err($err)
-        }
-        fn remove_file(&self, _: &str) -> std::io::Result<()> {
-            Err($err)
-        }
-        fn create_dir(&self, _: &str) -> std::io::Result<()> {
-            Err($err)
-        }
-        fn rename(&self, _: &str, _: &str) -> std::io::Result<()> {
-            Err($err)
-        }
-        fn sync_dir(&self, _: &str) -> std::io::Result<()> {
-            Err($err)
-        }
-        fn try_lock(&self) -> std::io::Result<$crate::storage::LockAttempt> {
-            Err($err)
-        }
-    };
-}
-pub(crate) use refuse_writes;
-
+mod fs;
+mod lock;
 mod mem;
+mod sys;
+
+pub use fs::FileStorage;
+pub use lock::{DirLock, LockAttempt, LockProbe, LOCK_FILE};
 pub use mem::MemStorage;
 
-use std::any::Any;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-
-/// Name of the writer's lock file inside a log directory.
-pub const LOCK_FILE: &str = ".walctl.lock";
 
 /// What a directory entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,20 +67,10 @@ pub trait WriteFile: Send {
     fn start_writeback(&mut self) {}
 }
 
-/// Outcome of [`Storage::try_lock`].
-pub enum LockAttempt {
-    /// The lock is ours until the guard is dropped.
-    Acquired(Box<dyn Any + Send + Sync>),
-    /// Someone else holds it.
-    Held {
-        /// Who, when known (e.g. "pid 1234").
-        holder: Option<String>,
-    },
-}
-
-/// Where a log's bytes live. Names are relative to the log directory and may name
-/// one level of subdirectory (`quarantine/x`), separated by `/`.
-pub trait Storage: Send + Sync + fmt::Debug {
+/// Where a log's bytes are read from: all that a reader (scan, follow, verify, dump,
+/// salvage) needs. Names are relative to the log directory and may name one level
+/// of subdirectory (`quarantine/x`), separated by `/`.
+pub trait ReadStorage: Send + Sync + fmt::Debug {
     /// The log directory, for messages.
     fn root(&self) -> &Path;
     /// Entries of `dir` ("" is the log directory itself).
@@ -119,6 +79,17 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>>;
     /// Current size of a file.
     fn size(&self, name: &str) -> io::Result<u64>;
+    /// Whether a writer holds the lock right now, found without creating or changing
+    /// any file (read-only tools use it to warn). Storages that cannot tell say
+    /// [`LockProbe::Unknown`].
+    fn probe_lock(&self) -> io::Result<LockProbe> {
+        Ok(LockProbe::Unknown)
+    }
+}
+
+/// Where a log's bytes are written: the read half, and what a writer or a repair
+/// changes (files, directories, their durability, the writer lock).
+pub trait Storage: ReadStorage {
     /// Opens an existing file for appending at its end.
     fn open_append(&self, name: &str) -> io::Result<Box<dyn WriteFile>>;
     /// Creates a new, empty file (fails if it exists) opened for appending.
@@ -146,403 +117,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Makes the entries of `dir` durable (fsync of the directory).
     fn sync_dir(&self, dir: &str) -> io::Result<()>;
-    /// Takes the exclusive writer lock without waiting.
+    /// Takes the exclusive writer lock without waiting ([`DirLock::acquire`] is how
+    /// walctl calls it).
     fn try_lock(&self) -> io::Result<LockAttempt>;
     /// The path of the lock, for messages.
     fn lock_path(&self) -> PathBuf {
         self.root().join(LOCK_FILE)
     }
-    /// Whether a writer holds the lock right now, found without creating or changing
-    /// any file (read-only tools use it to warn). Storages that cannot tell say
-    /// [`LockProbe::Unknown`].
-    fn probe_lock(&self) -> io::Result<LockProbe> {
-        Ok(LockProbe::Unknown)
-    }
-}
-
-/// Outcome of [`Storage::probe_lock`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LockProbe {
-    /// Nobody holds the writer lock (or there is no lock file).
-    Free,
-    /// Someone holds it.
-    Held {
-        /// Who, when the lock file says so (e.g. "pid 1234").
-        holder: Option<String>,
-    },
-    /// This storage cannot tell.
-    Unknown,
-}
-
-/// The default storage: real files in a real directory, real fsync.
-#[derive(Debug, Clone)]
-pub struct FileStorage {
-    root: PathBuf,
-}
-
-impl FileStorage {
-    /// Storage over an existing directory. Fails if `root` is not a directory.
-    pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
-        let root = root.into();
-        let meta = fs::metadata(&root)?;
-        if !meta.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotADirectory,
-                "not a directory",
-            ));
-        }
-        Ok(FileStorage { root })
-    }
-
-    /// Storage over `root`, creating it (and its parents) if missing. Returns whether
-    /// it was created.
-    pub fn create(root: impl Into<PathBuf>) -> io::Result<(Self, bool)> {
-        let root = root.into();
-        let created = match fs::metadata(&root) {
-            Ok(_) => false,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if let Ok(target) = fs::read_link(&root) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!(
-                            "{} is a symbolic link to {}, which does not exist",
-                            root.display(),
-                            target.display()
-                        ),
-                    ));
-                }
-                let parent = root.parent().filter(|p| !p.as_os_str().is_empty());
-                if let Some(parent) = parent {
-                    fs::create_dir_all(parent)?;
-                }
-                // Only the process whose mkdir made it says it created it (two writers
-                // started together on a fresh directory).
-                let made = match fs::create_dir(&root) {
-                    Ok(()) => true,
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && root.is_dir() => false,
-                    Err(e) => return Err(e),
-                };
-                if let (true, Some(parent)) = (made, parent) {
-                    sync_path_dir(parent)?;
-                }
-                made
-            }
-            Err(e) => return Err(e),
-        };
-        Ok((Self::open(root)?, created))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        if name.is_empty() {
-            self.root.clone()
-        } else {
-            self.root.join(name)
-        }
-    }
-}
-
-fn sync_path_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-struct FsRead(File);
-
-impl Read for FsRead {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-impl ReadFile for FsRead {
-    fn seek_to(&mut self, offset: u64) -> io::Result<()> {
-        self.0.seek(SeekFrom::Start(offset)).map(|_| ())
-    }
-    fn size(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
-    }
-    #[cfg(target_os = "linux")]
-    fn advise_sequential(&self, prefetch: u64) {
-        let fd = self.0.as_raw_fd();
-        let len = prefetch.min(i64::MAX as u64) as libc::off_t;
-        // SAFETY: advisory calls on a descriptor we own; no memory is shared. Failure
-        // only means no read-ahead.
-        unsafe {
-            libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_SEQUENTIAL);
-            if len > 0 {
-                libc::posix_fadvise(fd, 0, len, libc::POSIX_FADV_WILLNEED);
-            }
-        }
-    }
-}
-
-struct FsWrite(File);
-
-impl WriteFile for FsWrite {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.0.write_all(buf)
-    }
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.0.sync_data()
-    }
-    #[cfg(target_os = "linux")]
-    fn start_writeback(&mut self) {
-        // SAFETY: an advisory call on a descriptor we own. SYNC_FILE_RANGE_WRITE only
-        // submits dirty pages for write-out and does not wait for them; a failure here
-        // is seen (and reported) by the next fdatasync.
-        unsafe {
-            libc::sync_file_range(self.0.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-        }
-    }
-}
-
-/// The writer lock, held while this lives.
-struct FsLock(File);
-
-impl Drop for FsLock {
-    /// Unlocks explicitly: closing our descriptor alone does not release the lock
-    /// while a child process, forked by any thread of this process and not yet
-    /// exec'd, still holds a copy of it (a closed `Wal` then kept the log locked).
-    fn drop(&mut self) {
-        // SAFETY: flock on a descriptor we own; no memory is shared.
-        unsafe {
-            libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
-        }
-    }
-}
-
-impl Storage for FileStorage {
-    fn root(&self) -> &Path {
-        &self.root
-    }
-
-    fn list(&self, dir: &str) -> io::Result<Vec<DirEntry>> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(self.path(dir))? {
-            let entry = entry?;
-            let Ok(name) = entry.file_name().into_string() else {
-                continue; // not UTF-8: never a segment, never ours
-            };
-            // An entry deleted between readdir and its stat (a live writer's
-            // retention) is simply no longer there: it is left out, not an error.
-            let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
-            let ft = match entry.file_type() {
-                Ok(ft) => ft,
-                Err(e) if gone(&e) => continue,
-                Err(e) => return Err(e),
-            };
-            let (kind, size) = if ft.is_symlink() {
-                (EntryKind::Symlink, 0)
-            } else if ft.is_dir() {
-                (EntryKind::Dir, 0)
-            } else if ft.is_file() {
-                match entry.metadata() {
-                    Ok(m) => (EntryKind::File, m.len()),
-                    Err(e) if gone(&e) => continue,
-                    Err(e) => return Err(e),
-                }
-            } else {
-                let _ = ft.is_fifo();
-                (EntryKind::Other, 0)
-            };
-            out.push(DirEntry { name, kind, size });
-        }
-        Ok(out)
-    }
-
-    fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>> {
-        // O_NONBLOCK: a FIFO put where a segment was listed must fail below, not block
-        // the reader forever waiting for a writer. It changes nothing for regular
-        // files, the only kind read past the check.
-        let f = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(self.path(name))?;
-        if !f.metadata()?.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file",
-            ));
-        }
-        Ok(Box::new(FsRead(f)))
-    }
-
-    fn size(&self, name: &str) -> io::Result<u64> {
-        Ok(fs::symlink_metadata(self.path(name))?.len())
-    }
-
-    fn open_append(&self, name: &str) -> io::Result<Box<dyn WriteFile>> {
-        let f = OpenOptions::new()
-            .append(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(self.path(name))?;
-        Ok(Box::new(FsWrite(f)))
-    }
-
-    fn create(&self, name: &str) -> io::Result<Box<dyn WriteFile>> {
-        let f = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(self.path(name))?;
-        Ok(Box::new(FsWrite(f)))
-    }
-
-    fn open_write_at(&self, name: &str, offset: u64) -> io::Result<Box<dyn WriteFile>> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(self.path(name))?;
-        f.seek(SeekFrom::Start(offset))?;
-        Ok(Box::new(FsWrite(f)))
-    }
-
-    fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
-        let f = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(self.path(name))?;
-        f.set_len(len)?;
-        f.sync_all()
-    }
-
-    fn remove_file(&self, name: &str) -> io::Result<()> {
-        fs::remove_file(self.path(name))
-    }
-
-    fn create_dir(&self, name: &str) -> io::Result<()> {
-        fs::create_dir(self.path(name))
-    }
-
-    fn remove_dir(&self, name: &str) -> io::Result<()> {
-        fs::remove_dir(self.path(name))
-    }
-
-    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        fs::rename(self.path(from), self.path(to))
-    }
-
-    fn sync_dir(&self, dir: &str) -> io::Result<()> {
-        sync_path_dir(&self.path(dir))
-    }
-
-    fn try_lock(&self) -> io::Result<LockAttempt> {
-        let path = self.root.join(LOCK_FILE);
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)?;
-        // SAFETY: flock on a file descriptor we own; no memory is shared.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Ok(LockAttempt::Held {
-                    holder: lock_holder(&mut f),
-                });
-            }
-            return Err(err);
-        }
-        f.set_len(0)?;
-        write!(f, "pid {}", std::process::id())?;
-        Ok(LockAttempt::Acquired(Box::new(FsLock(f))))
-    }
-
-    fn probe_lock(&self) -> io::Result<LockProbe> {
-        // Read-only and never created: a missing lock file means no writer.
-        let mut f = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(self.root.join(LOCK_FILE))
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockProbe::Free),
-            Err(e) => return Err(e),
-        };
-        // Where the kernel lists its locks, look there: taking even a shared lock,
-        // for an instant, makes a writer that opens in that instant fail.
-        if let Some(holders) = proc_lock_holders(&f) {
-            return Ok(match holders.first() {
-                None => LockProbe::Free,
-                Some(pid) => LockProbe::Held {
-                    holder: Some(format!("pid {pid}")),
-                },
-            });
-        }
-        // SAFETY: flock on a file descriptor we own; no memory is shared.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
-        if rc == 0 {
-            return Ok(LockProbe::Free);
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(err);
-        }
-        Ok(LockProbe::Held {
-            holder: lock_holder(&mut f),
-        })
-    }
-}
-
-/// Who holds the writer lock on `f`, for a message: "pid N" only when that process
-/// holds it. Where the kernel lists its locks (Linux), the pid comes from there; the
-/// pid a writer writes into the file may be a dead writer's until the new holder
-/// has rewritten it, so elsewhere it is named as the file's word, not as a fact.
-fn lock_holder(f: &mut File) -> Option<String> {
-    if let Some(holders) = proc_lock_holders(f) {
-        return holders.first().map(|pid| format!("pid {pid}"));
-    }
-    let mut s = String::new();
-    let _ = f.take(256).read_to_string(&mut s);
-    let holder = s.trim();
-    (!holder.is_empty() && holder.len() < 200)
-        .then(|| format!("{holder} (as its lock file says; it may not have rewritten it yet)"))
-}
-
-/// The pids holding an exclusive flock on the file `f` is open on, from the
-/// kernel's table of locks; `None` where there is no such table to read.
-#[cfg(target_os = "linux")]
-fn proc_lock_holders(f: &File) -> Option<Vec<u32>> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = f.metadata().ok()?;
-    let dev = meta.dev();
-    // As the kernel prints it: major:minor in hex (two digits at least), inode.
-    let key = format!(
-        "{:02x}:{:02x}:{}",
-        libc::major(dev),
-        libc::minor(dev),
-        meta.ino()
-    );
-    let table = fs::read_to_string("/proc/locks").ok()?;
-    Some(parse_proc_locks(&table, &key))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn proc_lock_holders(_f: &File) -> Option<Vec<u32>> {
-    None
-}
-
-/// Pids of the granted exclusive flocks on `key` (`maj:min:inode`) in a
-/// `/proc/locks` table. Waiters (`->`) hold nothing and are left out.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-fn parse_proc_locks(table: &str, key: &str) -> Vec<u32> {
-    table
-        .lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace().skip(1);
-            let (kind, _, mode, pid, file) = (
-                words.next()?,
-                words.next()?,
-                words.next()?,
-                words.next()?,
-                words.next()?,
-            );
-            (kind == "FLOCK" && mode == "WRITE" && file == key)
-                .then(|| pid.parse().ok())
-                .flatten()
-        })
-        .collect()
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.
@@ -557,23 +138,4 @@ pub fn read_up_to(file: &mut dyn ReadFile, buf: &mut [u8]) -> io::Result<usize> 
         }
     }
     Ok(n)
-}
-
-#[cfg(test)]
-mod lock_table_tests {
-    use super::parse_proc_locks;
-
-    #[test]
-    fn only_granted_exclusive_flocks_on_the_file_count() {
-        let table = "\
-1: FLOCK  ADVISORY  WRITE 10300 fe:00:10010692 0 EOF
-1: -> FLOCK  ADVISORY  WRITE 10400 fe:00:10010692 0 EOF
-2: OFDLCK ADVISORY  WRITE -1 fe:00:10010692 0 EOF
-3: FLOCK  ADVISORY  READ 10500 fe:00:10010692 0 EOF
-4: FLOCK  ADVISORY  WRITE 10600 fe:00:100106920 0 EOF
-5: POSIX  ADVISORY  WRITE 10700 fe:00:10010692 0 EOF
-";
-        assert_eq!(parse_proc_locks(table, "fe:00:10010692"), vec![10300]);
-        assert!(parse_proc_locks(table, "fe:01:10010692").is_empty());
-    }
 }

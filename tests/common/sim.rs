@@ -18,7 +18,9 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use walctl::storage::{DirEntry, FileStorage, LockAttempt, ReadFile, Storage, WriteFile};
+use walctl::storage::{
+    DirEntry, FileStorage, LockAttempt, ReadFile, ReadStorage, Storage, WriteFile,
+};
 
 use super::Rng;
 
@@ -279,7 +281,7 @@ impl WriteFile for SimFile {
     }
 }
 
-impl Storage for SimDisk {
+impl ReadStorage for SimDisk {
     fn root(&self) -> &Path {
         self.inner.root()
     }
@@ -292,6 +294,9 @@ impl Storage for SimDisk {
     fn size(&self, name: &str) -> io::Result<u64> {
         self.inner.size(name)
     }
+}
+
+impl Storage for SimDisk {
     fn open_append(&self, name: &str) -> io::Result<Box<dyn WriteFile>> {
         let mut st = self.state();
         st.tick()?;

@@ -11,6 +11,7 @@ use walctl::codec::MAX_DATA_LEN;
 
 use super::decode::{decode_into, max_encoded_len, DecodedBound, IN_MEMORY_MAX};
 use super::{Encoding, BATCH_MAX_AGE, BATCH_MAX_BYTES, BATCH_MAX_RECORDS, READ_CHUNK};
+use crate::cli::sys;
 
 /// Entries waiting to be appended, in one arena.
 #[derive(Debug, Default)]
@@ -148,48 +149,24 @@ pub trait Input {
 /// File descriptor 0, read with read(2) (no user-space buffer hides data from poll).
 pub(super) struct StdinFd;
 
-fn poll_stdin(timeout_ms: libc::c_int) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: libc::STDIN_FILENO,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    loop {
-        // SAFETY: one valid pollfd on the stack.
-        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if rc >= 0 {
-            return Ok(rc > 0 && pfd.revents != 0);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-}
-
 impl Input for StdinFd {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            // SAFETY: reads at most buf.len() bytes into memory we own.
-            let rc = unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
-            if rc >= 0 {
-                return Ok(rc as usize);
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => {}
+            match sys::read_stdin(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // An inherited non-blocking descriptor: wait until it is readable.
-                io::ErrorKind::WouldBlock => {
-                    poll_stdin(-1)?;
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    sys::poll_stdin(-1)?;
                 }
-                _ => return Err(err),
+                Err(e) => return Err(e),
             }
         }
     }
 
     fn ready(&mut self) -> bool {
         // On a poll failure, commit now rather than sit on read input.
-        poll_stdin(0).unwrap_or(false)
+        sys::poll_stdin(0).unwrap_or(false)
     }
 }
 

@@ -13,6 +13,7 @@ use base64::Engine;
 use walctl::codec::MAX_DATA_LEN;
 
 use super::Encoding;
+use crate::cli::sys;
 
 fn base64_engine() -> GeneralPurpose {
     GeneralPurpose::new(
@@ -331,12 +332,8 @@ pub fn read_file_arg(path: &Path, enc: Option<Encoding>) -> anyhow::Result<Vec<u
 /// Reads all of standard input as one document (a regular file redirected to it is
 /// refused by its size, before it is read).
 pub fn read_stdin_whole(enc: Option<Encoding>) -> anyhow::Result<Vec<u8>> {
-    // SAFETY: fstat(2) on descriptor 0 into a struct we own.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(libc::STDIN_FILENO, &mut st) } == 0
-        && st.st_mode & libc::S_IFMT == libc::S_IFREG
-    {
-        check_size(st.st_size as u64, enc, "standard input")?;
+    if let Some(size) = sys::stdin_file_size() {
+        check_size(size, enc, "standard input")?;
     }
     let raw = read_bounded(io::stdin().lock(), enc, "standard input")?;
     decode_whole(enc, raw, "standard input")

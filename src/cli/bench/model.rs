@@ -1,7 +1,7 @@
 //! The vocabulary of `walctl bench`: workloads, configuration, the measures and the
 //! report, and the per-run state (`Bench`) that the workload files extend.
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use walctl::{Error, Result};
 
 use super::histogram::Histogram;
 pub use super::histogram::Latency;
+use crate::cli::sys::syncfs;
 
 /// One benchmark workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -387,24 +388,4 @@ pub(super) fn round_ratios(ours: &Sum, base: &Sum) -> Vec<f64> {
         .filter(|(_, b)| **b > 0.0)
         .map(|(o, b)| o / b)
         .collect()
-}
-
-/// Writes back every dirty page of the file system holding `dir`.
-pub(super) fn syncfs(dir: &Path) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::io::AsRawFd;
-        if let Ok(f) = File::open(dir) {
-            // SAFETY: syncfs on a descriptor we own.
-            unsafe {
-                libc::syncfs(f.as_raw_fd());
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = dir;
-        // SAFETY: sync takes no arguments.
-        unsafe { libc::sync() };
-    }
 }

@@ -1,7 +1,6 @@
-//! What `walctl bench` runs and reports: the workloads, the configuration, the
-//! measures, and the loop that runs every selected workload in alternating rounds
+//! The loop `walctl bench` runs: every selected workload in alternating rounds
 //! (baseline first in even rounds, walctl first in odd ones) so that drift in the
-//! machine hits both sides alike.
+//! machine hits both sides alike, and the description of the machine it ran on.
 
 use std::fs;
 use std::path::Path;
@@ -111,25 +110,10 @@ pub(super) fn machine_info(dir: &Path) -> MachineInfo {
 }
 
 /// The file system type of `dir`, by its statfs magic number.
-#[cfg(not(target_os = "linux"))]
-pub fn filesystem_type(_dir: &Path) -> String {
-    "unknown".into()
-}
-
-/// The file system type of `dir`, by its statfs magic number.
-#[cfg(target_os = "linux")]
 pub fn filesystem_type(dir: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+    let Some(magic) = crate::cli::sys::filesystem_magic(dir) else {
         return "unknown".into();
     };
-    // SAFETY: statfs is plain old data; the path is NUL-terminated.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return "unknown".into();
-    }
-    #[allow(clippy::unnecessary_cast)]
-    let magic = st.f_type as u64;
     match magic {
         0xEF53 => "ext4".into(),
         0x5846_5342 => "xfs".into(),

@@ -18,6 +18,7 @@ use walctl::{Error, Result};
 
 use super::append::Payload;
 use super::model::*;
+use crate::cli::sys::{self, evict, Ended};
 
 impl Bench<'_, '_> {
     pub(super) fn make_scan_log(&mut self) -> Result<ScanLog> {
@@ -289,23 +290,6 @@ pub(super) fn timed_plain_read(log: &ScanLog) -> Result<Side> {
     })
 }
 
-/// Drops a file's clean pages from the page cache (Linux; elsewhere the read is
-/// warm and the numbers say less about the disk).
-pub(super) fn evict(path: &Path) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::io::AsRawFd;
-        if let Ok(f) = File::open(path) {
-            // SAFETY: advisory call on a descriptor we own; no memory is shared.
-            unsafe {
-                libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = path;
-}
-
 #[derive(Debug)]
 pub(super) struct ChildRun {
     pub(super) secs: f64,
@@ -335,32 +319,16 @@ pub(super) fn run_child(
             return Ok(Err(format!("could not start {}: {e}", exe.display())));
         }
     };
-    let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain old data; zero is a valid value for every field.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: waits for our own child; both pointers are to live locals.
-        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if rc == pid {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(Error::io("wait for", exe, e));
-        }
-    }
+    let exit = sys::wait_with_rusage(&child).map_err(|e| Error::io("wait for", exe, e))?;
     let secs = start.elapsed().as_secs_f64();
     // The child is reaped; std's handle must not wait for it again.
     drop(child);
     let stderr = fs::read_to_string(&err_path).unwrap_or_default();
     let _ = fs::remove_file(&err_path);
-    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    if !ok {
-        let how = if libc::WIFEXITED(status) {
-            format!("exit status {}", libc::WEXITSTATUS(status))
-        } else {
-            format!("killed by signal {}", libc::WTERMSIG(status))
+    if exit.ended != Ended::Exited(0) {
+        let how = match exit.ended {
+            Ended::Exited(code) => format!("exit status {code}"),
+            Ended::Killed(signal) => format!("killed by signal {signal}"),
         };
         let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         let cmd = format!("walctl {}", args.first().copied().unwrap_or(""));
@@ -372,7 +340,7 @@ pub(super) fn run_child(
     }
     Ok(Ok(ChildRun {
         secs,
-        max_rss_kib: usage.ru_maxrss.max(0) as u64,
+        max_rss_kib: exit.max_rss_kib,
     }))
 }
 
