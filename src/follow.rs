@@ -65,12 +65,10 @@ impl Follow {
     pub fn new(storage: Arc<dyn Storage>, from: u64) -> Result<Follow> {
         let scanner = Scanner::new(
             storage,
-            ScanOptions {
-                from_lsn: (from > 1).then_some(from),
-                stop_at_first_problem: true,
-                follow: true,
-                ..ScanOptions::default()
-            },
+            ScanOptions::default()
+                .from_lsn((from > 1).then_some(from))
+                .stop_at_first_problem(true)
+                .follow(true),
         )?;
         Ok(Follow {
             scanner,

@@ -53,11 +53,9 @@ impl WalReader {
     pub fn entries_from(&self, from: u64) -> Result<Entries> {
         let scanner = Scanner::new(
             self.storage.clone(),
-            ScanOptions {
-                from_lsn: Some(from),
-                stop_at_first_problem: true,
-                ..ScanOptions::default()
-            },
+            ScanOptions::default()
+                .from_lsn(Some(from))
+                .stop_at_first_problem(true),
         )?;
         Ok(Entries {
             scanner,

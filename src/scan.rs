@@ -20,8 +20,10 @@ const READ_CHUNK: usize = crate::readahead::CHUNK;
 /// the one after it).
 const PREFETCH: u64 = 8 << 20;
 
-/// How a [`Scanner`] walks a log.
+/// How a [`Scanner`] walks a log. Set with the builder methods, which survive new
+/// options: `ScanOptions::default().from_lsn(Some(100)).stop_at_first_problem(true)`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ScanOptions {
     /// Largest length prefix accepted; anything above is corruption, never allocated.
     pub max_body_len: u32,
@@ -59,6 +61,44 @@ impl Default for ScanOptions {
             read_ahead_from: Some(1 << 20),
             parallel_from: Some(64 << 20),
         }
+    }
+}
+
+impl ScanOptions {
+    /// Sets [`max_body_len`](Self::max_body_len).
+    pub fn max_body_len(mut self, max: u32) -> Self {
+        self.max_body_len = max;
+        self
+    }
+
+    /// Sets [`from_lsn`](Self::from_lsn).
+    pub fn from_lsn(mut self, from: Option<u64>) -> Self {
+        self.from_lsn = from;
+        self
+    }
+
+    /// Sets [`stop_at_first_problem`](Self::stop_at_first_problem).
+    pub fn stop_at_first_problem(mut self, stop: bool) -> Self {
+        self.stop_at_first_problem = stop;
+        self
+    }
+
+    /// Sets [`follow`](Self::follow).
+    pub fn follow(mut self, follow: bool) -> Self {
+        self.follow = follow;
+        self
+    }
+
+    /// Sets [`read_ahead_from`](Self::read_ahead_from).
+    pub fn read_ahead_from(mut self, min: Option<u64>) -> Self {
+        self.read_ahead_from = min;
+        self
+    }
+
+    /// Sets [`parallel_from`](Self::parallel_from).
+    pub fn parallel_from(mut self, min: Option<u64>) -> Self {
+        self.parallel_from = min;
+        self
     }
 }
 
@@ -1569,10 +1609,9 @@ fn scan_halves(
     progress: &mut dyn FnMut(u64),
 ) -> Option<ScanReport> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let opts = ScanOptions {
-        read_ahead_from: opts.read_ahead_from.filter(|_| cores >= 4),
-        ..opts.clone()
-    };
+    let opts = opts
+        .clone()
+        .read_ahead_from(opts.read_ahead_from.filter(|_| cores >= 4));
     let (older, newer) = segments.split_at(split);
     let older_done = std::sync::atomic::AtomicU64::new(0);
     let older_bytes: u64 = older.iter().map(|s| s.size).sum();
@@ -1617,4 +1656,32 @@ fn scan_halves(
     summaries.extend(newer_summaries);
     progress(older_bytes + summaries[split..].iter().map(|s| s.size).sum::<u64>());
     Some(report(summaries, newer_checkpoint.or(older_checkpoint)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_builder_sets_its_own_option() {
+        let d = ScanOptions::default();
+        let o = ScanOptions::default()
+            .max_body_len(7)
+            .from_lsn(Some(9))
+            .stop_at_first_problem(!d.stop_at_first_problem)
+            .follow(!d.follow)
+            .read_ahead_from(Some(11))
+            .parallel_from(Some(13));
+        assert_eq!(o.max_body_len, 7);
+        assert_eq!(o.from_lsn, Some(9));
+        assert_eq!(o.stop_at_first_problem, !d.stop_at_first_problem);
+        assert_eq!(o.follow, !d.follow);
+        assert_eq!(o.read_ahead_from, Some(11));
+        assert_eq!(o.parallel_from, Some(13));
+        let none = o.read_ahead_from(None).parallel_from(None).from_lsn(None);
+        assert_eq!(
+            (none.read_ahead_from, none.parallel_from, none.from_lsn),
+            (None, None, None)
+        );
+    }
 }

@@ -210,12 +210,10 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
 
     let mut scanner = Scanner::new(
         storage,
-        ScanOptions {
-            from_lsn: (from > 1).then_some(from),
-            stop_at_first_problem: true,
-            follow: args.follow,
-            ..ScanOptions::default()
-        },
+        ScanOptions::default()
+            .from_lsn((from > 1).then_some(from))
+            .stop_at_first_problem(true)
+            .follow(args.follow),
     )?;
 
     // Progress only when dumping a large log somewhere other than the terminal.

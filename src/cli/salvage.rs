@@ -54,10 +54,7 @@ pub fn run(
         "salvage",
     );
     let mut progress = Progress::new(&segments, !pb.is_hidden());
-    let opts = ScanOptions {
-        from_lsn: job.from_lsn,
-        ..ScanOptions::default()
-    };
+    let opts = ScanOptions::default().from_lsn(job.from_lsn);
     let mut salvage = Salvager::new(storage, opts)?;
     let mut skipped = Vec::new();
     let mut last_printed = None;
