@@ -36,6 +36,7 @@
 
 pub mod archive;
 pub mod codec;
+mod entry;
 pub mod error;
 pub mod follow;
 pub mod prealloc;
@@ -53,8 +54,9 @@ pub mod writer;
 #[cfg(feature = "proto")]
 pub mod proto;
 
+pub use entry::Entry;
 pub use error::{Error, Problem, ProblemKind, Result, Severity};
 pub use follow::{CancelHandle, Follow};
-pub use reader::{Entries, Entry, WalReader};
+pub use reader::{Entries, WalReader};
 pub use stream::{EntryReader, EntryWriter};
 pub use writer::{SyncPolicy, Wal, WalOptions};

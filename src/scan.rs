@@ -194,6 +194,19 @@ pub struct RetiredGap {
     pub last_segment: u64,
 }
 
+impl RetiredGap {
+    /// The error of a reader that must deliver every record from LSN `from` on and
+    /// met this hole (see [`Error::Retired`]).
+    pub(crate) fn undelivered(&self, from: u64) -> Error {
+        Error::Retired {
+            first_lsn: self.first_lsn.max(from),
+            last_lsn: self.last_lsn,
+            first_segment: self.first_segment,
+            last_segment: self.last_segment,
+        }
+    }
+}
+
 /// Where a segment's bytes come from.
 enum Source {
     /// Read by the scanner's own thread.
@@ -1313,7 +1326,7 @@ impl Scanner {
     }
 
     /// The event of the step [`Scanner::advance`] just took.
-    pub(crate) fn event(&self, step: &Step) -> Option<Event<'_>> {
+    fn event(&self, step: &Step) -> Option<Event<'_>> {
         match step {
             Step::Record(r) => Some(Event::Record(self.record(r))),
             Step::SegmentEnd => Some(Event::SegmentEnd(

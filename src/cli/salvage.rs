@@ -12,7 +12,7 @@ use walctl::scan::ScanOptions;
 use walctl::segment::list_segments;
 use walctl::storage::Storage;
 
-use super::dump::{Filter, Printer, Progress, Take};
+use super::records::{Filter, Printer, Progress, Take};
 use super::{inspect, output, Exit};
 
 /// What the salvage is asked for besides the records.
