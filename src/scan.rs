@@ -710,6 +710,7 @@ impl Scanner {
     /// An LSN jump to `lsn` at the first record of a segment, over segment ids
     /// missing from the log: records retired under the scan, or a missing segment.
     /// `explained`: the jump needs no report (a problem before it, or reported).
+    #[inline(always)]
     fn classify_hole(&self, lsn: u64, at: &Position, explained: bool) -> Result<Option<Hole>> {
         let (Some(prev), Some(prev_seg)) = (self.prev_lsn, self.prev_segment) else {
             return Ok(None);
@@ -1008,6 +1009,7 @@ impl Scanner {
     /// Makes sure a segment is open: the next listed one that can be opened, skipping
     /// those retired since the listing. Returns the step to take instead when there is
     /// none left to read, or when the next one cannot be read.
+    #[inline(always)]
     fn open_next(&mut self) -> Result<Option<Step>> {
         while self.cur.is_none() {
             if self.idx >= self.segments.len() {
@@ -1050,6 +1052,7 @@ impl Scanner {
     /// Every segment left in the list was retired while the scan read: the log went
     /// on in segments created since it was listed. Adds those; returns whether there
     /// were any.
+    #[cold]
     fn list_after_retired(&mut self) -> Result<bool> {
         let known = self
             .segments
@@ -1067,6 +1070,7 @@ impl Scanner {
     }
 
     /// Where the scan stands in the open segment.
+    #[inline(always)]
     fn position(&self) -> Position {
         let r = self.cur.as_ref().expect("a segment is open");
         Position {
@@ -1078,6 +1082,7 @@ impl Scanner {
     }
 
     /// The length prefix at the position; the file holds its four bytes.
+    #[inline(always)]
     fn prefix_len(&mut self) -> Result<u64> {
         let io = read_error(self.storage.as_ref(), &self.segments[self.idx].name);
         let r = self.cur.as_mut().expect("a segment is open");
@@ -1088,6 +1093,7 @@ impl Scanner {
 
     /// Whether the position is at the end of the bytes seen, or at a record (of a
     /// length the scan accepts) longer than what is there.
+    #[inline(always)]
     fn at_seen_end(&mut self, at: &Position) -> Result<bool> {
         if at.available < LEN_PREFIX as u64 {
             return Ok(true);
@@ -1097,6 +1103,7 @@ impl Scanner {
     }
 
     /// No byte left in the segment: its end, or (following the newest) a wait for more.
+    #[cold]
     fn end_of_bytes(&mut self, at: &Position) -> Step {
         if self.opts.follow && at.last {
             self.waiting = true;
@@ -1108,6 +1115,7 @@ impl Scanner {
 
     /// Framing: a length prefix, bounded, and a body the file holds. Passes on the
     /// body's length.
+    #[inline(always)]
     fn framing(&mut self, at: &Position) -> Result<Checked<usize>> {
         let available = at.available;
         if available < LEN_PREFIX as u64 {
@@ -1138,6 +1146,7 @@ impl Scanner {
     /// Whether the bytes from the position to the end of the file can be the start
     /// of a record whose body is `len` bytes. The read is bounded by the file, which
     /// is shorter than the bounded length.
+    #[cold]
     fn present_could_be_cut(&mut self, at: &Position, len: u64) -> Result<bool> {
         let io = read_error(self.storage.as_ref(), &self.segments[self.idx].name);
         let r = self.cur.as_mut().expect("a segment is open");
@@ -1148,6 +1157,7 @@ impl Scanner {
 
     /// Body: the record's `len` bytes after the prefix, decoded and CRC-checked by the
     /// codec. Passes on the record, by its place in the buffer.
+    #[inline(always)]
     fn body(&mut self, at: &Position, len: usize) -> Result<Checked<FoundRecord>> {
         let io = read_error(self.storage.as_ref(), &self.segments[self.idx].name);
         let r = self.cur.as_mut().expect("a segment is open");
@@ -1198,6 +1208,7 @@ impl Scanner {
     /// the start of a segment over segment ids that are not there (retired under the
     /// scan, or missing) is reported once, before the record, which is then read
     /// again and accepted.
+    #[inline(always)]
     fn continuity(&self, at: &Position, found: FoundRecord) -> Result<Check> {
         let reported = self.jump_reported == Some((at.seg_id, at.offset));
         if let Some(hole) = self.classify_hole(found.lsn, at, self.after_problem || reported)? {
@@ -1228,6 +1239,7 @@ impl Scanner {
     }
 
     /// Verdict: what the step yields for what the checks found.
+    #[inline(always)]
     fn verdict(&mut self, at: &Position, check: Check) -> Result<Step> {
         match check {
             Check::Intact(found) => Ok(self.accept(at, found)),
@@ -1237,6 +1249,7 @@ impl Scanner {
     }
 
     /// An intact record: the scan moves past it and counts it.
+    #[inline(always)]
     fn accept(&mut self, at: &Position, found: FoundRecord) -> Step {
         let r = self.cur.as_mut().expect("a segment is open");
         r.advance(found.len as usize);
@@ -1258,6 +1271,7 @@ impl Scanner {
     /// Damage at the position: zeros a writer never wrote (the end of the newest
     /// segment, or a torn tail), a record still being written (following: wait for
     /// it), or a problem that ends the segment.
+    #[cold]
     fn damaged(&mut self, at: &Position, damage: Damage) -> Result<Step> {
         let io = read_error(self.storage.as_ref(), &self.segments[self.idx].name);
         let r = self.cur.as_mut().expect("a segment is open");
@@ -1318,6 +1332,7 @@ impl Scanner {
     /// One step, without borrowing the buffer: the half of [`Scanner::next`] for a
     /// loop that goes on after some steps and returns a record at others (a borrowed
     /// event cannot be returned from such a loop). [`Scanner::event`] is the other.
+    #[inline(always)]
     pub(crate) fn advance(&mut self) -> Result<Step> {
         match self.step() {
             Err(e) if self.recover_shrink(&e)? => self.step(),
@@ -1326,6 +1341,7 @@ impl Scanner {
     }
 
     /// The event of the step [`Scanner::advance`] just took.
+    #[inline(always)]
     fn event(&self, step: &Step) -> Option<Event<'_>> {
         match step {
             Step::Record(r) => Some(Event::Record(self.record(r))),
@@ -1338,6 +1354,7 @@ impl Scanner {
     }
 
     /// The record a step found, from the buffer.
+    #[inline(always)]
     pub(crate) fn record(&self, r: &FoundRecord) -> ScannedRecord<'_> {
         ScannedRecord {
             lsn: r.lsn,
