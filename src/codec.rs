@@ -489,8 +489,8 @@ mod tests {
     /// this file's.
     #[cfg(feature = "proto")]
     fn prost_bytes(lsn: u64, data: &[u8], checkpoint: bool) -> Vec<u8> {
+        use crate::entry::Entry;
         use crate::proto::WalEntry;
-        use crate::reader::Entry;
         use prost::Message;
         let entry = Entry {
             lsn,
@@ -519,8 +519,8 @@ mod tests {
     #[cfg(feature = "proto")]
     #[test]
     fn prost_messages_convert_to_entries_and_back_checking_the_crc() {
+        use crate::entry::Entry;
         use crate::proto::WalEntry;
-        use crate::reader::Entry;
         use prost::Message;
         for (lsn, data, cp) in [(1u64, &b"hello"[..], false), (9, b"", true)] {
             let mut ours = Vec::new();

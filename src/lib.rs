@@ -37,6 +37,7 @@
 pub mod archive;
 pub mod codec;
 pub mod digest;
+mod entry;
 pub mod error;
 pub mod follow;
 pub mod prealloc;
@@ -54,8 +55,9 @@ pub mod writer;
 #[cfg(feature = "proto")]
 pub mod proto;
 
+pub use entry::Entry;
 pub use error::{Error, Problem, ProblemKind, Result, Severity};
 pub use follow::{CancelHandle, Follow};
-pub use reader::{Entries, Entry, WalReader};
+pub use reader::{Entries, WalReader};
 pub use stream::{EntryReader, EntryWriter};
 pub use writer::{SyncPolicy, Wal, WalOptions};

@@ -7,8 +7,8 @@
 include!(concat!(env!("OUT_DIR"), "/wal.rs"));
 
 use crate::codec::record_crc;
+use crate::entry::Entry;
 use crate::error::{Error, ProblemKind};
-use crate::reader::Entry;
 
 impl From<&Entry> for WalEntry {
     /// The message a writer stores for `entry`, its CRC computed over data and LSN.

@@ -4,25 +4,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+pub use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::follow::Follow;
 use crate::scan::{scan_log, Event, ScanOptions, ScanReport, Scanner};
 use crate::storage::{FileStorage, ReadStorage};
-
-/// A record read back from the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// Its LSN.
-    pub lsn: u64,
-    /// Its payload.
-    pub data: Vec<u8>,
-    /// Whether it is a checkpoint.
-    pub checkpoint: bool,
-    /// The segment holding it.
-    pub segment_id: u64,
-    /// Offset of its length prefix in that segment.
-    pub offset: u64,
-}
 
 /// Reads a log without locking or changing anything; safe beside a running writer.
 #[derive(Debug, Clone)]
@@ -53,11 +39,9 @@ impl WalReader {
     pub fn entries_from(&self, from: u64) -> Result<Entries> {
         let scanner = Scanner::new(
             self.storage.clone(),
-            ScanOptions {
-                from_lsn: Some(from),
-                stop_at_first_problem: true,
-                ..ScanOptions::default()
-            },
+            ScanOptions::default()
+                .from_lsn(Some(from))
+                .stop_at_first_problem(true),
         )?;
         Ok(Entries {
             scanner,
@@ -108,24 +92,13 @@ impl Iterator for Entries {
                 }
                 Ok(Some(Event::Record(r))) => {
                     if r.lsn >= self.from {
-                        return Some(Ok(Entry {
-                            lsn: r.lsn,
-                            data: r.data.to_vec(),
-                            checkpoint: r.checkpoint,
-                            segment_id: r.segment_id,
-                            offset: r.offset,
-                        }));
+                        return Some(Ok(Entry::from(&r)));
                     }
                 }
                 Ok(Some(Event::Retired(gap))) => {
                     if gap.last_lsn >= self.from {
                         self.done = true;
-                        return Some(Err(Error::Retired {
-                            first_lsn: gap.first_lsn.max(self.from),
-                            last_lsn: gap.last_lsn,
-                            first_segment: gap.first_segment,
-                            last_segment: gap.last_segment,
-                        }));
+                        return Some(Err(gap.undelivered(self.from)));
                     }
                 }
                 Ok(Some(Event::SegmentEnd(s))) => {

@@ -260,11 +260,7 @@ impl Salvager {
     /// read-ahead settings apply; the scanner always stops at each problem, which
     /// the salvager then steps over.
     pub fn new(storage: Arc<dyn ReadStorage>, opts: ScanOptions) -> Result<Self> {
-        let opts = ScanOptions {
-            stop_at_first_problem: true,
-            follow: false,
-            ..opts
-        };
+        let opts = opts.stop_at_first_problem(true).follow(false);
         let mut s = Self::idle(storage, opts, None, None)?;
         s.scanner = Some(Scanner::new(s.storage.clone(), s.opts.clone())?);
         Ok(s)
@@ -279,10 +275,7 @@ impl Salvager {
         end: u64,
         after: Option<u64>,
     ) -> Result<Self> {
-        let opts = ScanOptions {
-            stop_at_first_problem: true,
-            ..ScanOptions::default()
-        };
+        let opts = ScanOptions::default().stop_at_first_problem(true);
         let mut s = Self::idle(storage, opts, after, Some((segment.id, end)))?;
         s.resync_at = Some((segment.clone(), from));
         Ok(s)
@@ -476,10 +469,7 @@ impl Salvager {
         };
         // No read-ahead thread: where damage is dense, it would read chunks the scan
         // never reaches before the next resync.
-        let opts = ScanOptions {
-            read_ahead_from: None,
-            ..self.opts.clone()
-        };
+        let opts = self.opts.clone().read_ahead_from(None);
         self.scanner = Some(Scanner::new(Arc::new(view), opts)?);
         self.base = (segment.id, f.offset);
         self.scanner_done = false;

@@ -20,8 +20,10 @@ const READ_CHUNK: usize = crate::readahead::CHUNK;
 /// the one after it).
 const PREFETCH: u64 = 8 << 20;
 
-/// How a [`Scanner`] walks a log.
+/// How a [`Scanner`] walks a log. Set with the builder methods, which survive new
+/// options: `ScanOptions::default().from_lsn(Some(100)).stop_at_first_problem(true)`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ScanOptions {
     /// Largest length prefix accepted; anything above is corruption, never allocated.
     pub max_body_len: u32,
@@ -59,6 +61,44 @@ impl Default for ScanOptions {
             read_ahead_from: Some(1 << 20),
             parallel_from: Some(64 << 20),
         }
+    }
+}
+
+impl ScanOptions {
+    /// Sets [`max_body_len`](Self::max_body_len).
+    pub fn max_body_len(mut self, max: u32) -> Self {
+        self.max_body_len = max;
+        self
+    }
+
+    /// Sets [`from_lsn`](Self::from_lsn).
+    pub fn from_lsn(mut self, from: Option<u64>) -> Self {
+        self.from_lsn = from;
+        self
+    }
+
+    /// Sets [`stop_at_first_problem`](Self::stop_at_first_problem).
+    pub fn stop_at_first_problem(mut self, stop: bool) -> Self {
+        self.stop_at_first_problem = stop;
+        self
+    }
+
+    /// Sets [`follow`](Self::follow).
+    pub fn follow(mut self, follow: bool) -> Self {
+        self.follow = follow;
+        self
+    }
+
+    /// Sets [`read_ahead_from`](Self::read_ahead_from).
+    pub fn read_ahead_from(mut self, min: Option<u64>) -> Self {
+        self.read_ahead_from = min;
+        self
+    }
+
+    /// Sets [`parallel_from`](Self::parallel_from).
+    pub fn parallel_from(mut self, min: Option<u64>) -> Self {
+        self.parallel_from = min;
+        self
     }
 }
 
@@ -152,6 +192,19 @@ pub struct RetiredGap {
     pub first_segment: u64,
     /// Id of the last segment deleted.
     pub last_segment: u64,
+}
+
+impl RetiredGap {
+    /// The error of a reader that must deliver every record from LSN `from` on and
+    /// met this hole (see [`Error::Retired`]).
+    pub(crate) fn undelivered(&self, from: u64) -> Error {
+        Error::Retired {
+            first_lsn: self.first_lsn.max(from),
+            last_lsn: self.last_lsn,
+            first_segment: self.first_segment,
+            last_segment: self.last_segment,
+        }
+    }
 }
 
 /// Where a segment's bytes come from.
@@ -304,9 +357,9 @@ fn fill_ahead(
 /// one 16-byte load from the two 8-byte stores just made, a store-forwarding stall
 /// that perf showed as an eighth of a warm scan's time on the scanning thread.
 #[repr(C)]
-struct FoundRecord {
+pub(crate) struct FoundRecord {
     len: u64,
-    lsn: u64,
+    pub(crate) lsn: u64,
     offset: u64,
     data_start: usize,
     crc: u32,
@@ -314,13 +367,69 @@ struct FoundRecord {
     data_end: usize,
 }
 
-/// Where a step landed, without borrowing the buffer (see [`Scanner::next`]).
-enum Step {
+/// Where a step landed, without borrowing the buffer (see [`Scanner::advance`]).
+pub(crate) enum Step {
     Record(FoundRecord),
     SegmentEnd,
     Retired,
     Waiting,
     Done,
+}
+
+/// Where the scan stands in the open segment, as one step's checks see it.
+struct Position {
+    /// Offset of the next length prefix.
+    offset: u64,
+    /// Bytes from there to the size the scan trusts.
+    available: u64,
+    /// The segment is the newest of the log.
+    last: bool,
+    /// The segment's id.
+    seg_id: u64,
+}
+
+/// What one check passes on to the next, or the damage it found.
+type Checked<T> = std::result::Result<T, Damage>;
+
+/// Why the bytes at the position are not a record the scan accepts.
+struct Damage {
+    kind: ProblemKind,
+    /// The bytes present can be the start of a record cut short: a torn tail when
+    /// they end the newest segment.
+    tornish: bool,
+    /// A whole-length record whose body is the start of a record followed by zeros:
+    /// its body length (see [`Scanner::body`]).
+    zero_filled: Option<usize>,
+}
+
+impl Damage {
+    fn new(kind: ProblemKind, tornish: bool) -> Self {
+        Damage {
+            kind,
+            tornish,
+            zero_filled: None,
+        }
+    }
+}
+
+/// What the checks made of the bytes at the position.
+enum Check {
+    /// An intact record that follows the one before it.
+    Intact(FoundRecord),
+    /// An intact record with this LSN after a jump over segment ids that are not
+    /// there: the hole is reported first.
+    Hole(Hole, u64),
+    /// Not a record the scan accepts.
+    Damaged(Damage),
+}
+
+/// The error of a failed read of segment `name`. The path is only built for an
+/// error: reads run once per record.
+fn read_error<'a>(
+    storage: &'a dyn ReadStorage,
+    name: &'a str,
+) -> impl Fn(std::io::Error) -> Error + Copy + 'a {
+    move |e| Error::io("read", storage.root().join(name), e)
 }
 
 /// What an LSN jump at the start of a segment, over ids missing from the log, means.
@@ -598,27 +707,24 @@ impl Scanner {
         Some((first, last))
     }
 
-    /// An LSN jump at the first record of segment `seg_id`, over segment ids missing
-    /// from the log: records retired under the scan, or a missing segment.
-    /// (The scanner's fields it reads are passed one by one: the caller holds the
-    /// segment reader.)
-    fn classify_hole(
-        storage: &dyn ReadStorage,
-        segments: &[SegmentFile],
-        (prev_lsn, prev_segment): (Option<u64>, Option<u64>),
-        explained: bool,
-        (rec_lsn, seg_id, offset): (u64, u64, u64),
-    ) -> Result<Option<Hole>> {
-        let (Some(prev), Some(prev_seg)) = (prev_lsn, prev_segment) else {
+    /// An LSN jump to `lsn` at the first record of a segment, over segment ids
+    /// missing from the log: records retired under the scan, or a missing segment.
+    /// `explained`: the jump needs no report (a problem before it, or reported).
+    #[inline(always)]
+    fn classify_hole(&self, lsn: u64, at: &Position, explained: bool) -> Result<Option<Hole>> {
+        let (Some(prev), Some(prev_seg)) = (self.prev_lsn, self.prev_segment) else {
             return Ok(None);
         };
-        if offset != 0 || rec_lsn <= prev.saturating_add(1) || explained {
+        if at.offset != 0 || lsn <= prev.saturating_add(1) || explained {
             return Ok(None);
         }
-        let Some((first_id, last_id)) = Self::missing_between(segments, prev_seg, seg_id) else {
+        let Some((first_id, last_id)) = Self::missing_between(&self.segments, prev_seg, at.seg_id)
+        else {
             return Ok(None);
         };
-        let older_left = list_segments(storage)?.iter().any(|s| s.id < seg_id);
+        let older_left = list_segments(self.storage.as_ref())?
+            .iter()
+            .any(|s| s.id < at.seg_id);
         Ok(Some(if older_left {
             Hole::Missing { first_id, last_id }
         } else {
@@ -868,43 +974,56 @@ impl Scanner {
         self.idx += 1;
     }
 
-    /// Reads one step without borrowing the buffer in the result.
+    /// Reads one step without borrowing the buffer in the result: makes sure a
+    /// segment is open, checks the bytes at the position (framing, body, continuity)
+    /// and decides what the step yields (verdict).
     fn step(&mut self) -> Result<Step> {
-        if self.stopped || self.waiting {
-            return Ok(if self.waiting {
-                Step::Waiting
-            } else {
-                Step::Done
-            });
+        if self.waiting {
+            return Ok(Step::Waiting);
         }
+        if self.stopped {
+            return Ok(Step::Done);
+        }
+        if let Some(step) = self.open_next()? {
+            return Ok(step);
+        }
+        let at = self.position();
+        // The end of what was seen of the newest segment, or an incomplete record
+        // there: a writer may have gone on since. Read on if it did.
+        if at.last && !self.opts.follow && self.at_seen_end(&at)? && self.regrow()? {
+            return self.step();
+        }
+        if at.available == 0 {
+            return Ok(self.end_of_bytes(&at));
+        }
+        let check = match self.framing(&at)? {
+            Err(damage) => Check::Damaged(damage),
+            Ok(body_len) => match self.body(&at, body_len)? {
+                Err(damage) => Check::Damaged(damage),
+                Ok(found) => self.continuity(&at, found)?,
+            },
+        };
+        self.verdict(&at, check)
+    }
+
+    /// Makes sure a segment is open: the next listed one that can be opened, skipping
+    /// those retired since the listing. Returns the step to take instead when there is
+    /// none left to read, or when the next one cannot be read.
+    #[inline(always)]
+    fn open_next(&mut self) -> Result<Option<Step>> {
         while self.cur.is_none() {
             if self.idx >= self.segments.len() {
-                if self.skipped_retired && self.tail {
-                    // Every segment left in the list was retired while we read: the
-                    // log went on in segments created since it was listed.
-                    let known = self
-                        .segments
-                        .iter()
-                        .chain(&self.retired)
-                        .map(|s| s.id)
-                        .max();
-                    let newer: Vec<SegmentFile> = list_segments(self.storage.as_ref())?
-                        .into_iter()
-                        .filter(|s| known.is_none_or(|k| s.id > k))
-                        .collect();
-                    if !newer.is_empty() {
-                        self.segments.extend(newer);
-                        continue;
-                    }
+                if self.skipped_retired && self.tail && self.list_after_retired()? {
+                    continue;
                 }
                 if self.opts.follow && (self.segments.is_empty() || self.skipped_retired) {
                     // A log with no segment yet: its first segment may still come.
                     // Or every segment known was retired before it could be read:
                     // newer ones exist, and `poll` finds them.
                     self.waiting = true;
-                    return Ok(Step::Waiting);
+                    return Ok(Some(Step::Waiting));
                 }
-                return Ok(Step::Done);
+                return Ok(Some(Step::Done));
             }
             self.relist_hole()?;
             match self.try_open_current()? {
@@ -923,236 +1042,328 @@ impl Scanner {
                 }
                 Opened::Unreadable(err) => {
                     self.finish_unreadable(err);
-                    return Ok(Step::SegmentEnd);
+                    return Ok(Some(Step::SegmentEnd));
                 }
             }
         }
-        // The path is only built for an error: this runs once per record.
-        let (storage, name) = (&self.storage, &self.segments[self.idx].name);
-        let io = |e| Error::io("read", storage.root().join(name), e);
+        Ok(None)
+    }
+
+    /// Every segment left in the list was retired while the scan read: the log went
+    /// on in segments created since it was listed. Adds those; returns whether there
+    /// were any.
+    #[cold]
+    fn list_after_retired(&mut self) -> Result<bool> {
+        let known = self
+            .segments
+            .iter()
+            .chain(&self.retired)
+            .map(|s| s.id)
+            .max();
+        let newer: Vec<SegmentFile> = list_segments(self.storage.as_ref())?
+            .into_iter()
+            .filter(|s| known.is_none_or(|k| s.id > k))
+            .collect();
+        let found = !newer.is_empty();
+        self.segments.extend(newer);
+        Ok(found)
+    }
+
+    /// Where the scan stands in the open segment.
+    #[inline(always)]
+    fn position(&self) -> Position {
+        let r = self.cur.as_ref().expect("a segment is open");
+        Position {
+            offset: r.offset,
+            available: r.available(),
+            last: self.is_last_segment(),
+            seg_id: self.segments[self.idx].id,
+        }
+    }
+
+    /// The length prefix at the position; the file holds its four bytes.
+    #[inline(always)]
+    fn prefix_len(&mut self) -> Result<u64> {
+        let io = read_error(self.storage.as_ref(), &self.segments[self.idx].name);
+        let r = self.cur.as_mut().expect("a segment is open");
+        r.fill(&mut self.buf, LEN_PREFIX).map_err(io)?;
+        let prefix = &self.buf[r.start..r.start + LEN_PREFIX];
+        Ok(u32::from_le_bytes(prefix.try_into().expect("four bytes")) as u64)
+    }
+
+    /// Whether the position is at the end of the bytes seen, or at a record (of a
+    /// length the scan accepts) longer than what is there.
+    #[inline(always)]
+    fn at_seen_end(&mut self, at: &Position) -> Result<bool> {
+        if at.available < LEN_PREFIX as u64 {
+            return Ok(true);
+        }
+        let len = self.prefix_len()?;
+        Ok(LEN_PREFIX as u64 + len > at.available && len <= self.opts.max_body_len as u64)
+    }
+
+    /// No byte left in the segment: its end, or (following the newest) a wait for more.
+    #[cold]
+    fn end_of_bytes(&mut self, at: &Position) -> Step {
+        if self.opts.follow && at.last {
+            self.waiting = true;
+            return Step::Waiting;
+        }
+        self.finish_segment(None);
+        Step::SegmentEnd
+    }
+
+    /// Framing: a length prefix, bounded, and a body the file holds. Passes on the
+    /// body's length.
+    #[inline(always)]
+    fn framing(&mut self, at: &Position) -> Result<Checked<usize>> {
+        let available = at.available;
+        if available < LEN_PREFIX as u64 {
+            let kind = ProblemKind::TruncatedPrefix { available };
+            return Ok(Err(Damage::new(kind, true)));
+        }
+        let len = self.prefix_len()?;
         let max = self.opts.max_body_len as u64;
-        let last = self.is_last_segment();
-        let seg_id = self.segments[self.idx].id;
-        let follow = self.opts.follow;
-        let r = self.cur.as_mut().expect("opened above");
-        let offset = r.offset;
-        let available = r.available();
-        // The end of what was seen of the newest segment, or an incomplete record
-        // there: a writer may have gone on since. Read on if it did.
-        let at_end = available < LEN_PREFIX as u64 || {
-            r.fill(&mut self.buf, LEN_PREFIX).map_err(io)?;
-            let len = u32::from_le_bytes(self.buf[r.start..r.start + 4].try_into().unwrap());
-            LEN_PREFIX as u64 + len as u64 > available && len as u64 <= max
-        };
-        if last && !follow && at_end && self.regrow()? {
-            return self.step();
+        if len > max {
+            let kind = ProblemKind::LengthTooLarge { len, max };
+            return Ok(Err(Damage::new(kind, false)));
         }
-        let (storage, name) = (&self.storage, &self.segments[self.idx].name);
-        let io = |e| Error::io("read", storage.root().join(name), e);
-        let r = self.cur.as_mut().expect("opened above");
-        if available == 0 {
-            if follow && last {
-                self.waiting = true;
-                return Ok(Step::Waiting);
-            }
-            self.finish_segment(None);
-            return Ok(Step::SegmentEnd);
+        if LEN_PREFIX as u64 + len <= available {
+            return Ok(Ok(len as usize));
         }
-        // Framing: a prefix, bounded, and a body the file holds.
-        let framing = if available < LEN_PREFIX as u64 {
-            Some((ProblemKind::TruncatedPrefix { available }, true))
-        } else {
-            r.fill(&mut self.buf, LEN_PREFIX).map_err(io)?;
-            let len = u32::from_le_bytes(self.buf[r.start..r.start + 4].try_into().unwrap()) as u64;
-            if len > max {
-                Some((ProblemKind::LengthTooLarge { len, max }, false))
-            } else if LEN_PREFIX as u64 + len > available {
-                // A torn tail only where the bytes present can be the start of a record
-                // of that length: a complete record in fewer bytes means the prefix is
-                // damaged, and cutting there would drop good records and reuse their
-                // LSNs. (Following, the record may still be being written.) The read
-                // is bounded by the file, which is shorter than the bounded length.
-                let tornish = last
-                    && (follow || {
-                        r.fill(&mut self.buf, available as usize).map_err(io)?;
-                        let start = r.start + LEN_PREFIX;
-                        let present = &self.buf[start..r.start + available as usize];
-                        could_be_cut_short(present, len)
-                    });
-                Some((
-                    ProblemKind::TruncatedRecord {
-                        len,
-                        available: available - LEN_PREFIX as u64,
-                    },
-                    tornish,
-                ))
-            } else {
-                None
-            }
+        // A torn tail only where the bytes present can be the start of a record of
+        // that length: a complete record in fewer bytes means the prefix is damaged,
+        // and cutting there would drop good records and reuse their LSNs.
+        // (Following, the record may still be being written.)
+        let tornish = at.last && (self.opts.follow || self.present_could_be_cut(at, len)?);
+        let kind = ProblemKind::TruncatedRecord {
+            len,
+            available: available - LEN_PREFIX as u64,
         };
-        // Set when a whole-length record of the newest segment fails to decode or check
-        // but its body is the start of such a record followed by zeros: the size of a
-        // write reached the disk and (part of) its data did not.
-        let mut zero_filled_len = None;
-        let kind = match framing {
-            Some((kind, tornish)) => Err((kind, tornish)),
-            None => {
-                let len =
-                    u32::from_le_bytes(self.buf[r.start..r.start + 4].try_into().unwrap()) as usize;
-                r.fill(&mut self.buf, LEN_PREFIX + len).map_err(io)?;
-                let body_start = r.start + LEN_PREFIX;
-                let body = &self.buf[body_start..body_start + len];
-                let cut_short_then_zeros = || {
-                    let end = body.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-                    (last && end < len && could_be_cut_short(&body[..end], len as u64))
-                        .then_some(len)
-                };
-                match decode_body(body) {
-                    Err(e) => {
-                        zero_filled_len = cut_short_then_zeros();
-                        Err((
-                            ProblemKind::Undecodable {
-                                reason: e.to_string(),
-                            },
-                            false,
-                        ))
-                    }
-                    Ok(rec) if !rec.crc_ok() => {
-                        zero_filled_len = cut_short_then_zeros();
-                        Err((
-                            ProblemKind::CrcMismatch {
-                                stored: rec.crc,
-                                computed: rec.computed_crc(),
-                            },
-                            false,
-                        ))
-                    }
-                    Ok(rec) => {
-                        // An LSN jump at the start of a segment over segment ids that
-                        // are not there: retired under the scan, or missing. Reported
-                        // once, before the record, which is then read again.
-                        let reported = self.jump_reported == Some((seg_id, offset));
-                        if let Some(hole) = Self::classify_hole(
-                            self.storage.as_ref(),
-                            &self.segments,
-                            (self.prev_lsn, self.prev_segment),
-                            self.after_problem || reported,
-                            (rec.lsn, seg_id, offset),
-                        )? {
-                            let lsn = rec.lsn;
-                            return Ok(self.report_hole(hole, lsn));
-                        }
-                        let continuity = match self.prev_lsn {
-                            _ if rec.lsn == 0 => Some(ProblemKind::Undecodable {
-                                reason: "LSN 0 is never written".into(),
-                            }),
-                            Some(prev) if rec.lsn <= prev => Some(ProblemKind::LsnRegression {
-                                previous: prev,
-                                found: rec.lsn,
-                            }),
-                            Some(prev)
-                                if rec.lsn != prev + 1
-                                    && !(self.after_problem && rec.lsn > prev)
-                                    && !(reported && rec.lsn > prev) =>
-                            {
-                                Some(ProblemKind::LsnGap {
-                                    expected: prev + 1,
-                                    found: rec.lsn,
-                                })
-                            }
-                            _ => None,
-                        };
-                        match continuity {
-                            Some(kind) => Err((kind, false)),
-                            None => {
-                                // An empty payload may not point into the buffer at all.
-                                let data_start = if rec.data.is_empty() {
-                                    body_start
-                                } else {
-                                    rec.data.as_ptr() as usize - self.buf.as_ptr() as usize
-                                };
-                                Ok((
-                                    rec.lsn,
-                                    rec.crc,
-                                    rec.checkpoint,
-                                    data_start,
-                                    rec.data.len(),
-                                    len,
-                                ))
-                            }
-                        }
-                    }
-                }
-            }
+        Ok(Err(Damage::new(kind, tornish)))
+    }
+
+    /// Whether the bytes from the position to the end of the file can be the start
+    /// of a record whose body is `len` bytes. The read is bounded by the file, which
+    /// is shorter than the bounded length.
+    #[cold]
+    fn present_could_be_cut(&mut self, at: &Position, len: u64) -> Result<bool> {
+        let io = read_error(self.storage.as_ref(), &self.segments[self.idx].name);
+        let r = self.cur.as_mut().expect("a segment is open");
+        r.fill(&mut self.buf, at.available as usize).map_err(io)?;
+        let present = &self.buf[r.start + LEN_PREFIX..r.start + at.available as usize];
+        Ok(could_be_cut_short(present, len))
+    }
+
+    /// Body: the record's `len` bytes after the prefix, decoded and CRC-checked by the
+    /// codec. Passes on the record, by its place in the buffer.
+    #[inline(always)]
+    fn body(&mut self, at: &Position, len: usize) -> Result<Checked<FoundRecord>> {
+        let io = read_error(self.storage.as_ref(), &self.segments[self.idx].name);
+        let r = self.cur.as_mut().expect("a segment is open");
+        r.fill(&mut self.buf, LEN_PREFIX + len).map_err(io)?;
+        let body_start = r.start + LEN_PREFIX;
+        let body = &self.buf[body_start..body_start + len];
+        // A whole-length record of the newest segment that fails its checks, whose
+        // body is the start of such a record followed by zeros: the size of a write
+        // reached the disk and (part of) its data did not.
+        let zero_filled = || {
+            let end = body.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            (at.last && end < len && could_be_cut_short(&body[..end], len as u64)).then_some(len)
         };
-        match kind {
-            Ok((lsn, crc, checkpoint, data_start, data_len, body_len)) => {
-                let rec_len = (LEN_PREFIX + body_len) as u64;
-                r.advance(LEN_PREFIX + body_len);
-                self.prev_lsn = Some(lsn);
-                self.after_problem = false;
-                self.prev_segment = Some(seg_id);
-                let sum = self.cur_summary.as_mut().expect("a segment is open");
-                sum.records += 1;
-                sum.first_lsn.get_or_insert(lsn);
-                sum.last_lsn = Some(lsn);
-                if checkpoint {
-                    sum.checkpoints += 1;
-                    sum.last_checkpoint_lsn = Some(lsn);
-                }
-                sum.valid_len = offset + rec_len;
-                Ok(Step::Record(FoundRecord {
-                    len: rec_len,
-                    lsn,
-                    offset,
-                    data_start,
-                    crc,
-                    checkpoint,
-                    data_end: data_start + data_len,
-                }))
-            }
-            Err((kind, tornish)) => {
-                // A never-written, zero-filled tail of the newest segment is a torn tail:
-                // zeros from this record's start, or from inside it (then its bytes
-                // before them must be the start of the record, and nothing but zeros
-                // may follow it).
-                let (kind, tornish) = if let Some(len) = zero_filled_len {
-                    r.advance(LEN_PREFIX + len);
-                    (kind, r.rest_is_zero(&mut self.buf).map_err(io)?)
-                } else if last && (!tornish || available < LEN_PREFIX as u64) {
-                    let zero = r.rest_is_zero(&mut self.buf).map_err(io)?;
-                    if zero && !follow {
-                        // Zeros from a record boundary to the end of the newest
-                        // segment: space a writer preallocated and has not written
-                        // yet (or did not cut, having crashed). Nothing more yet, not
-                        // damage; a writer opening the log cuts it without saving it.
-                        // Zeros with a non-zero byte after them are still corruption.
-                        self.finish_segment(None);
-                        return Ok(Step::SegmentEnd);
-                    } else if zero {
-                        (ProblemKind::ZeroTail { bytes: available }, true)
-                    } else {
-                        (kind, tornish)
-                    }
+        let kind = match decode_body(body) {
+            Ok(rec) if rec.crc_ok() => {
+                // An empty payload may not point into the buffer at all.
+                let data_start = if rec.data.is_empty() {
+                    body_start
                 } else {
-                    (kind, tornish)
+                    rec.data.as_ptr() as usize - self.buf.as_ptr() as usize
                 };
-                if tornish && last && follow {
-                    // Still being written: wait for the rest.
-                    let r = self.cur.as_mut().expect("a segment is open");
-                    r.file().and_then(|f| f.seek_to(offset)).map_err(io)?;
-                    r.offset = offset;
-                    r.start = 0;
-                    r.end = 0;
-                    let probe = probe_unread(r.file().map_err(io)?.as_mut(), offset, max);
-                    self.wait_probe = Some(probe.map_err(io)?);
-                    self.waiting = true;
-                    return Ok(Step::Waiting);
-                }
-                let p = self.problem(offset, kind, tornish);
-                self.finish_segment(Some(p));
-                Ok(Step::SegmentEnd)
+                return Ok(Ok(FoundRecord {
+                    len: (LEN_PREFIX + len) as u64,
+                    lsn: rec.lsn,
+                    offset: at.offset,
+                    data_start,
+                    crc: rec.crc,
+                    checkpoint: rec.checkpoint,
+                    data_end: data_start + rec.data.len(),
+                }));
             }
+            Ok(rec) => ProblemKind::CrcMismatch {
+                stored: rec.crc,
+                computed: rec.computed_crc(),
+            },
+            Err(e) => ProblemKind::Undecodable {
+                reason: e.to_string(),
+            },
+        };
+        Ok(Err(Damage {
+            kind,
+            tornish: false,
+            zero_filled: zero_filled(),
+        }))
+    }
+
+    /// Continuity: an intact record's LSN against the one before it. An LSN jump at
+    /// the start of a segment over segment ids that are not there (retired under the
+    /// scan, or missing) is reported once, before the record, which is then read
+    /// again and accepted.
+    #[inline(always)]
+    fn continuity(&self, at: &Position, found: FoundRecord) -> Result<Check> {
+        let reported = self.jump_reported == Some((at.seg_id, at.offset));
+        if let Some(hole) = self.classify_hole(found.lsn, at, self.after_problem || reported)? {
+            return Ok(Check::Hole(hole, found.lsn));
+        }
+        let lsn = found.lsn;
+        let kind = match self.prev_lsn {
+            _ if lsn == 0 => ProblemKind::Undecodable {
+                reason: "LSN 0 is never written".into(),
+            },
+            Some(prev) if lsn <= prev => ProblemKind::LsnRegression {
+                previous: prev,
+                found: lsn,
+            },
+            Some(prev)
+                if lsn != prev + 1
+                    && !(self.after_problem && lsn > prev)
+                    && !(reported && lsn > prev) =>
+            {
+                ProblemKind::LsnGap {
+                    expected: prev + 1,
+                    found: lsn,
+                }
+            }
+            _ => return Ok(Check::Intact(found)),
+        };
+        Ok(Check::Damaged(Damage::new(kind, false)))
+    }
+
+    /// Verdict: what the step yields for what the checks found.
+    #[inline(always)]
+    fn verdict(&mut self, at: &Position, check: Check) -> Result<Step> {
+        match check {
+            Check::Intact(found) => Ok(self.accept(at, found)),
+            Check::Hole(hole, lsn) => Ok(self.report_hole(hole, lsn)),
+            Check::Damaged(damage) => self.damaged(at, damage),
+        }
+    }
+
+    /// An intact record: the scan moves past it and counts it.
+    #[inline(always)]
+    fn accept(&mut self, at: &Position, found: FoundRecord) -> Step {
+        let r = self.cur.as_mut().expect("a segment is open");
+        r.advance(found.len as usize);
+        self.prev_lsn = Some(found.lsn);
+        self.after_problem = false;
+        self.prev_segment = Some(at.seg_id);
+        let sum = self.cur_summary.as_mut().expect("a segment is open");
+        sum.records += 1;
+        sum.first_lsn.get_or_insert(found.lsn);
+        sum.last_lsn = Some(found.lsn);
+        if found.checkpoint {
+            sum.checkpoints += 1;
+            sum.last_checkpoint_lsn = Some(found.lsn);
+        }
+        sum.valid_len = at.offset + found.len;
+        Step::Record(found)
+    }
+
+    /// Damage at the position: zeros a writer never wrote (the end of the newest
+    /// segment, or a torn tail), a record still being written (following: wait for
+    /// it), or a problem that ends the segment.
+    #[cold]
+    fn damaged(&mut self, at: &Position, damage: Damage) -> Result<Step> {
+        let io = read_error(self.storage.as_ref(), &self.segments[self.idx].name);
+        let r = self.cur.as_mut().expect("a segment is open");
+        let Damage {
+            kind,
+            tornish,
+            zero_filled,
+        } = damage;
+        // A never-written, zero-filled tail of the newest segment is a torn tail:
+        // zeros from this record's start, or from inside it (then its bytes before
+        // them must be the start of the record, and nothing but zeros may follow it).
+        let (kind, tornish) = if let Some(len) = zero_filled {
+            r.advance(LEN_PREFIX + len);
+            (kind, r.rest_is_zero(&mut self.buf).map_err(io)?)
+        } else if at.last && (!tornish || at.available < LEN_PREFIX as u64) {
+            let zero = r.rest_is_zero(&mut self.buf).map_err(io)?;
+            if zero && !self.opts.follow {
+                // Zeros from a record boundary to the end of the newest segment:
+                // space a writer preallocated and has not written yet (or did not
+                // cut, having crashed). Nothing more yet, not damage; a writer
+                // opening the log cuts it without saving it. Zeros with a non-zero
+                // byte after them are still corruption.
+                self.finish_segment(None);
+                return Ok(Step::SegmentEnd);
+            } else if zero {
+                let bytes = at.available;
+                (ProblemKind::ZeroTail { bytes }, true)
+            } else {
+                (kind, tornish)
+            }
+        } else {
+            (kind, tornish)
+        };
+        if tornish && at.last && self.opts.follow {
+            return self.wait_at(at.offset);
+        }
+        let p = self.problem(at.offset, kind, tornish);
+        self.finish_segment(Some(p));
+        Ok(Step::SegmentEnd)
+    }
+
+    /// Following: a record still being written at `offset` of the newest segment.
+    /// The scan waits there for the rest, watching the bytes (see `wait_probe`).
+    fn wait_at(&mut self, offset: u64) -> Result<Step> {
+        let io = read_error(self.storage.as_ref(), &self.segments[self.idx].name);
+        let max = self.opts.max_body_len as u64;
+        let r = self.cur.as_mut().expect("a segment is open");
+        r.file().and_then(|f| f.seek_to(offset)).map_err(io)?;
+        r.offset = offset;
+        r.start = 0;
+        r.end = 0;
+        let probe = probe_unread(r.file().map_err(io)?.as_mut(), offset, max);
+        self.wait_probe = Some(probe.map_err(io)?);
+        self.waiting = true;
+        Ok(Step::Waiting)
+    }
+
+    /// One step, without borrowing the buffer: the half of [`Scanner::next`] for a
+    /// loop that goes on after some steps and returns a record at others (a borrowed
+    /// event cannot be returned from such a loop). [`Scanner::event`] is the other.
+    #[inline(always)]
+    pub(crate) fn advance(&mut self) -> Result<Step> {
+        match self.step() {
+            Err(e) if self.recover_shrink(&e)? => self.step(),
+            r => r,
+        }
+    }
+
+    /// The event of the step [`Scanner::advance`] just took.
+    #[inline(always)]
+    fn event(&self, step: &Step) -> Option<Event<'_>> {
+        match step {
+            Step::Record(r) => Some(Event::Record(self.record(r))),
+            Step::SegmentEnd => Some(Event::SegmentEnd(
+                self.summaries.last().expect("just pushed"),
+            )),
+            Step::Retired => Some(Event::Retired(self.gaps.last().expect("just pushed"))),
+            Step::Waiting | Step::Done => None,
+        }
+    }
+
+    /// The record a step found, from the buffer.
+    #[inline(always)]
+    pub(crate) fn record(&self, r: &FoundRecord) -> ScannedRecord<'_> {
+        ScannedRecord {
+            lsn: r.lsn,
+            data: &self.buf[r.data_start..r.data_end],
+            crc: r.crc,
+            checkpoint: r.checkpoint,
+            segment_id: self.segments[self.idx].id,
+            offset: r.offset,
+            len: r.len,
         }
     }
 
@@ -1160,26 +1371,8 @@ impl Scanner {
     /// mode, when nothing more is there yet: call [`Scanner::poll`] and try again).
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Event<'_>>> {
-        let step = match self.step() {
-            Err(e) if self.recover_shrink(&e)? => self.step()?,
-            r => r?,
-        };
-        match step {
-            Step::Record(r) => Ok(Some(Event::Record(ScannedRecord {
-                lsn: r.lsn,
-                data: &self.buf[r.data_start..r.data_end],
-                crc: r.crc,
-                checkpoint: r.checkpoint,
-                segment_id: self.segments[self.idx].id,
-                offset: r.offset,
-                len: r.len,
-            }))),
-            Step::SegmentEnd => Ok(Some(Event::SegmentEnd(
-                self.summaries.last().expect("just pushed"),
-            ))),
-            Step::Retired => Ok(Some(Event::Retired(self.gaps.last().expect("just pushed")))),
-            Step::Waiting | Step::Done => Ok(None),
-        }
+        let step = self.advance()?;
+        Ok(self.event(&step))
     }
 
     /// Follow mode: looks for bytes appended to the newest segment and for new
@@ -1446,10 +1639,9 @@ fn scan_halves(
     progress: &mut dyn FnMut(u64),
 ) -> Option<ScanReport> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let opts = ScanOptions {
-        read_ahead_from: opts.read_ahead_from.filter(|_| cores >= 4),
-        ..opts.clone()
-    };
+    let opts = opts
+        .clone()
+        .read_ahead_from(opts.read_ahead_from.filter(|_| cores >= 4));
     let (older, newer) = segments.split_at(split);
     let older_done = std::sync::atomic::AtomicU64::new(0);
     let older_bytes: u64 = older.iter().map(|s| s.size).sum();
@@ -1494,4 +1686,32 @@ fn scan_halves(
     summaries.extend(newer_summaries);
     progress(older_bytes + summaries[split..].iter().map(|s| s.size).sum::<u64>());
     Some(report(summaries, newer_checkpoint.or(older_checkpoint)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_builder_sets_its_own_option() {
+        let d = ScanOptions::default();
+        let o = ScanOptions::default()
+            .max_body_len(7)
+            .from_lsn(Some(9))
+            .stop_at_first_problem(!d.stop_at_first_problem)
+            .follow(!d.follow)
+            .read_ahead_from(Some(11))
+            .parallel_from(Some(13));
+        assert_eq!(o.max_body_len, 7);
+        assert_eq!(o.from_lsn, Some(9));
+        assert_eq!(o.stop_at_first_problem, !d.stop_at_first_problem);
+        assert_eq!(o.follow, !d.follow);
+        assert_eq!(o.read_ahead_from, Some(11));
+        assert_eq!(o.parallel_from, Some(13));
+        let none = o.read_ahead_from(None).parallel_from(None).from_lsn(None);
+        assert_eq!(
+            (none.read_ahead_from, none.parallel_from, none.from_lsn),
+            (None, None, None)
+        );
+    }
 }

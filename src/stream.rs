@@ -6,8 +6,8 @@
 use std::io::{self, Read, Write};
 
 use crate::codec::{decode_body, encode_record, LEN_PREFIX, MAX_BODY_LEN, MAX_DATA_LEN};
+use crate::entry::Entry;
 use crate::error::{Error, ProblemKind, Result};
-use crate::reader::Entry;
 
 /// Writes framed records (`u32 LE length ‖ protobuf(WAL_Entry)`) to `W`, exactly the
 /// bytes a [`Wal`](crate::Wal) writes into a segment for the same entries.

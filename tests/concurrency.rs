@@ -833,11 +833,9 @@ fn a_follower_whose_segments_were_retired_moves_on_to_the_newer_ones() {
     let storage = Arc::new(FileStorage::open(dir).unwrap());
     let mut scanner = Scanner::new(
         storage,
-        ScanOptions {
-            follow: true,
-            stop_at_first_problem: true,
-            ..ScanOptions::default()
-        },
+        ScanOptions::default()
+            .follow(true)
+            .stop_at_first_problem(true),
     )
     .unwrap();
     let (first, problem) = drain(&mut scanner).unwrap();
@@ -1597,10 +1595,7 @@ fn a_follower_at_a_torn_tail_says_once_what_it_waits_for() {
     // The library's follower knows where it waits.
     let mut scanner = Scanner::new(
         Arc::new(FileStorage::open(dir).unwrap()),
-        ScanOptions {
-            follow: true,
-            ..ScanOptions::default()
-        },
+        ScanOptions::default().follow(true),
     )
     .unwrap();
     let (lsns, problem) = drain(&mut scanner).unwrap();

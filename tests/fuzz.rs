@@ -514,13 +514,11 @@ proptest! {
         from in proptest::option::weighted(0.2, 0u64..60),
         ahead in proptest::bool::weighted(0.3),
     ) {
-        check_scan(&segs, ScanOptions {
-            stop_at_first_problem: stop,
-            from_lsn: from,
+        check_scan(&segs, ScanOptions::default()
+            .stop_at_first_problem(stop)
+            .from_lsn(from)
             // Also through the read-ahead thread, whatever the segment's size.
-            read_ahead_from: if ahead { Some(0) } else { None },
-            ..ScanOptions::default()
-        })?;
+            .read_ahead_from(if ahead { Some(0) } else { None }))?;
     }
 }
 
@@ -565,10 +563,7 @@ fn huge_length_prefixes_are_never_allocated() {
                 },
             );
             for from in [None, Some(1), Some(4)] {
-                let opts = ScanOptions {
-                    from_lsn: from,
-                    ..ScanOptions::default()
-                };
+                let opts = ScanOptions::default().from_lsn(from);
                 check_scan(&segs, opts)
                     .unwrap_or_else(|e| panic!("{value:#x} at {seg}/{record}: {e}"));
             }

@@ -33,10 +33,7 @@ fn digest(data: &[u8]) -> u64 {
 
 fn scan(dir: &Path, read_ahead: bool) -> Seen {
     let storage = Arc::new(FileStorage::open(dir).unwrap());
-    let opts = ScanOptions {
-        read_ahead_from: if read_ahead { Some(0) } else { None },
-        ..ScanOptions::default()
-    };
+    let opts = ScanOptions::default().read_ahead_from(if read_ahead { Some(0) } else { None });
     let mut seen = Seen {
         records: Vec::new(),
         summaries: Vec::new(),
@@ -65,10 +62,7 @@ fn scan(dir: &Path, read_ahead: bool) -> Seen {
 /// `scan_log`, split in two halves whatever the log's size, or in one pass.
 fn report(dir: &Path, split: bool) -> Result<ScanReport, String> {
     let storage = Arc::new(FileStorage::open(dir).unwrap());
-    let opts = ScanOptions {
-        parallel_from: if split { Some(0) } else { None },
-        ..ScanOptions::default()
-    };
+    let opts = ScanOptions::default().parallel_from(if split { Some(0) } else { None });
     let mut last = 0;
     let report = scan_log(storage, opts, |done| {
         assert!(done >= last, "progress went back from {last} to {done}");
@@ -197,10 +191,7 @@ fn a_segment_cut_while_read_ahead_reads_it_is_an_error_not_a_short_clean_log() {
     let first = segment_names(&dir)[0].clone();
     let size = std::fs::metadata(dir.join(&first)).unwrap().len();
     let storage = Arc::new(FileStorage::open(&dir).unwrap());
-    let opts = ScanOptions {
-        read_ahead_from: Some(0),
-        ..ScanOptions::default()
-    };
+    let opts = ScanOptions::default().read_ahead_from(Some(0));
     let mut scanner = Scanner::new(storage, opts).unwrap();
     // The first record starts the helper thread on the first segment; then most of
     // the segment goes away under it.

@@ -32,11 +32,9 @@ impl OneSegment {
     /// Checks every record (framing, protobuf, CRC, LSN order) and summarises the
     /// segment; its problem, if any, is in the summary.
     pub(crate) fn check(self) -> Result<SegmentSummary> {
-        let opts = ScanOptions {
-            read_ahead_from: None,
-            parallel_from: None,
-            ..ScanOptions::default()
-        };
+        let opts = ScanOptions::default()
+            .read_ahead_from(None)
+            .parallel_from(None);
         let mut report = scan_log(Arc::new(self), opts, |_| {})?;
         Ok(report.segments.remove(0))
     }
@@ -44,12 +42,10 @@ impl OneSegment {
     /// The length of the segment up to and including the record with LSN `lsn`, or
     /// `None` when no intact record has that LSN.
     pub(crate) fn end_of(self, lsn: u64) -> Result<Option<u64>> {
-        let opts = ScanOptions {
-            read_ahead_from: None,
-            parallel_from: None,
-            stop_at_first_problem: true,
-            ..ScanOptions::default()
-        };
+        let opts = ScanOptions::default()
+            .read_ahead_from(None)
+            .parallel_from(None)
+            .stop_at_first_problem(true);
         let mut scanner = Scanner::new(Arc::new(self), opts)?;
         while let Some(ev) = scanner.next()? {
             if let Event::Record(r) = ev {

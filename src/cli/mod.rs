@@ -12,6 +12,7 @@ mod inspect;
 mod meta;
 pub mod output;
 mod prune;
+mod records;
 mod repair;
 mod salvage;
 mod segments;

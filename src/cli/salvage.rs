@@ -12,7 +12,7 @@ use walctl::scan::ScanOptions;
 use walctl::segment::list_segments;
 use walctl::storage::ReadStorage;
 
-use super::dump::{Filter, Printer, Progress, Take};
+use super::records::{Filter, Printer, Progress, Take};
 use super::{inspect, output, Exit};
 
 /// What the salvage is asked for besides the records.
@@ -54,10 +54,7 @@ pub fn run(
         "salvage",
     );
     let mut progress = Progress::new(&segments, !pb.is_hidden());
-    let opts = ScanOptions {
-        from_lsn: job.from_lsn,
-        ..ScanOptions::default()
-    };
+    let opts = ScanOptions::default().from_lsn(job.from_lsn);
     let mut salvage = Salvager::new(storage, opts)?;
     let mut skipped = Vec::new();
     let mut last_printed = None;
