@@ -20,6 +20,7 @@
 //! as with preallocation off.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -53,22 +54,40 @@ pub fn is_ready_name(name: &str) -> bool {
 
 /// Writes `len` zero bytes through `file` and makes them durable.
 pub fn write_zeros(file: &mut dyn WriteFile, len: u64) -> io::Result<()> {
+    write_zeros_unless(file, len, &AtomicBool::new(false))
+}
+
+/// [`write_zeros`], stopping with `Interrupted` once `cancel` is set (checked
+/// between chunks of [`ZERO_CHUNK`] bytes, and before the fdatasync).
+fn write_zeros_unless(file: &mut dyn WriteFile, len: u64, cancel: &AtomicBool) -> io::Result<()> {
     let zeros = vec![0u8; ZERO_CHUNK];
     let mut left = len;
+    let cancelled = || io::Error::new(io::ErrorKind::Interrupted, "cancelled");
     while left > 0 {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(cancelled());
+        }
         let n = left.min(ZERO_CHUNK as u64) as usize;
         file.write_all(&zeros[..n])?;
         left -= n as u64;
     }
+    if cancel.load(Ordering::Relaxed) {
+        return Err(cancelled());
+    }
     file.sync_data()
 }
 
-/// Creates [`ready_name`]`(id)` filled with `len` durable zeros. A failed attempt
-/// removes what it made.
-pub fn make_ready(storage: &dyn Storage, id: u64, len: u64) -> io::Result<()> {
+/// Creates [`ready_name`]`(id)` filled with `len` durable zeros, unless `cancel` is
+/// set first. A failed or cancelled attempt removes what it made.
+///
+/// The zeros go to the page cache and then out in one fdatasync: measured against
+/// writing them back 64 KiB at a time (sync_file_range after each piece) beside W3's
+/// commits, the single flush disturbed the commits less (peer-bench W3, three
+/// alternating runs: 0.89-0.99x okaywal against 0.85-0.89x).
+pub fn make_ready(storage: &dyn Storage, id: u64, len: u64, cancel: &AtomicBool) -> io::Result<()> {
     let name = ready_name(id);
     let mut file = storage.create(&name)?;
-    let res = write_zeros(file.as_mut(), len);
+    let res = write_zeros_unless(file.as_mut(), len, cancel);
     drop(file);
     if res.is_err() {
         let _ = storage.remove_file(&name);
@@ -139,16 +158,19 @@ pub struct NextSegment {
     /// Its id.
     pub id: u64,
     handle: JoinHandle<io::Result<()>>,
+    cancel: Arc<AtomicBool>,
 }
 
 impl NextSegment {
     /// Starts making segment `id` ready (`len` zeros) off the commit path.
     pub fn start(storage: Arc<dyn Storage>, id: u64, len: u64) -> Option<NextSegment> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = cancel.clone();
         let handle = std::thread::Builder::new()
             .name("walctl-prealloc".into())
-            .spawn(move || make_ready(storage.as_ref(), id, len))
+            .spawn(move || make_ready(storage.as_ref(), id, len, &stop))
             .ok()?;
-        Some(NextSegment { id, handle })
+        Some(NextSegment { id, handle, cancel })
     }
 
     /// Waits for it; whether the ready file is there to be renamed into place.
@@ -156,9 +178,10 @@ impl NextSegment {
         matches!(self.handle.join(), Ok(Ok(())))
     }
 
-    /// Waits for it and removes what it made (close, or a rotation that went on
-    /// without it).
+    /// Stops it (at its next piece of zeros) and removes what it made (close, or a
+    /// rotation that went on without it).
     pub fn discard(self, storage: &dyn Storage) {
+        self.cancel.store(true, Ordering::Relaxed);
         let id = self.id;
         if self.finish() {
             let _ = storage.remove_file(&ready_name(id));
@@ -169,6 +192,19 @@ impl NextSegment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cancelled_ready_segment_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = crate::storage::FileStorage::create(dir.path()).unwrap();
+        let err = make_ready(&storage, 3, 1 << 20, &AtomicBool::new(true)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+        assert!(!dir.path().join(ready_name(3)).exists());
+        make_ready(&storage, 4, 1 << 20, &AtomicBool::new(false)).unwrap();
+        let made = std::fs::read(dir.path().join(ready_name(4))).unwrap();
+        assert_eq!(made.len(), 1 << 20);
+        assert!(made.iter().all(|&b| b == 0));
+    }
 
     #[test]
     fn ready_names_are_never_segment_names() {
