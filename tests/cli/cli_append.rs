@@ -1,7 +1,7 @@
 //! `walctl append` and `walctl checkpoint` through the real binary, checked against
 //! the log as the library reads it back.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};

@@ -5,7 +5,7 @@
 //! non-zero byte are corruption; a power cut that loses a block in the middle never
 //! costs an acknowledged record.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

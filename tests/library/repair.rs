@@ -1,7 +1,7 @@
 //! `truncate-corrupt` on real logs written by the walctl writer and damaged by cutting
 //! and flipping their files: the library (plan → apply, restore) and the binary.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,7 +1,7 @@
 //! The core library's promises (issue 3): rotation, reopen, torn tails, corruption,
 //! locking, closing, retention, stray files, sync policies, group commit.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

@@ -9,7 +9,7 @@
 //! `WALCTL_CRASH_SEED=<u64>` replays a run (the seed is printed); `WALCTL_CRASH_CYCLES`
 //! sets the number of kills (default 50; e.g. 1000 for the long run).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Write};

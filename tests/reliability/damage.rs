@@ -31,7 +31,7 @@
 //! The random sample is seeded; the seed is printed, and `WALCTL_DAMAGE_SEED=<n>`
 //! replays it.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::fs;

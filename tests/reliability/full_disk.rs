@@ -5,7 +5,7 @@
 //!
 //! Mounting needs root; without it each test says why on stderr and returns.
 
-mod common;
+use crate::common;
 
 use std::ffi::CString;
 use std::fs;
