@@ -773,7 +773,8 @@ fn torn_tail_is_saved_cut_and_reported_then_append_continues() {
         (item.file.as_str(), item.offset),
         ("segment-0", last.offset)
     );
-    let saved = fs::read(dir.join(walctl::quarantine::saved_path(&m.id, item))).unwrap();
+    let saved =
+        fs::read(walctl::quarantine::Location::in_log(&storage).saved_file(&m.id, item)).unwrap();
     assert_eq!(saved, torn);
 
     assert_eq!(datas(dir), v(&[b"one", b"two", b"three", b"new"]));

@@ -174,7 +174,9 @@ impl Checker {
             quarantine::verify(&storage, &m)
                 .unwrap_or_else(|e| panic!("quarantine entry {} is damaged: {e}", m.id));
             for item in &m.items {
-                let saved = fs::read(self.dir.join(quarantine::saved_path(&m.id, item))).unwrap();
+                let saved =
+                    fs::read(quarantine::Location::in_log(&storage).saved_file(&m.id, item))
+                        .unwrap();
                 out.push((item.file.clone(), item.offset, saved, m.policy.clone()));
             }
         }
