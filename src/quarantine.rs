@@ -175,10 +175,6 @@ impl<'a> Location<'a> {
     }
 }
 
-fn entry_path(id: &str, name: &str) -> String {
-    format!("{QUARANTINE_DIR}/{id}/{name}")
-}
-
 fn new_id() -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let now = SystemTime::now();
@@ -459,11 +455,6 @@ pub fn lsn_floor_at(q: Location<'_>) -> Result<Option<u64>> {
         .into_iter()
         .filter_map(|(_, m)| m.ok().and_then(|m| m.next_lsn))
         .max())
-}
-
-/// Path (relative to the log directory) of a saved piece, for readers of the entry.
-pub fn saved_path(id: &str, item: &ManifestItem) -> String {
-    entry_path(id, &item.saved_as)
 }
 
 const COPY_CHUNK: usize = 1 << 20;

@@ -59,6 +59,25 @@ fn unprivileged_binary() -> &'static Path {
     })
 }
 
+/// `cmd.spawn()`, retried for up to 5 s while the executable is busy: a child that
+/// another test thread forked while `unprivileged_binary` was writing the copy holds
+/// the copy open for writing until its own exec, and exec refuses a file open for
+/// writing (ETXTBSY).
+fn spawn_retrying_busy(cmd: &mut Command) -> std::process::Child {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match cmd.spawn() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            r => return r.unwrap(),
+        }
+    }
+}
+
 struct Run {
     code: i32,
     stdout: String,
@@ -132,7 +151,7 @@ fn walctl_once(args: &[&str], dir: Option<&Path>, env: &[(&str, &OsStr)], who: A
     }
     // Reaped by wait4 below, which also gives its peak memory.
     #[allow(clippy::zombie_processes)]
-    let child = cmd.spawn().unwrap();
+    let child = spawn_retrying_busy(&mut cmd);
     let (status, maxrss) = wait_with_rusage(child.id() as libc::pid_t, args);
     let read = |mut f: fs::File| {
         let mut v = Vec::new();

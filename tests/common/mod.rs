@@ -259,3 +259,18 @@ pub fn read_stderr(child: &mut std::process::Child) -> String {
     }
     stderr
 }
+
+/// A proptest configuration of `cases` cases that keeps failing cases beside the test's
+/// source file (`tests/library/fuzz.rs` → `tests/library/fuzz.proptest-regressions`).
+/// Proptest's default would look for a `main.rs` above the file and use
+/// `tests/proptest-regressions/` instead, now that the tests are modules of an area.
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, FileFailurePersistence};
+    Config {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..Config::default()
+    }
+}

@@ -6,7 +6,7 @@
 //! - the split scan (`scan_log` checks the older and the newer half of a large log
 //!   on two threads): the same report as one pass, damage at the seam included.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

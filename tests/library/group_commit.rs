@@ -3,7 +3,7 @@
 //! waiting writer with an error instead of leaving one asleep or acknowledging
 //! unsynced bytes.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::{mpsc, Arc};

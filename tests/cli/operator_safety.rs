@@ -5,7 +5,7 @@
 //! quarantine's housekeeping. Through the real binary, and through the library where
 //! it has something to say.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Write;

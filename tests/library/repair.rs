@@ -1,7 +1,7 @@
 //! `truncate-corrupt` on real logs written by the walctl writer and damaged by cutting
 //! and flipping their files: the library (plan → apply, restore) and the binary.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use assert_cmd::cargo::CommandCargoExt;
 use common::*;
 use serde_json::Value;
-use walctl::quarantine::{self, RestoreAction, QUARANTINE_DIR};
+use walctl::quarantine::{self, Location, RestoreAction, QUARANTINE_DIR};
 use walctl::reader::WalReader;
 use walctl::repair::{self, CutAction, LsnRange, Policy, Verdict};
 use walctl::scan::{Event, ScanOptions, Scanner};
@@ -161,7 +161,7 @@ fn assert_nothing_lost(dir: &Path, original: &BTreeMap<String, Vec<u8>>, ctx: &s
                 i.file == name
                     && i.offset <= from
                     && i.offset + i.length == original[name].len() as u64
-                    && fs::read(dir.join(quarantine::saved_path(&m.id, i))).unwrap()
+                    && fs::read(Location::in_log(st.as_ref()).saved_file(&m.id, i)).unwrap()
                         == original[name][i.offset as usize..]
                     && want.len() as u64 + from == i.offset + i.length
             })
@@ -287,9 +287,10 @@ fn copy_of(from: &Path) -> (tempfile::TempDir, PathBuf) {
 
 /// The single piece of quarantine entry `id` for `file`, and its saved bytes.
 fn saved_piece(dir: &Path, id: &str, file: &str) -> (quarantine::ManifestItem, Vec<u8>) {
-    let m = quarantine::load(storage(dir).as_ref(), id).unwrap();
+    let st = storage(dir);
+    let m = quarantine::load(st.as_ref(), id).unwrap();
     let item = m.items.iter().find(|i| i.file == file).unwrap().clone();
-    let bytes = fs::read(dir.join(quarantine::saved_path(id, &item))).unwrap();
+    let bytes = fs::read(Location::in_log(st.as_ref()).saved_file(id, &item)).unwrap();
     (item, bytes)
 }
 
@@ -821,7 +822,7 @@ fn restore_refuses_a_segment_written_after_the_cut_and_a_damaged_copy() {
     let m = done.quarantine.unwrap();
 
     // A damaged saved copy: refuse, change nothing.
-    let piece = dir.join(quarantine::saved_path(&m.id, &m.items[1]));
+    let piece = Location::in_log(storage(&dir).as_ref()).saved_file(&m.id, &m.items[1]);
     flip_bit(&piece, 10, 0);
     let before = log_snapshot(&dir);
     let o = run(&dir, &["--restore", &m.id]);

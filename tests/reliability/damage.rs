@@ -31,7 +31,7 @@
 //! The random sample is seeded; the seed is printed, and `WALCTL_DAMAGE_SEED=<n>`
 //! replays it.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -712,7 +712,8 @@ fn newest_segment_cut_inside_its_last_record_is_a_torn_tail_and_repairs_cleanly(
             full[..last.offset],
             "{ctx}"
         );
-        let manifests = quarantine::list(&FileStorage::open(&dir).unwrap()).unwrap();
+        let storage = FileStorage::open(&dir).unwrap();
+        let manifests = quarantine::list(&storage).unwrap();
         if cut_at == last.offset {
             assert!(manifests.is_empty(), "{ctx}: nothing to save");
             continue;
@@ -736,7 +737,8 @@ fn newest_segment_cut_inside_its_last_record_is_a_torn_tail_and_repairs_cleanly(
             ),
             "{ctx}"
         );
-        let saved = fs::read(dir.join(quarantine::saved_path(&m.id, item))).unwrap();
+        let saved =
+            fs::read(quarantine::Location::in_log(&storage).saved_file(&m.id, item)).unwrap();
         assert_eq!(
             saved,
             full[last.offset..cut_at],

@@ -1,7 +1,7 @@
 //! The on-disk format against the Go reference's own files: decoding gives exactly
 //! EXPECTED.json, writing the same entries gives byte-identical segments.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

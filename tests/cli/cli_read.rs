@@ -1,7 +1,7 @@
 //! The read-only commands through the real binary: `dump`, `verify`, `segments`,
 //! plus the meta commands (`completions`, `man`, `--version`) and usage errors.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -2,7 +2,7 @@
 //! API's conveniences (ReadAll, ReadFromCheckpoint, EntryWriter/EntryReader), the
 //! follow iterator, and the in-memory storage for users' tests.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::sync::Arc;

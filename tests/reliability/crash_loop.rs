@@ -9,7 +9,7 @@
 //! `WALCTL_CRASH_SEED=<u64>` replays a run (the seed is printed); `WALCTL_CRASH_CYCLES`
 //! sets the number of kills (default 50; e.g. 1000 for the long run).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
@@ -174,7 +174,9 @@ impl Checker {
             quarantine::verify(&storage, &m)
                 .unwrap_or_else(|e| panic!("quarantine entry {} is damaged: {e}", m.id));
             for item in &m.items {
-                let saved = fs::read(self.dir.join(quarantine::saved_path(&m.id, item))).unwrap();
+                let saved =
+                    fs::read(quarantine::Location::in_log(&storage).saved_file(&m.id, item))
+                        .unwrap();
                 out.push((item.file.clone(), item.offset, saved, m.policy.clone()));
             }
         }

@@ -1,7 +1,7 @@
 //! `walctl append` and `walctl checkpoint` through the real binary, checked against
 //! the log as the library reads it back.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -773,7 +773,8 @@ fn torn_tail_is_saved_cut_and_reported_then_append_continues() {
         (item.file.as_str(), item.offset),
         ("segment-0", last.offset)
     );
-    let saved = fs::read(dir.join(walctl::quarantine::saved_path(&m.id, item))).unwrap();
+    let saved =
+        fs::read(walctl::quarantine::Location::in_log(&storage).saved_file(&m.id, item)).unwrap();
     assert_eq!(saved, torn);
 
     assert_eq!(datas(dir), v(&[b"one", b"two", b"three", b"new"]));

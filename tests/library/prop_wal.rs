@@ -2,7 +2,7 @@
 //! with rotation and retention, read back exactly what was appended with contiguous
 //! LSNs. `WALCTL_PROPTEST_CASES` raises the case count.
 
-mod common;
+use crate::common;
 
 use common::tempdir;
 use proptest::prelude::*;
@@ -43,7 +43,7 @@ fn cases() -> u32 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(common::proptest_config(cases()))]
 
     #[test]
     fn random_sequences_read_back_exactly(

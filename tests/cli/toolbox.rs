@@ -2,7 +2,7 @@
 //! written here, cut and flipped): `dump --salvage`, `dump --grep`, `inspect`,
 //! `stats`, and the repair plan's count of intact records behind a damaged length.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The core library's promises (issue 3): rotation, reopen, torn tails, corruption,
 //! locking, closing, retention, stray files, sync policies, group commit.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;
@@ -202,7 +202,8 @@ fn torn_tail_at_open_is_saved_then_cut() {
     assert_eq!(m.items.len(), 1);
     assert_eq!(m.items[0].offset, last_start);
     assert_eq!(m.items[0].sha256, quarantine::sha256_hex(&torn));
-    let saved = fs::read(dir.path().join(quarantine::saved_path(&m.id, &m.items[0]))).unwrap();
+    let saved = quarantine::Location::in_log(wal.storage().as_ref()).saved_file(&m.id, &m.items[0]);
+    let saved = fs::read(saved).unwrap();
     assert_eq!(saved, torn);
     // The lost record was never acknowledged by this writer; the LSN sequence goes on
     // from the last intact one.

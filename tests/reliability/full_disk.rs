@@ -5,7 +5,7 @@
 //!
 //! Mounting needs root; without it each test says why on stderr and returns.
 
-mod common;
+use crate::common;
 
 use std::ffi::CString;
 use std::fs;
@@ -280,7 +280,8 @@ fn assert_quarantined(dir: &Path, t: &Tail) {
         m.items.iter().any(|i| {
             i.file == t.segment
                 && i.offset == t.offset
-                && fs::read(dir.join(quarantine::saved_path(&m.id, i))).unwrap() == t.bytes
+                && fs::read(quarantine::Location::in_log(&storage).saved_file(&m.id, i)).unwrap()
+                    == t.bytes
         })
     });
     assert!(

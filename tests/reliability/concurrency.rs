@@ -6,7 +6,7 @@
 //! Every payload is a function of its LSN, so any record a reader prints can be
 //! checked byte for byte.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -1704,7 +1704,12 @@ impl Drop for KillOnDrop {
 #[test]
 fn dry_runs_and_reads_never_get_in_a_writers_way() {
     const ALONE: &str = "WALCTL_TEST_ALONE";
-    let name = "dry_runs_and_reads_never_get_in_a_writers_way";
+    // The test's name as the harness knows it: its path in this test binary.
+    let name = concat!(
+        module_path!(),
+        "::dry_runs_and_reads_never_get_in_a_writers_way"
+    );
+    let name = name.split_once("::").map_or(name, |(_crate, path)| path);
     if std::env::var_os(ALONE).is_none() {
         let out = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", name, "--nocapture", "--test-threads", "1"])

@@ -5,7 +5,7 @@
 //! non-zero byte are corruption; a power cut that loses a block in the middle never
 //! costs an acknowledged record.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;
@@ -306,8 +306,7 @@ fn torn_record_in_preallocated_space_saves_only_its_bytes() {
     );
     let m = walctl::quarantine::load(wal.storage().as_ref(), &repaired.quarantine_id).unwrap();
     let saved = fs::read(
-        copy.path()
-            .join(walctl::quarantine::saved_path(&m.id, &m.items[0])),
+        walctl::quarantine::Location::in_log(wal.storage().as_ref()).saved_file(&m.id, &m.items[0]),
     )
     .unwrap();
     assert_eq!(saved, torn);

@@ -2,7 +2,7 @@
 //! workloads that fail reported as unavailable (never a crash), the temporary
 //! directory removed (or kept with --keep). Speed is never asserted.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

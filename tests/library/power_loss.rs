@@ -7,7 +7,7 @@
 //! one. `WALCTL_POWER_CYCLES` raises the number of power cuts; `WALCTL_POWER_SEED`
 //! replays a run.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

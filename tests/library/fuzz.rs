@@ -21,7 +21,7 @@
 //!
 //! `WALCTL_FUZZ_CASES` sets the number of cases of each property (default 4000).
 
-mod common;
+use crate::common;
 use walctl::storage::MemStorage;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -99,10 +99,7 @@ fn cases() -> u32 {
 }
 
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: cases(),
-        ..ProptestConfig::default()
-    }
+    common::proptest_config(cases())
 }
 
 // ---------------------------------------------------------------------------------
