@@ -61,3 +61,9 @@ pub use follow::{CancelHandle, Follow};
 pub use reader::{Entries, WalReader};
 pub use stream::{EntryReader, EntryWriter};
 pub use writer::{SyncPolicy, Wal, WalOptions};
+
+/// README.md's Rust example, compiled (not run) by `cargo test --doc`, so that the
+/// library section cannot drift from the API it shows.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

@@ -3,7 +3,7 @@
 //! [`io::Read`](std::io::Read). The Go library's `EntryWriter` / `EntryReader`; both
 //! go through the one codec ([`crate::codec`]), so the bytes are a segment's bytes.
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 
 use crate::codec::{decode_body, encode_record, LEN_PREFIX, MAX_BODY_LEN, MAX_DATA_LEN};
 use crate::entry::Entry;
@@ -181,16 +181,7 @@ impl<R: Read> EntryReader<R> {
 
 /// Reads until `buf` is full or the stream ends; returns the bytes read.
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => return Err(Error::Stream { op: "read", source }),
-        }
-    }
-    Ok(n)
+    crate::storage::read_up_to(r, buf).map_err(|source| Error::Stream { op: "read", source })
 }
 
 impl<R: Read> Iterator for EntryReader<R> {
@@ -211,6 +202,7 @@ impl<R: Read> Iterator for EntryReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
 
     fn written(entries: &[(u64, &[u8], bool)]) -> Vec<u8> {
         let mut w = EntryWriter::new(Vec::new());

@@ -122,9 +122,9 @@ pub enum ArchiveError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Remedy {
-    /// Rebuild the manifest from the segment objects ([`crate::archive::Manifest::rebuild`]).
+    /// Rebuild the manifest from the segment objects ([`Manifest::rebuild`](crate::archive::manifest::Manifest::rebuild)).
     Rebuild,
-    /// Compare the archive with its manifest ([`crate::archive::verify`]).
+    /// Compare the archive with its manifest ([`verify`](fn@crate::archive::verify)).
     Verify,
     /// Compare every object's bytes with the manifest (`verify` with `deep`).
     VerifyDeep,

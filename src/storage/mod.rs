@@ -126,8 +126,9 @@ pub trait Storage: ReadStorage {
     }
 }
 
-/// Reads until `buf` is full or the file ends; returns the bytes read.
-pub fn read_up_to(file: &mut dyn ReadFile, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buf` is full or the reader ends (retrying on `Interrupted`); returns
+/// the bytes read. The one such loop: files, segments and `EntryReader` use it.
+pub fn read_up_to<R: Read + ?Sized>(file: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match file.read(&mut buf[n..]) {
