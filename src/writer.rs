@@ -50,9 +50,11 @@ pub struct WalOptions {
     pub max_segments: usize,
     /// Durability policy. Default [`SyncPolicy::Always`].
     pub sync: SyncPolicy,
-    /// Preallocate segments (default on): the active segment is extended with
-    /// durable zeros at open and the next one is made ready off the commit path, so
-    /// that a commit's fdatasync flushes data only. While the log is open its newest
+    /// Preallocate segments (default on; it applies with [`SyncPolicy::Always`]
+    /// only): the active segment is extended with durable zeros at open and the next
+    /// one is made ready off the commit path, so that a commit's fdatasync flushes
+    /// data only. With `Interval` or `Never` no commit waits for an fdatasync, and
+    /// the zeros would only double what goes to the disk, so the writer appends. While the log is open its newest
     /// segment ends in zeros, which the Go library cannot read past; at rotation and
     /// close every segment is cut to its last record. Off: segments are always
     /// exactly as long as their records, at some cost in commit speed.
@@ -415,7 +417,10 @@ impl Wal {
                 (last.id, file, size, false)
             }
         };
-        let (file, preallocated) = match opts.preallocate {
+        // Only commits that fdatasync each time gain from ready space; with Interval
+        // or Never the zeros would double what goes to the disk for nothing.
+        let preallocate = opts.preallocate && opts.sync == SyncPolicy::Always;
+        let (file, preallocated) = match preallocate {
             true => match prealloc::open_active(
                 storage.as_ref(),
                 &segment_name(seg_id),

@@ -210,7 +210,8 @@ fn preallocation_off_keeps_the_live_file_exact() {
 }
 
 /// A power cut that loses one block in the middle of unsynced writes into
-/// preallocated space: every acknowledged record survives; what follows the hole is
+/// preallocated space (a batch written whose fdatasync failed, so never
+/// acknowledged): every acknowledged record survives; what follows the hole is
 /// either cut as a torn tail or refused as corruption, never read as records.
 #[test]
 fn power_cut_losing_a_block_keeps_every_acknowledged_record() {
@@ -221,17 +222,19 @@ fn power_cut_losing_a_block_keeps_every_acknowledged_record() {
         let dir = tempdir();
         let disk = SimDisk::new(dir.path());
         disk.lose_a_block(true);
-        let o = opts(64 * 1024, true).sync(SyncPolicy::Never);
+        let o = opts(64 * 1024, true);
         let wal = Wal::open_with_storage(Arc::new(disk.clone()), o.clone()).unwrap();
         let acked = rng.range(1, 200);
         for i in 1..=acked {
             wal.append(&payload(i)).unwrap();
         }
-        wal.sync().unwrap();
-        for i in acked + 1..=acked + rng.range(1, 100) {
-            wal.append(&payload(i)).unwrap();
-        }
-        wal.flush().unwrap();
+        disk.fail_file_sync(true);
+        let more: Vec<Vec<u8>> = (acked + 1..=acked + rng.range(1, 100))
+            .map(payload)
+            .collect();
+        let more: Vec<&[u8]> = more.iter().map(|p| p.as_slice()).collect();
+        assert!(wal.append_batch(&more).is_err(), "{ctx}: not acknowledged");
+        disk.fail_file_sync(false);
         let said = disk.power_cut(&mut rng);
         holes += said.contains("lost") as u32;
         drop(wal);

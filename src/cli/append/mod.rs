@@ -151,7 +151,9 @@ pub struct WriterArgs {
     /// as its records at every moment. "auto" (the default) is "on" while entries
     /// stream in on standard input and "off" for entries given as arguments or
     /// --file and for checkpoint: a one-shot write would spend more time writing
-    /// the zeros (4 MiB at open) than it saves.
+    /// the zeros (4 MiB at open) than it saves. Applies with --sync always only:
+    /// with interval or never no write waits for an fsync, and the zeros would only
+    /// double what goes to the disk.
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = Preallocate::Auto)]
     preallocate: Preallocate,
 
