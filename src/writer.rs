@@ -268,6 +268,71 @@ struct State {
     archive_hold: Option<String>,
 }
 
+impl State {
+    /// A writer's state at open: the next LSN, the last one on disk, the active
+    /// segment (id, bytes), every segment's first LSN, the newest checkpoint.
+    fn new(
+        next_lsn: u64,
+        last_lsn: Option<u64>,
+        (seg_id, seg_size): (u64, u64),
+        segments: VecDeque<(u64, u64)>,
+        newest_checkpoint: Option<(u64, u64)>,
+    ) -> State {
+        State {
+            buf: Vec::with_capacity(64 * 1024),
+            spare: Vec::with_capacity(64 * 1024),
+            next_lsn,
+            seg_id,
+            seg_size,
+            appended_lsn: last_lsn.unwrap_or(next_lsn - 1),
+            synced_lsn: last_lsn.unwrap_or(next_lsn - 1),
+            syncing: false,
+            gathering: false,
+            pending: 0,
+            last_sync: Duration::ZERO,
+            stats: SyncStats::default(),
+            poisoned: None,
+            closed: false,
+            shutdown: false,
+            segments,
+            retention: RetentionReport::default(),
+            newest_checkpoint,
+            next: None,
+            archive_hold: None,
+        }
+    }
+}
+
+/// Each segment's id and the LSN its first record has or will have, oldest first.
+/// Segments are contiguous in LSN: one without records starts where the next record
+/// goes; an empty log has only the active segment.
+fn segment_starts(scan: &ScanReport, active: u64, next_lsn: u64) -> VecDeque<(u64, u64)> {
+    let mut segments: VecDeque<(u64, u64)> = VecDeque::new();
+    let mut start = next_lsn;
+    for s in scan.segments.iter().rev() {
+        if let Some(first) = s.first_lsn {
+            start = first;
+        }
+        segments.push_front((s.id, start));
+    }
+    if segments.is_empty() {
+        segments.push_back((active, next_lsn));
+    }
+    segments
+}
+
+/// The segment a writer appends to, as opened.
+struct Active {
+    id: u64,
+    file: Box<dyn WriteFile>,
+    /// Its logical size: the end of its last record.
+    size: u64,
+    /// Made by this open (an empty log).
+    created: bool,
+    /// Extended with durable zeros past `size`.
+    preallocated: bool,
+}
+
 struct Io {
     file: Box<dyn WriteFile>,
     seg_id: u64,
@@ -390,105 +455,30 @@ impl Wal {
         let unwritten_tail = Self::cut_unwritten_tail(storage.as_ref(), &scan)?;
         let size_now = unwritten_tail.as_ref().map(|u| u.offset);
         let repaired_tail = Self::repair_torn_tail(storage.as_ref(), q, &scan, size_now)?;
-        let io_err = |op, name: &str| {
-            let path = root.join(name);
-            move |e| Error::io(op, path, e)
-        };
-
-        let (seg_id, file, seg_size, created_segment) = match scan.segments.last() {
-            None => {
-                let name = segment_name(0);
-                let file = storage.create(&name).map_err(io_err("create", &name))?;
-                storage.sync_dir("").map_err(io_err("fsync", ""))?;
-                (0, file, 0, true)
-            }
-            Some(last) => {
-                let mut file = storage
-                    .open_append(&last.name)
-                    .map_err(io_err("open", &last.name))?;
-                // What an earlier process left in the page cache becomes durable now,
-                // so that it is safe to build on.
-                file.sync_data().map_err(io_err("fsync", &last.name))?;
-                let size = match (&repaired_tail, &unwritten_tail) {
-                    (Some(r), _) => r.offset,
-                    (None, Some(u)) => u.offset,
-                    (None, None) => last.size,
-                };
-                (last.id, file, size, false)
-            }
-        };
-        // Only commits that fdatasync each time gain from ready space; with Interval
-        // or Never the zeros would double what goes to the disk for nothing.
-        let preallocate = opts.preallocate && opts.sync == SyncPolicy::Always;
-        let (file, preallocated) = match preallocate {
-            true => match prealloc::open_active(
-                storage.as_ref(),
-                &segment_name(seg_id),
-                seg_size,
-                seg_size,
-                prealloc::prealloc_len(opts.max_segment_size),
-            ) {
-                Some(f) => (f, true),
-                None => (file, false),
-            },
-            false => (file, false),
-        };
+        let tail_end = repaired_tail
+            .as_ref()
+            .map(|r| r.offset)
+            .or(unwritten_tail.as_ref().map(|u| u.offset));
+        let active = Self::open_active(storage.as_ref(), &scan, tail_end, &opts)?;
+        let (seg_id, seg_size, preallocated) = (active.id, active.size, active.preallocated);
         let last_lsn = scan.last_lsn;
-        // Saturating: a log ending at LSN u64::MAX opens, and refuses every append.
-        // A log without records continues where an earlier cut left off, never at 1
-        // again (the quarantine records where).
-        let next_lsn = match last_lsn {
-            Some(l) => l.saturating_add(1),
-            None => {
-                let mut floor = quarantine::lsn_floor(storage.as_ref())?;
-                if q.is_separate() {
-                    floor = floor.max(quarantine::lsn_floor_at(q)?);
-                }
-                floor.unwrap_or(1).max(1)
-            }
-        };
-        // Segments are contiguous in LSN: one without records starts where the next
-        // record goes.
-        let mut segments: VecDeque<(u64, u64)> = VecDeque::new();
-        let mut start = next_lsn;
-        for s in scan.segments.iter().rev() {
-            if let Some(first) = s.first_lsn {
-                start = first;
-            }
-            segments.push_front((s.id, start));
-        }
-        if segments.is_empty() {
-            segments.push_back((seg_id, next_lsn));
-        }
-        let state = State {
-            buf: Vec::with_capacity(64 * 1024),
-            spare: Vec::with_capacity(64 * 1024),
+        let next_lsn = Self::next_lsn_after(storage.as_ref(), q, last_lsn)?;
+        let segments = segment_starts(&scan, seg_id, next_lsn);
+        let newest_checkpoint = scan.newest_checkpoint.map(|c| (c.segment_id, c.lsn));
+        let state = State::new(
             next_lsn,
-            seg_id,
-            seg_size,
-            appended_lsn: last_lsn.unwrap_or(next_lsn - 1),
-            synced_lsn: last_lsn.unwrap_or(next_lsn - 1),
-            syncing: false,
-            gathering: false,
-            pending: 0,
-            last_sync: Duration::ZERO,
-            stats: SyncStats::default(),
-            poisoned: None,
-            closed: false,
-            shutdown: false,
+            last_lsn,
+            (seg_id, seg_size),
             segments,
-            retention: RetentionReport::default(),
-            newest_checkpoint: scan.newest_checkpoint.map(|c| (c.segment_id, c.lsn)),
-            next: None,
-            archive_hold: None,
-        };
+            newest_checkpoint,
+        );
         let inner = Arc::new(Inner {
             storage,
             opts: opts.clone(),
             preallocate: preallocated,
             state: Mutex::new(state),
             io: Mutex::new(Io {
-                file,
+                file: active.file,
                 seg_id,
                 preallocated,
                 failed: None,
@@ -519,9 +509,78 @@ impl Wal {
                 unwritten_tail,
                 last_lsn,
                 segment: segment_name(seg_id),
-                created_segment,
+                created_segment: active.created,
             },
         })
+    }
+
+    /// Opens the newest segment for appending at `tail_end` (where a cut at open
+    /// left it; its size otherwise), or creates segment 0 in an empty log, and
+    /// extends it with durable zeros when preallocation applies (`Always` only:
+    /// with `Interval` or `Never` the zeros would double what goes to the disk).
+    fn open_active(
+        storage: &dyn Storage,
+        scan: &ScanReport,
+        tail_end: Option<u64>,
+        opts: &WalOptions,
+    ) -> Result<Active> {
+        let io_err = |op, name: &str| {
+            let path = storage.root().join(name);
+            move |e| Error::io(op, path, e)
+        };
+        let (id, file, size, created) = match scan.segments.last() {
+            None => {
+                let name = segment_name(0);
+                let file = storage.create(&name).map_err(io_err("create", &name))?;
+                storage.sync_dir("").map_err(io_err("fsync", ""))?;
+                (0, file, 0, true)
+            }
+            Some(last) => {
+                let mut file = storage
+                    .open_append(&last.name)
+                    .map_err(io_err("open", &last.name))?;
+                // What an earlier process left in the page cache becomes durable now,
+                // so that it is safe to build on.
+                file.sync_data().map_err(io_err("fsync", &last.name))?;
+                (last.id, file, tail_end.unwrap_or(last.size), false)
+            }
+        };
+        let ready = match opts.preallocate && opts.sync == SyncPolicy::Always {
+            true => prealloc::open_active(
+                storage,
+                &segment_name(id),
+                size,
+                size,
+                prealloc::prealloc_len(opts.max_segment_size),
+            ),
+            false => None,
+        };
+        Ok(Active {
+            id,
+            size,
+            created,
+            preallocated: ready.is_some(),
+            file: ready.unwrap_or(file),
+        })
+    }
+
+    /// The LSN the next record gets: one past the last (saturating: a log ending at
+    /// LSN u64::MAX opens, and refuses every append). A log without records
+    /// continues where an earlier cut left off, never at 1 again (the quarantine
+    /// records where).
+    fn next_lsn_after(
+        storage: &dyn Storage,
+        q: quarantine::Location<'_>,
+        last_lsn: Option<u64>,
+    ) -> Result<u64> {
+        if let Some(l) = last_lsn {
+            return Ok(l.saturating_add(1));
+        }
+        let mut floor = quarantine::lsn_floor(storage)?;
+        if q.is_separate() {
+            floor = floor.max(quarantine::lsn_floor_at(q)?);
+        }
+        Ok(floor.unwrap_or(1).max(1))
     }
 
     /// Cuts the zeros at the end of the newest segment (preallocated, never
