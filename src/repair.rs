@@ -271,9 +271,7 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
         .iter()
         .find(|p| p.severity == Severity::Unreadable)
     {
-        return Err(Error::Scan {
-            problem: Box::new(p.clone()),
-        });
+        return Err(Error::scan(p.clone()));
     }
     // A torn tail is only ever reported for the newest segment and makes the log's
     // worst severity TornTail only when it is its one problem.

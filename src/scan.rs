@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::codec::{could_be_cut_short, decode_body, LEN_PREFIX, MAX_BODY_LEN};
-use crate::error::{Error, Problem, ProblemKind, Result, Severity};
+use crate::error::{Error, IoCause, Problem, ProblemKind, Result, Severity};
 use crate::readahead::{Chunk, ReadAhead, HEADROOM};
 use crate::segment::{list_segments, SegmentFile};
 use crate::storage::{ReadFile, ReadStorage};
@@ -651,8 +651,13 @@ impl Scanner {
     /// Records an unreadable current segment as its problem and moves past it.
     fn finish_unreadable(&mut self, err: Error) {
         let seg = &self.segments[self.idx];
-        // "open <path>: <OS error>": the operator sees which file and why.
+        // "open <path>: <OS error>": the operator sees which file and why; the
+        // error itself stays the cause, for callers that look at its kind.
         let error = err.to_string();
+        let cause = match err {
+            Error::Io { source, .. } => IoCause::new(source),
+            _ => IoCause::default(),
+        };
         let mut summary = SegmentSummary::new(seg, seg.size);
         summary.problem = Some(Problem {
             segment: seg.name.clone(),
@@ -661,6 +666,7 @@ impl Scanner {
             severity: Severity::Unreadable,
             kind: ProblemKind::Unreadable { error },
             last_good_lsn: self.prev_lsn,
+            cause,
         });
         self.cur_summary = Some(summary);
         let problem = self.cur_summary.as_mut().and_then(|s| s.problem.take());
@@ -770,6 +776,7 @@ impl Scanner {
                         last_lsn: rec_lsn - 1,
                     },
                     last_good_lsn: self.prev_lsn,
+                    cause: IoCause::default(),
                 });
                 self.summaries.push(summary);
                 if self.opts.stop_at_first_problem {
@@ -912,6 +919,7 @@ impl Scanner {
             },
             kind,
             last_good_lsn: self.prev_lsn,
+            cause: IoCause::default(),
         }
     }
 

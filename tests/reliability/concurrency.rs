@@ -481,7 +481,7 @@ fn readers_survive_retention_deleting_segments_under_them() {
                             }
                             prev = Some(e.lsn);
                         }
-                        Err(Error::Scan { problem }) => {
+                        Err(Error::Scan { problem, .. }) => {
                             assert_eq!(problem.severity, Severity::TornTail, "{problem}");
                         }
                         // Fell behind retention: told, with the first LSN it lacks.
@@ -1028,7 +1028,7 @@ fn read_commands_beside_a_fast_rotating_writer(sync: &str, rounds: usize) {
                             assert_eq!(e.lsn, next, "WalReader");
                             next += 1;
                         }
-                        Err(Error::Scan { problem }) => {
+                        Err(Error::Scan { problem, .. }) => {
                             assert_eq!(problem.severity, Severity::TornTail, "{problem}")
                         }
                         Err(e) => panic!("WalReader beside a writer: {e}"),
@@ -1562,7 +1562,7 @@ fn an_unreadable_segment_hides_nothing_else_from_the_library() {
     }
     assert_eq!(got, (1..a).collect::<Vec<_>>());
     match error {
-        Some(Error::Scan { problem }) => {
+        Some(Error::Scan { problem, .. }) => {
             assert_eq!(problem.severity, Severity::Unreadable);
             assert_eq!(problem.segment, "segment-3");
         }
