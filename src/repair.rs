@@ -47,6 +47,7 @@
 //!   cuts everything from it on: the rest of that segment and every later segment.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -485,6 +486,11 @@ pub struct Applied {
     pub after: Option<ScanReport>,
     /// What went wrong after the cuts without undoing them.
     pub warnings: Vec<String>,
+    /// The quarantine directory that alone holds the next LSN, when the log keeps
+    /// no record and its own quarantine could not note it (one of the
+    /// [`warnings`](Self::warnings)): the next writer must be given this directory,
+    /// or LSNs restart at 1.
+    pub next_lsn_only_in: Option<PathBuf>,
 }
 
 /// Repairs the log under `policy`: takes the writer lock ([`Error::Locked`] while a
@@ -521,6 +527,7 @@ pub fn apply_with(
             quarantine: None,
             after: None,
             warnings: Vec::new(),
+            next_lsn_only_in: None,
         });
     }
     let cuts: Vec<Cut> = plan
@@ -570,6 +577,7 @@ pub fn apply_with(
         }
     }
     let mut warnings = Vec::new();
+    let mut next_lsn_only_in = None;
     if q.is_separate() && plan.kept_last_lsn.is_none() {
         // The log keeps no record: a writer opened without the other directory must
         // still continue at the next LSN. A copy-less entry in the log's own
@@ -589,11 +597,13 @@ pub fn apply_with(
         let in_log = quarantine::Location::in_log(storage.as_ref());
         if let Err(e) = quarantine::save_at(storage.as_ref(), in_log, info, &[]) {
             warnings.push(format!(
-                "could not note the next LSN ({}) in the log's own quarantine ({e}): give \
-                 --quarantine-dir {} to the next writer, so that LSNs do not restart at 1",
+                "could not note the next LSN ({}) in the log's own quarantine ({e}): only the \
+                 quarantine in {} holds it, and the next writer must be given that directory \
+                 so that LSNs do not restart at 1",
                 plan.next_lsn,
                 q.path().display()
             ));
+            next_lsn_only_in = Some(q.path());
         }
     }
     let after = scan_log(storage.clone(), ScanOptions::default(), |_| {})?;
@@ -602,6 +612,7 @@ pub fn apply_with(
         quarantine: Some(manifest),
         after: Some(after),
         warnings,
+        next_lsn_only_in,
     })
 }
 

@@ -508,6 +508,12 @@ fn verify_names_missing_changed_and_corrupted_objects() {
         kinds.contains(&(ProblemKind::Replaced, "segment-4")),
         "{kinds:?}"
     );
+    // The message says what was found, not which flag shows more.
+    assert!(
+        shallow.problems.iter().all(|p| !p.message.contains("--")),
+        "{:?}",
+        shallow.problems
+    );
     assert!(!kinds.contains(&(ProblemKind::ChecksumMismatch, "segment-4")));
 
     let deep = archive::verify(&archive, true).unwrap();
@@ -1009,6 +1015,12 @@ fn s3_verify_names_a_corrupted_and_a_deleted_object() {
     let v = run(&["archive", "verify", "--from", &url]);
     assert_eq!(v.code, 4, "{}", v.stdout);
     assert!(v.stdout.contains("replaced segment-1"), "{}", v.stdout);
+    // The library says what it found; how to see more is the CLI's to say.
+    assert!(
+        v.stdout.contains("`--deep` compares its bytes"),
+        "{}",
+        v.stdout
+    );
     let v = run(&["archive", "verify", "--deep", "--from", &url]);
     assert_eq!(v.code, 4, "{}", v.stdout);
     assert!(
@@ -1537,6 +1549,9 @@ fn a_hostile_manifest_is_a_clear_finding_never_a_hang_or_panic() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("not contiguous"), "{err}");
+    // What shows the gap is named, not spelled as a command.
+    assert_eq!(err.remedy(), Some(walctl::archive::Remedy::Verify), "{err}");
+    assert!(!err.to_string().contains("walctl"), "{err}");
 
     // A name that would leave the restore directory is refused before anything.
     let mut m = Manifest::load(&archive).unwrap().unwrap();
