@@ -8,7 +8,7 @@
 //!    last LSN the log keeps. It changes nothing and takes no lock.
 //! 2. [`apply`] takes the writer lock, plans again from the current state (never from
 //!    a stale plan), copies every byte it is about to cut into a new quarantine entry
-//!    ([`crate::quarantine::save`]: copies and manifest fsynced), reads the copies back
+//!    (copies and manifest fsynced), reads the copies back
 //!    against the manifest, and only then cuts: whole later segments are removed
 //!    newest first with an fsync of the directory after each (a crash never leaves a
 //!    hole in the middle of the segment ids), then the damaged segment is truncated
@@ -177,7 +177,7 @@ pub struct Plan {
     /// The LSN a writer opened after the plan is applied gives out next: after the
     /// last kept record; when the cut keeps none, the first LSN cut (the damaged
     /// record's, derived from its neighbours when it cannot be read), never lower
-    /// than where an earlier cut left the log ([`quarantine::lsn_floor`]). LSNs never
+    /// than where an earlier cut left the log ([`quarantine::lsn_floor_at`]). LSNs never
     /// restart.
     pub next_lsn: u64,
     /// The newest checkpoint the log keeps: where recovery starts afterwards

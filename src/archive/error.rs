@@ -122,7 +122,7 @@ pub enum ArchiveError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Remedy {
-    /// Rebuild the manifest from the segment objects ([`crate::archive::Manifest::rebuild`]).
+    /// Rebuild the manifest from the segment objects ([`crate::archive::manifest::Manifest::rebuild`]).
     Rebuild,
     /// Compare the archive with its manifest ([`crate::archive::verify`]).
     Verify,
