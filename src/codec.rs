@@ -53,7 +53,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 
 /// Size of the protobuf body for these field values.
 #[inline]
-pub fn body_len(lsn: u64, data_len: usize, crc: u32, checkpoint: bool) -> usize {
+pub(crate) fn body_len(lsn: u64, data_len: usize, crc: u32, checkpoint: bool) -> usize {
     let mut n = 0;
     if lsn != 0 {
         n += 1 + varint_len(lsn);
@@ -71,8 +71,8 @@ pub fn body_len(lsn: u64, data_len: usize, crc: u32, checkpoint: bool) -> usize 
 }
 
 /// Size on disk (prefix included) of the record [`encode_record`] would write.
-#[inline]
-pub fn record_len(lsn: u64, data: &[u8], checkpoint: bool) -> usize {
+#[cfg(test)]
+pub(crate) fn record_len(lsn: u64, data: &[u8], checkpoint: bool) -> usize {
     LEN_PREFIX + body_len(lsn, data.len(), record_crc(data, lsn), checkpoint)
 }
 
@@ -264,7 +264,7 @@ pub fn could_be_cut_short(present: &[u8], len: u64) -> bool {
 /// the CRC field, or the flag. The cheap test [`crate::salvage`] applies before a full
 /// decode and CRC while it looks for where intact records start again after damage.
 /// `head` is the whole body or at least its first 22 bytes; reads nothing else.
-pub fn plausible_start(head: &[u8], len: u64) -> Option<u64> {
+pub(crate) fn plausible_start(head: &[u8], len: u64) -> Option<u64> {
     if *head.first()? != TAG_LSN {
         return None;
     }

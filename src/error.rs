@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -131,6 +132,56 @@ pub struct Problem {
     pub kind: ProblemKind,
     /// LSN of the last good record before the problem, if any.
     pub last_good_lsn: Option<u64>,
+    /// The I/O error that made the segment unreadable (see [`Problem::io_error`]).
+    /// Not part of the JSON: [`ProblemKind::Unreadable`]'s `error` says it there.
+    #[serde(skip)]
+    pub(crate) cause: IoCause,
+}
+
+impl Problem {
+    /// The I/O error behind a [`ProblemKind::Unreadable`] problem (permissions, a
+    /// failing disk), with its kind and OS error code; `None` for every other kind.
+    /// The errors built from the problem ([`Error::Scan`], [`Error::Damaged`]) keep a
+    /// copy as their [`source`](std::error::Error::source).
+    pub fn io_error(&self) -> Option<&io::Error> {
+        self.cause.0.as_deref()
+    }
+}
+
+/// The I/O error behind a problem, shared by the problem's clones. Two causes are
+/// equal when their kind and OS error code are: a problem found twice is the same
+/// problem.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IoCause(Option<Arc<io::Error>>);
+
+impl IoCause {
+    /// The cause `e`.
+    pub(crate) fn new(e: io::Error) -> Self {
+        IoCause(Some(Arc::new(e)))
+    }
+
+    /// An owned copy for an [`Error`]'s source.
+    fn copy(&self) -> Option<io::Error> {
+        self.0.as_deref().map(copy_io_error)
+    }
+}
+
+impl PartialEq for IoCause {
+    fn eq(&self, other: &Self) -> bool {
+        let key = |c: &IoCause| c.0.as_ref().map(|e| (e.kind(), e.raw_os_error()));
+        key(self) == key(other)
+    }
+}
+
+impl Eq for IoCause {}
+
+/// An `std::io::Error` equal to `e` in kind, OS error code and text (`io::Error` is
+/// not `Clone`).
+pub(crate) fn copy_io_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
 }
 
 impl fmt::Display for Problem {
@@ -190,16 +241,26 @@ pub enum Error {
         holder: Option<String>,
     },
     /// The log is damaged in a way that opening for write must not paper over.
+    /// Built with [`Error::damaged`].
     #[error("{problem}; refusing to write to a damaged log")]
     Damaged {
         /// The first problem found.
         problem: Box<Problem>,
+        /// The I/O error, when the problem is a segment that cannot be read
+        /// ([`Problem::io_error`]).
+        #[source]
+        source: Option<io::Error>,
     },
     /// A reader met a problem in the log; every record before it was delivered.
+    /// Built with [`Error::scan`].
     #[error("{problem}")]
     Scan {
         /// The problem.
         problem: Box<Problem>,
+        /// The I/O error, when the problem is a segment that cannot be read
+        /// ([`Problem::io_error`]).
+        #[source]
+        source: Option<io::Error>,
     },
     /// Records a reader still had to deliver were deleted (by a writer's retention)
     /// before it could read them: LSNs `first_lsn..=last_lsn` cannot be delivered.
@@ -307,10 +368,26 @@ impl Error {
         }
     }
 
+    /// [`Error::Scan`] for `problem`, its I/O error (if any) the source.
+    pub fn scan(problem: Problem) -> Self {
+        Error::Scan {
+            source: problem.cause.copy(),
+            problem: Box::new(problem),
+        }
+    }
+
+    /// [`Error::Damaged`] for `problem`, its I/O error (if any) the source.
+    pub fn damaged(problem: Problem) -> Self {
+        Error::Damaged {
+            source: problem.cause.copy(),
+            problem: Box::new(problem),
+        }
+    }
+
     /// The problem this error reports, if it is about damage in the log.
     pub fn problem(&self) -> Option<&Problem> {
         match self {
-            Error::Damaged { problem } | Error::Scan { problem } => Some(problem),
+            Error::Damaged { problem, .. } | Error::Scan { problem, .. } => Some(problem),
             _ => None,
         }
     }

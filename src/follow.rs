@@ -278,9 +278,7 @@ impl Follow {
                 Step::SegmentEnd => {
                     let end = self.scanner.summaries().last();
                     if let Some(p) = end.and_then(|s| s.problem.as_ref()) {
-                        return Err(Error::Scan {
-                            problem: Box::new(p.clone()),
-                        });
+                        return Err(Error::scan(p.clone()));
                     }
                 }
                 Step::Waiting | Step::Done => match self.idle(deadline)? {
@@ -297,9 +295,7 @@ impl Follow {
     /// poll or the deadline.
     fn idle(&mut self, deadline: Option<Instant>) -> Result<Idle> {
         if let Some(p) = self.scanner.first_problem() {
-            return Err(Error::Scan {
-                problem: Box::new(p.clone()),
-            });
+            return Err(Error::scan(p.clone()));
         }
         if !self.idle {
             self.idle = true;

@@ -40,7 +40,7 @@ pub mod digest;
 mod entry;
 pub mod error;
 pub mod follow;
-pub mod prealloc;
+mod prealloc;
 pub mod quarantine;
 mod readahead;
 pub mod reader;

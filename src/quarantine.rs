@@ -91,7 +91,7 @@ pub struct Manifest {
     pub walctl_version: String,
     /// The LSN the next record appended after this cut gets: the first LSN cut (the
     /// point in time), which a writer keeps to when the cut left the log without
-    /// records, so that no LSN is ever given out twice ([`lsn_floor`]). Absent in
+    /// records, so that no LSN is ever given out twice ([`lsn_floor_at`]). Absent in
     /// manifests of walctl versions that did not record it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_lsn: Option<u64>,
@@ -191,7 +191,7 @@ fn new_id() -> String {
 
 /// Why and how bytes are cut, as a manifest records it.
 #[derive(Debug, Clone, Copy)]
-pub struct CutInfo<'a> {
+pub(crate) struct CutInfo<'a> {
     /// Why the bytes are cut.
     pub reason: &'a str,
     /// Which policy or operation cuts them.
@@ -200,14 +200,10 @@ pub struct CutInfo<'a> {
     pub next_lsn: Option<u64>,
 }
 
-/// Copies the bytes of every cut into a new, fsynced quarantine entry and returns its
-/// manifest. Nothing in the log is changed: the caller cuts afterwards.
-pub fn save(storage: &dyn Storage, info: CutInfo<'_>, cuts: &[Cut]) -> Result<Manifest> {
-    save_at(storage, Location::in_log(storage), info, cuts)
-}
-
-/// [`save`] into the entries at `q`, copying from the log kept by `log`.
-pub fn save_at(
+/// Copies the bytes of every cut, from the log kept by `log`, into a new, fsynced
+/// quarantine entry at `q` and returns its manifest. Nothing in the log is changed:
+/// the caller cuts afterwards.
+pub(crate) fn save_at(
     log: &dyn Storage,
     q: Location<'_>,
     info: CutInfo<'_>,
@@ -346,7 +342,7 @@ pub fn load(storage: &dyn Storage, id: &str) -> Result<Manifest> {
 
 /// [`load`] from the entries at `q`. An id with no entry there is
 /// [`Error::NoSuchEntry`].
-pub fn load_at(q: Location<'_>, id: &str) -> Result<Manifest> {
+pub(crate) fn load_at(q: Location<'_>, id: &str) -> Result<Manifest> {
     let storage = q.storage;
     if id.is_empty() || id.contains('/') || id.starts_with('.') || id.ends_with(PARTIAL) {
         return Err(Error::Quarantine {
@@ -442,14 +438,14 @@ pub fn entries_at(q: Location<'_>) -> Result<Vec<(String, Result<Manifest>)>> {
         .collect())
 }
 
-/// The lowest LSN a writer may give out when the log holds no record: the highest
-/// [`Manifest::next_lsn`] among the readable quarantine entries (`None`: no entry
-/// records one). A cut that left the log empty must not let LSNs restart at 1.
-pub fn lsn_floor(storage: &dyn Storage) -> Result<Option<u64>> {
+/// [`lsn_floor_at`] of the log's own quarantine.
+pub(crate) fn lsn_floor(storage: &dyn Storage) -> Result<Option<u64>> {
     lsn_floor_at(Location::in_log(storage))
 }
 
-/// [`lsn_floor`] of the entries at `q`.
+/// The lowest LSN a writer may give out when the log holds no record: the highest
+/// [`Manifest::next_lsn`] among the readable quarantine entries at `q` (`None`: no
+/// entry records one). A cut that left the log empty must not let LSNs restart at 1.
 pub fn lsn_floor_at(q: Location<'_>) -> Result<Option<u64>> {
     Ok(entries_at(q)?
         .into_iter()
@@ -524,7 +520,7 @@ pub fn verify(storage: &dyn Storage, manifest: &Manifest) -> Result<()> {
 }
 
 /// [`verify`] of an entry at `q`.
-pub fn verify_at(q: Location<'_>, manifest: &Manifest) -> Result<()> {
+pub(crate) fn verify_at(q: Location<'_>, manifest: &Manifest) -> Result<()> {
     for item in &manifest.items {
         item_segment(&manifest.id, item)?;
         let name = q.entry_path(&manifest.id, &item.saved_as);
@@ -639,7 +635,7 @@ pub struct RestoredItem {
 
 /// Prefix of the temporary name a whole segment is rebuilt under before it is renamed
 /// into place (never a segment name).
-pub const RESTORE_TMP_PREFIX: &str = ".walctl-restore.";
+pub(crate) const RESTORE_TMP_PREFIX: &str = ".walctl-restore.";
 
 /// Puts the bytes of quarantine entry `id` back exactly where they were cut, so the
 /// segments become byte-identical to what they were before the cut. The caller holds
@@ -664,7 +660,11 @@ pub fn restore(storage: &dyn Storage, id: &str) -> Result<Vec<RestoredItem>> {
 }
 
 /// [`restore`] of entry `id` at `q` into the log kept by `storage`.
-pub fn restore_at(storage: &dyn Storage, q: Location<'_>, id: &str) -> Result<Vec<RestoredItem>> {
+pub(crate) fn restore_at(
+    storage: &dyn Storage,
+    q: Location<'_>,
+    id: &str,
+) -> Result<Vec<RestoredItem>> {
     enum Step {
         Append { from: u64 },
         Create,

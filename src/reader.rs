@@ -104,9 +104,7 @@ impl Iterator for Entries {
                 Ok(Some(Event::SegmentEnd(s))) => {
                     if let Some(p) = &s.problem {
                         self.done = true;
-                        return Some(Err(Error::Scan {
-                            problem: Box::new(p.clone()),
-                        }));
+                        return Some(Err(Error::scan(p.clone())));
                     }
                 }
             }

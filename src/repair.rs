@@ -8,7 +8,7 @@
 //!    last LSN the log keeps. It changes nothing and takes no lock.
 //! 2. [`apply`] takes the writer lock, plans again from the current state (never from
 //!    a stale plan), copies every byte it is about to cut into a new quarantine entry
-//!    ([`crate::quarantine::save`]: copies and manifest fsynced), reads the copies back
+//!    (copies and manifest fsynced), reads the copies back
 //!    against the manifest, and only then cuts: whole later segments are removed
 //!    newest first with an fsync of the directory after each (a crash never leaves a
 //!    hole in the middle of the segment ids), then the damaged segment is truncated
@@ -47,6 +47,7 @@
 //!   cuts everything from it on: the rest of that segment and every later segment.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -176,7 +177,7 @@ pub struct Plan {
     /// The LSN a writer opened after the plan is applied gives out next: after the
     /// last kept record; when the cut keeps none, the first LSN cut (the damaged
     /// record's, derived from its neighbours when it cannot be read), never lower
-    /// than where an earlier cut left the log ([`quarantine::lsn_floor`]). LSNs never
+    /// than where an earlier cut left the log ([`quarantine::lsn_floor_at`]). LSNs never
     /// restart.
     pub next_lsn: u64,
     /// The newest checkpoint the log keeps: where recovery starts afterwards
@@ -271,9 +272,7 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
         .iter()
         .find(|p| p.severity == Severity::Unreadable)
     {
-        return Err(Error::Scan {
-            problem: Box::new(p.clone()),
-        });
+        return Err(Error::scan(p.clone()));
     }
     // A torn tail is only ever reported for the newest segment and makes the log's
     // worst severity TornTail only when it is its one problem.
@@ -487,6 +486,11 @@ pub struct Applied {
     pub after: Option<ScanReport>,
     /// What went wrong after the cuts without undoing them.
     pub warnings: Vec<String>,
+    /// The quarantine directory that alone holds the next LSN, when the log keeps
+    /// no record and its own quarantine could not note it (one of the
+    /// [`warnings`](Self::warnings)): the next writer must be given this directory,
+    /// or LSNs restart at 1.
+    pub next_lsn_only_in: Option<PathBuf>,
 }
 
 /// Repairs the log under `policy`: takes the writer lock ([`Error::Locked`] while a
@@ -523,6 +527,7 @@ pub fn apply_with(
             quarantine: None,
             after: None,
             warnings: Vec::new(),
+            next_lsn_only_in: None,
         });
     }
     let cuts: Vec<Cut> = plan
@@ -572,6 +577,7 @@ pub fn apply_with(
         }
     }
     let mut warnings = Vec::new();
+    let mut next_lsn_only_in = None;
     if q.is_separate() && plan.kept_last_lsn.is_none() {
         // The log keeps no record: a writer opened without the other directory must
         // still continue at the next LSN. A copy-less entry in the log's own
@@ -591,11 +597,13 @@ pub fn apply_with(
         let in_log = quarantine::Location::in_log(storage.as_ref());
         if let Err(e) = quarantine::save_at(storage.as_ref(), in_log, info, &[]) {
             warnings.push(format!(
-                "could not note the next LSN ({}) in the log's own quarantine ({e}): give \
-                 --quarantine-dir {} to the next writer, so that LSNs do not restart at 1",
+                "could not note the next LSN ({}) in the log's own quarantine ({e}): only the \
+                 quarantine in {} holds it, and the next writer must be given that directory \
+                 so that LSNs do not restart at 1",
                 plan.next_lsn,
                 q.path().display()
             ));
+            next_lsn_only_in = Some(q.path());
         }
     }
     let after = scan_log(storage.clone(), ScanOptions::default(), |_| {})?;
@@ -604,6 +612,7 @@ pub fn apply_with(
         quarantine: Some(manifest),
         after: Some(after),
         warnings,
+        next_lsn_only_in,
     })
 }
 

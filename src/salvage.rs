@@ -49,7 +49,7 @@ pub struct Found {
 ///
 /// Linear in the bytes searched: candidates are the positions whose fifth byte is
 /// the LSN field's tag (found with `memchr`), and each is first judged from its
-/// prefix and first `HEAD` body bytes ([`plausible_start`], the LSN compared with
+/// prefix and first `HEAD` body bytes (the codec's plausibility check, the LSN compared with
 /// `after`); only a candidate that passes is read whole, decoded and CRC-checked.
 /// Memory: one window of at most `WINDOW` bytes plus the largest candidate read whole (at most `max_body`,
 /// and never more than the segment holds).

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::codec::{could_be_cut_short, decode_body, LEN_PREFIX, MAX_BODY_LEN};
-use crate::error::{Error, Problem, ProblemKind, Result, Severity};
+use crate::error::{Error, IoCause, Problem, ProblemKind, Result, Severity};
 use crate::readahead::{Chunk, ReadAhead, HEADROOM};
 use crate::segment::{list_segments, SegmentFile};
 use crate::storage::{ReadFile, ReadStorage};
@@ -601,21 +601,21 @@ impl Scanner {
 
     /// Segments that were listed but had been deleted by the time the scan reached
     /// them; they were skipped. Deleted from the front of the log, they were retired
-    /// by a live writer's retention (see [`Scanner::retired_gaps`]); deleted from the
+    /// by a live writer's retention (each hole reported as an [`Event::Retired`]); deleted from the
     /// middle, the segment after them reports a missing segment.
     pub fn retired(&self) -> &[SegmentFile] {
         &self.retired
     }
 
     /// The holes of records deleted under the scan, as [`Event::Retired`] reported them.
-    pub fn retired_gaps(&self) -> &[RetiredGap] {
+    pub(crate) fn retired_gaps(&self) -> &[RetiredGap] {
         &self.gaps
     }
 
     /// Following: where the scan waits for the rest of an incomplete record at the
     /// end of the newest segment, as (segment name, offset of the record, bytes of it
     /// present). `None` when it is not waiting, or waits at the end of whole records.
-    pub fn waiting_at_partial(&self) -> Option<(&str, u64, u64)> {
+    pub(crate) fn waiting_at_partial(&self) -> Option<(&str, u64, u64)> {
         let r = self.cur.as_ref().filter(|_| self.waiting)?;
         let present = r.size.checked_sub(r.offset).filter(|&n| n > 0)?;
         Some((&self.segments[self.idx].name, r.offset, present))
@@ -651,8 +651,13 @@ impl Scanner {
     /// Records an unreadable current segment as its problem and moves past it.
     fn finish_unreadable(&mut self, err: Error) {
         let seg = &self.segments[self.idx];
-        // "open <path>: <OS error>": the operator sees which file and why.
+        // "open <path>: <OS error>": the operator sees which file and why; the
+        // error itself stays the cause, for callers that look at its kind.
         let error = err.to_string();
+        let cause = match err {
+            Error::Io { source, .. } => IoCause::new(source),
+            _ => IoCause::default(),
+        };
         let mut summary = SegmentSummary::new(seg, seg.size);
         summary.problem = Some(Problem {
             segment: seg.name.clone(),
@@ -661,6 +666,7 @@ impl Scanner {
             severity: Severity::Unreadable,
             kind: ProblemKind::Unreadable { error },
             last_good_lsn: self.prev_lsn,
+            cause,
         });
         self.cur_summary = Some(summary);
         let problem = self.cur_summary.as_mut().and_then(|s| s.problem.take());
@@ -770,6 +776,7 @@ impl Scanner {
                         last_lsn: rec_lsn - 1,
                     },
                     last_good_lsn: self.prev_lsn,
+                    cause: IoCause::default(),
                 });
                 self.summaries.push(summary);
                 if self.opts.stop_at_first_problem {
@@ -912,6 +919,7 @@ impl Scanner {
             },
             kind,
             last_good_lsn: self.prev_lsn,
+            cause: IoCause::default(),
         }
     }
 
@@ -1713,5 +1721,82 @@ mod tests {
             (none.read_ahead_from, none.parallel_from, none.from_lsn),
             (None, None, None)
         );
+    }
+
+    /// Following, the scan knows where it waits for the rest of an incomplete record
+    /// at the end of the newest segment (the follower's stall report comes from it);
+    /// once the next writer's open cut the torn bytes and appended, it reads on and
+    /// waits at no incomplete record any more.
+    #[test]
+    fn a_follower_at_a_torn_tail_knows_where_it_waits() {
+        use crate::storage::FileStorage;
+        use crate::writer::{SyncPolicy, Wal, WalOptions};
+        use std::io::Write;
+
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let data = |lsn: u64| format!("record {lsn}").repeat(80).into_bytes();
+        let append = |lsns: std::ops::RangeInclusive<u64>| {
+            let opts = WalOptions::default()
+                .max_segment_size(16 * 1024)
+                .max_segments(0)
+                .sync(SyncPolicy::Never);
+            let wal = Wal::open(dir, opts).unwrap();
+            for lsn in lsns {
+                assert_eq!(wal.append(&data(lsn)).unwrap(), lsn);
+            }
+            wal.close().unwrap();
+        };
+        append(1..=30);
+        let storage = Arc::new(FileStorage::open(dir).unwrap());
+        let segments = list_segments(storage.as_ref()).unwrap();
+        assert!(segments.len() >= 2, "{segments:?}");
+        let newest = segments.last().unwrap().name.clone();
+        let path = dir.join(&newest);
+        let base = std::fs::metadata(&path).unwrap().len();
+        let mut rec = Vec::new();
+        crate::codec::encode_record(&mut rec, 31, b"a record cut short by a crash", false);
+        let cut = rec.len() as u64 - 7;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(&rec[..cut as usize]).unwrap();
+        drop(f);
+
+        let drain = |scanner: &mut Scanner| -> Vec<u64> {
+            let mut lsns = Vec::new();
+            while let Some(ev) = scanner.next().unwrap() {
+                match ev {
+                    Event::Record(r) => {
+                        assert_eq!(r.data, data(r.lsn).as_slice());
+                        lsns.push(r.lsn);
+                    }
+                    Event::SegmentEnd(_) => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            lsns
+        };
+        let mut scanner = Scanner::new(storage, ScanOptions::default().follow(true)).unwrap();
+        let lsns = drain(&mut scanner);
+        assert_eq!(lsns, (1..=30).collect::<Vec<_>>());
+        assert_eq!(
+            scanner.first_problem(),
+            None,
+            "a follower waits at a torn tail"
+        );
+        assert_eq!(
+            scanner.waiting_at_partial(),
+            Some((newest.as_str(), base, cut))
+        );
+
+        // The next writer's open cuts the torn bytes; its records arrive.
+        append(31..=45);
+        scanner.poll().unwrap();
+        let more = drain(&mut scanner);
+        assert_eq!(scanner.first_problem(), None);
+        assert_eq!(more, (31..=45).collect::<Vec<_>>());
+        assert_eq!(scanner.waiting_at_partial(), None);
     }
 }

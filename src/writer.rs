@@ -634,9 +634,7 @@ impl Wal {
         // Corruption, or a segment that cannot be read (its LSNs are unknown, so the
         // next LSN is too): refused.
         if let Some(p) = scan.problems().find(|p| p.severity != Severity::TornTail) {
-            return Err(Error::Damaged {
-                problem: Box::new(p.clone()),
-            });
+            return Err(Error::damaged(p.clone()));
         }
         // Only the newest segment can have a torn tail; the scanner says so.
         let seg = scan
@@ -1244,15 +1242,7 @@ impl Failure {
     fn error(&self) -> Error {
         Error::Poisoned {
             what: self.what.clone(),
-            source: self.io.as_deref().map(copy_io_error),
+            source: self.io.as_deref().map(crate::error::copy_io_error),
         }
-    }
-}
-
-/// An `std::io::Error` equal to `e` in kind, OS error code and text.
-fn copy_io_error(e: &std::io::Error) -> std::io::Error {
-    match e.raw_os_error() {
-        Some(code) => std::io::Error::from_raw_os_error(code),
-        None => std::io::Error::new(e.kind(), e.to_string()),
     }
 }

@@ -335,10 +335,6 @@ fn a_store_that_ignores_if_none_match_is_detected_and_never_overwritten() {
     assert_eq!(get_obj(&*store, "x").unwrap(), b"two");
 
     let archive = Archive::with_store(store.clone(), "memory://lying").unwrap();
-    match archive.write_mode().unwrap() {
-        WriteMode::CheckThenWrite(why) => assert!(why.contains("ignores"), "{why}"),
-        m => panic!("not detected: {m:?}"),
-    }
     // Another log's segment-1 is already there: it must survive.
     let foreign = b"someone else's segment".to_vec();
     put_obj(&*store, "segment-1", foreign.clone());
@@ -349,10 +345,11 @@ fn a_store_that_ignores_if_none_match_is_detected_and_never_overwritten() {
         }
     })
     .unwrap_err();
-    assert!(
-        matches!(modes[..], [WriteMode::CheckThenWrite(_)]),
-        "said so: {modes:?}"
-    );
+    // Detected, and said so (the push's first write probes the store).
+    match &modes[..] {
+        [WriteMode::CheckThenWrite(why)] => assert!(why.contains("ignores"), "{why}"),
+        m => panic!("not detected: {m:?}"),
+    }
     match &err {
         ArchiveError::Conflict { object, .. } => assert!(object.ends_with("/segment-1"), "{err}"),
         e => panic!("expected a conflict, got {e}"),
@@ -382,9 +379,15 @@ fn a_conflict_is_refused_with_a_conditional_store_too() {
     let dir = tmp.path().join("wal");
     make_log(&dir, 100, 2048, 0);
     let (store, archive) = mem_archive();
-    assert_eq!(archive.write_mode().unwrap(), WriteMode::Conditional);
     put_obj(&*store, "segment-0", b"other bytes".to_vec());
-    let err = push_names(&archive, &dir).unwrap_err();
+    let mut modes = Vec::new();
+    let err = archive::push(&archive, &dir, |ev| {
+        if let PushEvent::WriteMode(m) = ev {
+            modes.push(m.clone());
+        }
+    })
+    .unwrap_err();
+    assert_eq!(modes, [WriteMode::Conditional]);
     assert!(
         matches!(&err, ArchiveError::Conflict { object, .. } if object == "memory://test/segment-0"),
         "{err}"
@@ -507,6 +510,12 @@ fn verify_names_missing_changed_and_corrupted_objects() {
     assert!(
         kinds.contains(&(ProblemKind::Replaced, "segment-4")),
         "{kinds:?}"
+    );
+    // The message says what was found, not which flag shows more.
+    assert!(
+        shallow.problems.iter().all(|p| !p.message.contains("--")),
+        "{:?}",
+        shallow.problems
     );
     assert!(!kinds.contains(&(ProblemKind::ChecksumMismatch, "segment-4")));
 
@@ -1009,6 +1018,12 @@ fn s3_verify_names_a_corrupted_and_a_deleted_object() {
     let v = run(&["archive", "verify", "--from", &url]);
     assert_eq!(v.code, 4, "{}", v.stdout);
     assert!(v.stdout.contains("replaced segment-1"), "{}", v.stdout);
+    // The library says what it found; how to see more is the CLI's to say.
+    assert!(
+        v.stdout.contains("`--deep` compares its bytes"),
+        "{}",
+        v.stdout
+    );
     let v = run(&["archive", "verify", "--deep", "--from", &url]);
     assert_eq!(v.code, 4, "{}", v.stdout);
     assert!(
@@ -1537,6 +1552,9 @@ fn a_hostile_manifest_is_a_clear_finding_never_a_hang_or_panic() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("not contiguous"), "{err}");
+    // What shows the gap is named, not spelled as a command.
+    assert_eq!(err.remedy(), Some(walctl::archive::Remedy::Verify), "{err}");
+    assert!(!err.to_string().contains("walctl"), "{err}");
 
     // A name that would leave the restore directory is refused before anything.
     let mut m = Manifest::load(&archive).unwrap().unwrap();

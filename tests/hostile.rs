@@ -468,7 +468,7 @@ fn huge_prefix_case(in_newest: bool, prefix: u32) {
     let (lsns, err) = read_from(dir, 0);
     assert_eq!(lsns, (1..=last_good).collect::<Vec<_>>(), "{ctx}");
     assert!(
-        matches!(&err, Some(Error::Scan { problem: p }) if **p == problem),
+        matches!(&err, Some(Error::Scan { problem: p, .. }) if **p == problem),
         "{err:?}"
     );
     let (lsns, err) = read_from(dir, 55);

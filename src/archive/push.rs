@@ -281,6 +281,7 @@ fn check_continuity(
                     severity: Severity::Corruption,
                     kind,
                     last_good_lsn: Some(prev),
+                    cause: Default::default(),
                 }),
             });
         }

@@ -145,13 +145,12 @@ fn choose(archive: &Archive, manifest: &Manifest, to_lsn: Option<u64>) -> Result
         if a.id.checked_add(1) != Some(b.id) || !lsn_ok {
             return Err(ArchiveError::incomplete(
                 format!(
-                    "{} is not contiguous between {} and {}: nothing was restored (see `walctl \
-                 archive verify`)",
+                    "{} is not contiguous between {} and {}: nothing was restored",
                     archive.url(),
                     a.name,
                     b.name
                 ),
-                None,
+                Some(Remedy::Verify),
             ));
         }
     }

@@ -367,7 +367,7 @@ impl Archive {
     /// How this store is written without overwriting: found on first use by a probe
     /// object written twice with `If-None-Match: *` (the second write must fail), then
     /// deleted.
-    pub fn write_mode(&self) -> Result<WriteMode> {
+    pub(crate) fn write_mode(&self) -> Result<WriteMode> {
         let mut mode = self.mode.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = mode.as_ref() {
             return Ok(m.clone());
@@ -654,5 +654,18 @@ mod tests {
         assert_eq!(a.url(), "s3://bucket/some/prefix");
         assert_eq!(a.key("segment-1").as_ref(), "some/prefix/segment-1");
         assert!(is_archive_url("s3://b") && !is_archive_url("/var/lib/wal"));
+    }
+
+    /// A store that honours `If-None-Match` is written conditionally; the probe that
+    /// found it out is gone, and the answer is kept (a lying store:
+    /// `tests/archive.rs`, through the push's `PushEvent::WriteMode`).
+    #[test]
+    fn a_conditional_store_is_found_conditional_and_keeps_no_probe() {
+        let store = Arc::new(InMemory::new());
+        let a = Archive::with_store(store.clone(), "memory://test").unwrap();
+        assert_eq!(a.write_mode().unwrap(), WriteMode::Conditional);
+        assert_eq!(a.write_mode().unwrap(), WriteMode::Conditional);
+        let objects = a.block_on(store.list_with_delimiter(None)).unwrap().objects;
+        assert!(objects.is_empty(), "{objects:?}");
     }
 }

@@ -190,8 +190,7 @@ pub fn verify(archive: &Archive, deep: bool) -> Result<VerifyReport> {
                     ProblemKind::Replaced,
                     &e.name,
                     format!(
-                        "{} was replaced after it was archived (entity tag {}, recorded {}); \
-                         `--deep` compares its bytes",
+                        "{} was replaced after it was archived (entity tag {}, recorded {})",
                         e.name,
                         o.e_tag.as_deref().unwrap_or_default(),
                         e.e_tag.as_deref().unwrap_or_default()

@@ -541,9 +541,14 @@ fn verify(args: VerifyArgs) -> anyhow::Result<Exit> {
         )?;
         for p in &report.problems {
             let kind = serde_json::to_value(p.kind)?;
+            // Without --deep only entity tags were compared: say how to see the bytes.
+            let hint = match p.kind {
+                archive::ProblemKind::Replaced if !report.deep => "; `--deep` compares its bytes",
+                _ => "",
+            };
             writeln!(
                 out,
-                "{} {}: {}",
+                "{} {}: {}{hint}",
                 kind.as_str().unwrap_or("problem"),
                 p.object,
                 p.message

@@ -137,6 +137,13 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         for w in &applied.warnings {
             output::note(format_args!("warning: {w}"));
         }
+        if let Some(q) = &applied.next_lsn_only_in {
+            output::note(format_args!(
+                "give --quarantine-dir {} to the next writer (`walctl append`), so that LSNs do \
+                 not restart at 1",
+                output::shell_quote(q.as_os_str())
+            ));
+        }
         let exit = match &applied.plan.verdict {
             Verdict::Clean => Exit::Ok,
             Verdict::Refuse(_) => Exit::Corrupt,

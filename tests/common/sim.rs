@@ -54,6 +54,8 @@ struct SimState {
     /// At a power cut, a preallocated file loses one block of its unsynced writes
     /// in the middle instead of all of them from some point on.
     lose_a_block: bool,
+    /// A file whose `open_read` fails with this OS error code.
+    unreadable: Option<(String, i32)>,
 }
 
 impl SimState {
@@ -103,6 +105,12 @@ impl SimDisk {
 
     fn state(&self) -> MutexGuard<'_, SimState> {
         self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes every later `open_read` of `name` fail with the OS error `code` (EIO,
+    /// EACCES): a segment on a failing disk, or one at mode 000 for a non-root user.
+    pub fn unreadable(&self, name: &str, code: i32) {
+        self.state().unreadable = Some((name.to_string(), code));
     }
 
     /// Makes every later fdatasync of a file fail (or succeed again).
@@ -289,6 +297,9 @@ impl ReadStorage for SimDisk {
         self.inner.list(dir)
     }
     fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>> {
+        if let Some((_, code)) = self.state().unreadable.as_ref().filter(|(n, _)| n == name) {
+            return Err(io::Error::from_raw_os_error(*code));
+        }
         self.inner.open_read(name)
     }
     fn size(&self, name: &str) -> io::Result<u64> {

@@ -18,4 +18,5 @@ mod prealloc;
 mod prop_wal;
 mod repair;
 mod scan_paths;
+mod unreadable;
 mod wal;

@@ -190,7 +190,7 @@ fn zeros_then_a_written_byte_are_corruption() {
     fs::write(&seg, &bytes).unwrap();
     assert_eq!(verify_code(copy.path()), Some(4));
     match Wal::open(copy.path(), opts(1 << 20, true)) {
-        Err(Error::Damaged { problem }) => assert_eq!(problem.severity, Severity::Corruption),
+        Err(Error::Damaged { problem, .. }) => assert_eq!(problem.severity, Severity::Corruption),
         other => panic!("expected corruption, got {other:?}"),
     }
     assert_eq!(fs::read(&seg).unwrap(), bytes, "nothing changed");
@@ -258,7 +258,7 @@ fn power_cut_losing_a_block_keeps_every_acknowledged_record() {
                 assert!(w.next_lsn() > acked, "{ctx}: {said}");
                 w.close().unwrap();
             }
-            Err(Error::Damaged { problem }) => {
+            Err(Error::Damaged { problem, .. }) => {
                 assert_eq!(problem.severity, Severity::Corruption, "{ctx}: {said}");
                 assert!(problem.last_good_lsn.unwrap_or(0) >= acked, "{ctx}: {said}");
                 refused += 1;

@@ -930,6 +930,52 @@ fn killed_point_in_time_repair_loses_nothing_and_a_rerun_finishes() {
     assert!(steps > 20, "only {steps} steps");
 }
 
+/// A cut that leaves the log without records, its bytes saved in a quarantine
+/// directory of its own, also notes the next LSN in the log's own quarantine. When
+/// that note cannot be written (the process killed there), the repair still stands:
+/// it warns, and names the directory that alone holds the next LSN, for the front
+/// end to say how to give it to the next writer. The library's warning names no flag.
+#[test]
+fn a_next_lsn_noted_only_elsewhere_names_the_quarantine_that_holds_it() {
+    let log = pristine(120);
+    let first = log.recs[0].clone();
+    let mut n = 0;
+    let (applied, elsewhere) = loop {
+        let ctx = format!("killed at step {n}");
+        let (_t, dir) = copy_of(&log.dir);
+        let elsewhere = tempdir();
+        flip_bit(&dir.join(&first.segment), first.offset + first.len - 20, 3);
+        let q = FileStorage::open(elsewhere.path()).unwrap();
+        let faulty: Arc<dyn Storage> = Arc::new(common::sim::SimDisk::crash_at(&dir, n));
+        let res = {
+            let _g = no_fork();
+            repair::apply_with(faulty, Policy::PointInTime, Some(&q))
+        };
+        match res {
+            Ok(a) if !a.warnings.is_empty() => break (a, elsewhere),
+            Ok(a) => panic!("{ctx}: never warned: {a:?}"),
+            Err(e) => assert!(e.to_string().contains("injected crash"), "{ctx}: {e}"),
+        }
+        n += 1;
+    };
+    assert_eq!(applied.plan.verdict, Verdict::Cut);
+    assert_eq!(applied.plan.kept_last_lsn, None, "the log keeps no record");
+    assert_eq!(applied.plan.next_lsn, 1);
+    assert_eq!(
+        applied.next_lsn_only_in.as_deref(),
+        Some(elsewhere.path()),
+        "{applied:?}"
+    );
+    let w = &applied.warnings[..];
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("could not note the next LSN (1)"), "{w:?}");
+    assert!(
+        w[0].contains(&elsewhere.path().display().to_string()),
+        "{w:?}"
+    );
+    assert!(!w[0].contains("--"), "no CLI flag in the library: {w:?}");
+}
+
 /// The fsync of the quarantine directory after the entry got its final name fails:
 /// the repair fails, cuts nothing, and leaves no entry (neither half-made nor one
 /// that claims a cut that never happened).

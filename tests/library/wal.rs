@@ -230,7 +230,7 @@ fn corruption_refuses_a_write_open_and_changes_nothing() {
     let err = Wal::open(dir.path(), opts(4096, 0)).unwrap_err();
     let msg = err.to_string();
     match &err {
-        Error::Damaged { problem } => {
+        Error::Damaged { problem, .. } => {
             assert_eq!(problem.segment, names[1]);
             assert_eq!(problem.severity, Severity::Corruption);
         }

@@ -22,7 +22,7 @@ use common::*;
 use serde_json::Value;
 use walctl::error::{Error, Severity};
 use walctl::reader::WalReader;
-use walctl::scan::{scan_log, Event, ScanOptions, Scanner};
+use walctl::scan::{scan_log, Event, RetiredGap, ScanOptions, Scanner};
 use walctl::storage::MemStorage;
 use walctl::storage::{FileStorage, ReadStorage};
 use walctl::writer::{SyncPolicy, Wal, WalOptions};
@@ -481,7 +481,7 @@ fn readers_survive_retention_deleting_segments_under_them() {
                             }
                             prev = Some(e.lsn);
                         }
-                        Err(Error::Scan { problem }) => {
+                        Err(Error::Scan { problem, .. }) => {
                             assert_eq!(problem.severity, Severity::TornTail, "{problem}");
                         }
                         // Fell behind retention: told, with the first LSN it lacks.
@@ -661,7 +661,15 @@ type Pos = (u64, u64, u64);
 /// (lsn, segment id, offset) of every record a scanner returns until it ends, with the
 /// first problem.
 fn drain(scanner: &mut Scanner) -> walctl::Result<(Vec<Pos>, Option<String>)> {
+    drain_with_gaps(scanner).map(|(out, problem, _)| (out, problem))
+}
+
+/// [`drain`], with the holes retention left that the scanner reported.
+fn drain_with_gaps(
+    scanner: &mut Scanner,
+) -> walctl::Result<(Vec<Pos>, Option<String>, Vec<RetiredGap>)> {
     let mut out = Vec::new();
+    let mut gaps = Vec::new();
     while let Some(ev) = scanner.next()? {
         match ev {
             Event::Record(r) => {
@@ -669,12 +677,11 @@ fn drain(scanner: &mut Scanner) -> walctl::Result<(Vec<Pos>, Option<String>)> {
                 out.push((r.lsn, r.segment_id, r.offset));
             }
             Event::SegmentEnd(_) => {}
-            // Holes are kept by the scanner (`retired_gaps`) for the tests to check.
-            Event::Retired(_) => {}
+            Event::Retired(gap) => gaps.push(gap.clone()),
             other => panic!("unexpected {other:?}"),
         }
     }
-    Ok((out, scanner.first_problem().map(|p| p.to_string())))
+    Ok((out, scanner.first_problem().map(|p| p.to_string()), gaps))
 }
 
 /// Reads events up to the end of the first segment.
@@ -720,11 +727,10 @@ fn segments_retired_from_the_front_mid_scan_are_skipped_a_hole_is_not() {
     for name in &names[..3] {
         std::fs::remove_file(dir.join(name)).unwrap();
     }
-    let (rest, problem) = drain(&mut scanner).unwrap();
+    let (rest, problem, gaps) = drain_with_gaps(&mut scanner).unwrap();
     assert_eq!(problem, None);
     assert_eq!(rest[0], (resume_at, 3, 0));
     // ... and names the records it could not deliver.
-    let gaps = scanner.retired_gaps();
     assert_eq!(gaps.len(), 1, "{gaps:?}");
     assert_eq!(
         (gaps[0].first_lsn, gaps[0].last_lsn),
@@ -756,14 +762,14 @@ fn segments_retired_from_the_front_mid_scan_are_skipped_a_hole_is_not() {
     let mut scanner = Scanner::new(storage, ScanOptions::default()).unwrap();
     read_first_segment(&mut scanner);
     std::fs::remove_file(dir.join(&names[2])).unwrap();
-    let (rest, problem) = drain(&mut scanner).unwrap();
+    let (rest, problem, gaps) = drain_with_gaps(&mut scanner).unwrap();
     let problem = problem.expect("a missing segment is a problem");
     assert!(
         problem.contains(&format!("missing {}", names[2])),
         "{problem}"
     );
     assert_eq!(rest.last().unwrap().0, 120, "read on after the hole");
-    assert!(scanner.retired_gaps().is_empty());
+    assert!(gaps.is_empty(), "{gaps:?}");
     // Missing before the scan started: the same, corruption (exit 4).
     let out = run(&["verify"], dir);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stdout));
@@ -808,14 +814,13 @@ fn a_scan_whose_listed_segments_all_retire_reads_the_newer_ones() {
     let newest = segment_names(dir);
     assert!(!newest.is_empty());
 
-    let (rest, problem) = drain(&mut scanner).unwrap();
+    let (rest, problem, gaps) = drain_with_gaps(&mut scanner).unwrap();
     assert_eq!(problem, None);
     assert_eq!(
         rest.last().map(|r| r.0),
         Some(120),
         "{seg0:?} then {rest:?}"
     );
-    let gaps = scanner.retired_gaps();
     assert_eq!(gaps.len(), 1, "{gaps:?}");
     assert_eq!(gaps[0].first_lsn, *seg0.last().unwrap() + 1);
     assert_eq!(gaps[0].last_lsn, rest[0].0 - 1);
@@ -1028,7 +1033,7 @@ fn read_commands_beside_a_fast_rotating_writer(sync: &str, rounds: usize) {
                             assert_eq!(e.lsn, next, "WalReader");
                             next += 1;
                         }
-                        Err(Error::Scan { problem }) => {
+                        Err(Error::Scan { problem, .. }) => {
                             assert_eq!(problem.severity, Severity::TornTail, "{problem}")
                         }
                         Err(e) => panic!("WalReader beside a writer: {e}"),
@@ -1562,7 +1567,7 @@ fn an_unreadable_segment_hides_nothing_else_from_the_library() {
     }
     assert_eq!(got, (1..a).collect::<Vec<_>>());
     match error {
-        Some(Error::Scan { problem }) => {
+        Some(Error::Scan { problem, .. }) => {
             assert_eq!(problem.severity, Severity::Unreadable);
             assert_eq!(problem.segment, "segment-3");
         }
@@ -1592,21 +1597,8 @@ fn a_follower_at_a_torn_tail_says_once_what_it_waits_for() {
     f.write_all(&rec[..cut as usize]).unwrap();
     drop(f);
 
-    // The library's follower knows where it waits.
-    let mut scanner = Scanner::new(
-        Arc::new(FileStorage::open(dir).unwrap()),
-        ScanOptions::default().follow(true),
-    )
-    .unwrap();
-    let (lsns, problem) = drain(&mut scanner).unwrap();
-    assert_eq!(lsns.last().map(|p| p.0), Some(30));
-    assert_eq!(problem, None, "a follower waits at a torn tail");
-    assert_eq!(
-        scanner.waiting_at_partial(),
-        Some((newest.as_str(), base, cut))
-    );
-
-    // The binary's.
+    // The binary's follower says where it waits (the library's scanner knows it:
+    // `scan::tests::a_follower_at_a_torn_tail_knows_where_it_waits`).
     let mut child = spawn_reader(dir, &["dump", "--json", "--follow"]);
     let (out_tx, out_rx) = std::sync::mpsc::channel();
     let stdout = child.stdout.take().unwrap();
@@ -1658,14 +1650,6 @@ fn a_follower_at_a_torn_tail_says_once_what_it_waits_for() {
     // The next writer's open cuts the torn bytes; its records arrive.
     append_library_log(dir, 31..=45);
     assert_eq!(records(15), (31..=45).collect::<Vec<_>>());
-    scanner.poll().unwrap();
-    let (more, problem) = drain(&mut scanner).unwrap();
-    assert_eq!(problem, None);
-    assert_eq!(
-        more.iter().map(|p| p.0).collect::<Vec<_>>(),
-        (31..=45).collect::<Vec<_>>()
-    );
-    assert_eq!(scanner.waiting_at_partial(), None);
 
     let mut child = guard.0.take().unwrap();
     // SAFETY: plain kill(2) of our own child, not yet reaped.

@@ -891,7 +891,7 @@ fn a_damaged_length_in_the_newest_segment_never_lets_the_writer_reuse_lsns() {
     let (code, out, err) = walctl(&["verify"], &dir);
     assert_eq!(code, 4, "{out}{err}");
     match Wal::open(&dir, WalOptions::default()) {
-        Err(walctl::Error::Damaged { problem }) => {
+        Err(walctl::Error::Damaged { problem, .. }) => {
             assert_eq!(
                 (problem.offset, problem.severity),
                 (r.offset as u64, Severity::Corruption)

@@ -58,9 +58,7 @@ impl Bench<'_, '_> {
             .collect();
         let report = scan_log(storage, ScanOptions::default(), |_| {})?;
         if let Some(p) = report.problems().next() {
-            return Err(Error::Damaged {
-                problem: Box::new(p.clone()),
-            });
+            return Err(Error::damaged(p.clone()));
         }
         Ok(ScanLog {
             dir,
@@ -112,9 +110,7 @@ impl Bench<'_, '_> {
                     let report = scan_log(storage.clone(), ScanOptions::default(), |_| {})?;
                     let secs = start.elapsed().as_secs_f64();
                     if let Some(p) = report.problems().next() {
-                        return Err(Error::Scan {
-                            problem: Box::new(p.clone()),
-                        });
+                        return Err(Error::scan(p.clone()));
                     }
                     if report.records != log.records {
                         return Err(Error::BadSegment {
