@@ -4,23 +4,21 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Subcommand;
 use serde::Serialize;
 use walctl::archive::manifest::{Entry, Manifest};
 use walctl::archive::marker::Marker;
 use walctl::archive::{
-    self, Archive, ArchiveError, ArchiveStorage, Connect, PushEvent, RestoreOptions, VerifyReport,
-    WriteMode,
+    self, Archive, ArchiveError, Connect, PushEvent, RestoreOptions, VerifyReport, WriteMode,
 };
 use walctl::digest::short_sha;
 use walctl::segment::list_segments;
-use walctl::storage::{FileStorage, ReadStorage};
 
-use super::{output, Exit};
+use super::exit::Exit;
+use super::open::DirArg;
+use super::output;
 
 const EXAMPLES: &str = "\
 Set-up (credentials only ever come from the environment):
@@ -140,6 +138,9 @@ impl StoreArgs {
 #[derive(Debug, clap::Args)]
 #[command(after_help = PUSH_HELP)]
 struct PushArgs {
+    // Its own declaration, not a flattened DirArg: push takes no archive URL (so its
+    // help says less), and ls's is optional and never read from WALCTL_DIR. Both open
+    // the directory through DirArg.
     /// The log directory.
     #[arg(long, short = 'd', env = "WALCTL_DIR", value_name = "DIR")]
     dir: PathBuf,
@@ -241,12 +242,6 @@ struct RebuildArgs {
     store: StoreArgs,
 }
 
-/// A read-only log view of the archive at `url`, for the read commands' `--dir`.
-pub fn open_in_place(url: &str) -> anyhow::Result<Arc<dyn ReadStorage>> {
-    let archive = Archive::open(url, &Connect::default())?;
-    Ok(Arc::new(ArchiveStorage::new(Arc::new(archive))))
-}
-
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let res = match args.command {
         Cmd::Push(a) => push(a),
@@ -287,10 +282,7 @@ struct PushDone {
 }
 
 fn lsns(first: Option<u64>, last: Option<u64>) -> String {
-    match (first, last) {
-        (Some(a), Some(b)) => format!("LSN {a}..={b}"),
-        _ => "no records".into(),
-    }
+    output::lsn_range(first, last).unwrap_or_else(|| "no records".into())
 }
 
 fn push(args: PushArgs) -> anyhow::Result<Exit> {
@@ -298,7 +290,7 @@ fn push(args: PushArgs) -> anyhow::Result<Exit> {
     let mut out = output::stdout();
     loop {
         let started = Instant::now();
-        let total = pending_bytes(&args.dir, archive.url());
+        let total = pending_bytes(&DirArg::new(&args.dir), archive.url());
         let pb = output::progress(total, args.json, "push");
         let mut write_err = None;
         let res = archive::push(&archive, &args.dir, |ev| {
@@ -392,12 +384,15 @@ fn push(args: PushArgs) -> anyhow::Result<Exit> {
 
 /// Bytes of the sealed segments of `dir` the marker does not record for `url`: the
 /// progress bar's total (0 when unknown).
-fn pending_bytes(dir: &std::path::Path, url: &str) -> u64 {
-    let Ok(storage) = FileStorage::open(dir) else {
+fn pending_bytes(dir: &DirArg, url: &str) -> u64 {
+    let Ok(storage) = dir.open_local() else {
         return 0;
     };
-    let marker = Marker::load(&storage).ok().flatten().unwrap_or_default();
-    let segs = list_segments(&storage).unwrap_or_default();
+    let marker = Marker::load(storage.as_ref())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let segs = list_segments(storage.as_ref()).unwrap_or_default();
     segs.iter()
         .take(segs.len().saturating_sub(1))
         .filter(|s| !marker.holds(url, s.id))
@@ -446,8 +441,9 @@ fn ls(args: LsArgs) -> anyhow::Result<Exit> {
         }
     }
     if let Some(dir) = &args.dir {
-        let storage = FileStorage::open(dir).with_context(|| format!("open {}", dir.display()))?;
-        let segs = list_segments(&storage)?;
+        // Read-only: open_local locks nothing.
+        let storage = DirArg::new(dir).open_local()?;
+        let segs = list_segments(storage.as_ref())?;
         let live = segs.last().map(|s| s.name.clone());
         let missing: Vec<_> = segs
             .iter()

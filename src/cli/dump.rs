@@ -4,7 +4,6 @@
 //! [`super::records`]; `--salvage` is [`super::salvage`].
 
 use std::io::{self, IsTerminal};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use walctl::follow::{Follow, FollowEvent, Stall};
@@ -12,8 +11,11 @@ use walctl::scan::{Event, RetiredGap, ScanOptions, ScannedRecord, Scanner};
 use walctl::segment::SEGMENT_PREFIX;
 use walctl::{Problem, ProblemKind};
 
+use super::exit::Exit;
+use super::open::DirArg;
+use super::output;
 use super::records::{DataFormat, Filter, Printer, Progress, Take};
-use super::{output, DirArg, Exit};
+use super::sys;
 
 /// While `--follow` waits, how often it looks at Ctrl-C, SIGTERM and a closed stdout.
 const STOP_CHECK: Duration = Duration::from_millis(50);
@@ -191,7 +193,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     // --limit 0 opens the log and reads nothing.
     let reads = args.limit != Some(0);
     let end = if args.follow {
-        install_stop_handler()?;
+        sys::install_stop_handler()?;
         let follow = walctl::reader::WalReader::new(storage)
             .follow_from(from)?
             .skip_retired(args.skip_retired);
@@ -323,7 +325,7 @@ fn follow_all(mut follow: Follow, sink: &mut Sink) -> anyhow::Result<End> {
             }
             Some(_) => true,
             // Interrupted, or nobody reads our output any more: a quiet end.
-            None => !STOP.load(Ordering::SeqCst) && !output::stdout_closed(),
+            None => !sys::stop_requested() && !output::stdout_closed(),
         };
         if !go_on {
             return Ok(End::Done);
@@ -364,7 +366,7 @@ fn report_end(end: End, args: &Args, printed: u64) -> Exit {
         "{p} (file {}; {before}; nothing after it was read; to see the record \
          there: {}; to read past it: --salvage)",
         path.display(),
-        super::inspect::hint(&args.dir.dir, p.segment_id, p.offset)
+        output::inspect_hint(&args.dir.dir, p.segment_id, p.offset)
     ));
     Exit::from_severity(Some(p.severity))
 }
@@ -409,39 +411,9 @@ fn note_stall(stall: &Stall) {
 
 /// Exits with status 2 and clap's usage message.
 fn usage_error(msg: &str) -> ! {
-    use clap::CommandFactory;
-    let mut cmd = super::Cli::command();
-    // Build first so the subcommand's usage line says "walctl dump".
-    cmd.build();
-    let sub = cmd.find_subcommand_mut("dump").cloned();
-    let mut cmd = sub.unwrap_or(cmd);
+    // The usage line is built from dump's own arguments, named as the user typed it.
+    let mut cmd =
+        <Args as clap::Args>::augment_args(clap::Command::new("dump")).bin_name("walctl dump");
     cmd.error(clap::error::ErrorKind::ArgumentConflict, msg)
         .exit()
-}
-
-/// Set by SIGINT/SIGTERM while following.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_sig: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Ctrl-C and SIGTERM end `--follow` cleanly (status 0). The handler resets itself
-/// (SA_RESETHAND): a second signal ends the process at once, even if it is stuck
-/// writing to a full pipe.
-fn install_stop_handler() -> io::Result<()> {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the
-    // sigaction struct is fully initialised (zeroed, then the fields we set).
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        sa.sa_flags = libc::SA_RESETHAND;
-        libc::sigemptyset(&mut sa.sa_mask);
-        for sig in [libc::SIGINT, libc::SIGTERM] {
-            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(())
 }

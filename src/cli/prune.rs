@@ -10,7 +10,8 @@ use serde_json::json;
 use walctl::quarantine::{self, Location, Manifest};
 use walctl::storage::Storage;
 
-use super::{output, Exit};
+use super::exit::Exit;
+use super::output;
 
 /// What `--prune-quarantine` was asked.
 pub struct Opts {

@@ -14,8 +14,9 @@ use walctl::segment::segment_name;
 use walctl::storage::{LockProbe, Storage};
 use walctl::{Problem, ProblemKind};
 
+use super::exit::Exit;
+use super::open::{require_segments, DirArg, QuarantineArg};
 use super::output;
-use super::{DirArg, Exit, QuarantineArg};
 
 /// Repair a damaged log without losing a byte: every cut byte is saved first.
 ///
@@ -129,7 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     }
     // Before anything that could create a file (the lock): a wrong --dir is an error,
     // never an empty log.
-    super::require_segments(storage.as_ref())?;
+    require_segments(storage.as_ref())?;
     let policy = Policy::from(args.policy);
     if args.apply {
         let q = args.quarantine.open(true)?;

@@ -9,9 +9,9 @@ use walctl::scan::SegmentSummary;
 use walctl::segment::segment_name;
 use walctl::{ProblemKind, Severity};
 
-use super::output::status_word;
-use super::verify::{scan_with_progress, ProblemOut};
-use super::{output, DirArg, Exit};
+use super::exit::Exit;
+use super::open::{scan_with_progress, DirArg};
+use super::output::{self, status_word, ProblemOut};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -78,7 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                     checkpoints: s.checkpoints,
                     last_checkpoint_lsn: s.last_checkpoint_lsn,
                     valid_len: s.valid_len,
-                    status: status_word(s.problem.as_ref().map(|p| p.severity)),
+                    status: status_word(output::segment_severity(s)),
                     problem: s.problem.as_ref().map(|p| ProblemOut::new(p, s.size)),
                 },
             )?;
@@ -116,17 +116,15 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             Cell::new(&s.name),
             Cell::new(s.size),
             Cell::new(s.records),
-            Cell::new(opt(s.first_lsn)),
-            Cell::new(opt(s.last_lsn)),
+            Cell::new(output::opt(s.first_lsn)),
+            Cell::new(output::opt(s.last_lsn)),
             Cell::new(s.checkpoints),
             status_cell(s, color),
         ]);
     }
     writeln!(out, "{table}")?;
-    let lsns = match (report.first_lsn, report.last_lsn) {
-        (Some(a), Some(b)) => format!(", LSN {a} ..= {b}"),
-        _ => String::new(),
-    };
+    let lsns = output::lsn_range_spaced(report.first_lsn, report.last_lsn)
+        .map_or_else(String::new, |r| format!(", {r}"));
     let newest = report.newest_checkpoint.map_or_else(String::new, |c| {
         format!(
             "; newest checkpoint LSN {} in {}",
@@ -137,40 +135,29 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     writeln!(
         out,
         "{}, {}{lsns}, {}, {}{newest}; status {}",
-        count(report.segments.len() as u64, "segment"),
-        count(report.records, "record"),
-        count(report.checkpoints, "checkpoint"),
-        count(report.bytes, "byte"),
+        output::count(report.segments.len() as u64, "segment", "segments"),
+        output::count(report.records, "record", "records"),
+        output::count(report.checkpoints, "checkpoint", "checkpoints"),
+        output::count(report.bytes, "byte", "bytes"),
         output::status_text(report.worst()),
     )?;
     out.flush()?;
     Ok(exit)
 }
 
-fn count(n: u64, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
-}
-
-fn opt(v: Option<u64>) -> String {
-    v.map_or_else(|| "-".to_string(), |v| v.to_string())
-}
-
 fn status_cell(s: &SegmentSummary, color: bool) -> Cell {
+    let word = output::status_text(output::segment_severity(s));
     let (text, fg) = match &s.problem {
-        None => ("ok".to_string(), Color::Green),
+        None => (word.to_string(), Color::Green),
         Some(p) if p.severity == Severity::TornTail => {
-            (format!("torn tail at offset {}", p.offset), Color::Yellow)
+            (format!("{word} at offset {}", p.offset), Color::Yellow)
         }
         Some(p) if p.severity == Severity::Unreadable => (p.kind.to_string(), Color::Red),
         Some(p) if matches!(p.kind, ProblemKind::MissingSegment { .. }) => {
             (p.kind.to_string(), Color::Red)
         }
         Some(p) => (
-            format!("corrupt at offset {}: {}", p.offset, p.kind),
+            format!("{word} at offset {}: {}", p.offset, p.kind),
             Color::Red,
         ),
     };

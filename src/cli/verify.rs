@@ -6,11 +6,13 @@ use std::io::Write;
 use std::path::Path;
 
 use serde::Serialize;
-use walctl::scan::{scan_log, ScanOptions, ScanReport};
-use walctl::segment::{list_segments, segment_name};
-use walctl::{Problem, ProblemKind};
+use walctl::scan::ScanReport;
+use walctl::segment::segment_name;
+use walctl::{ProblemKind, Severity};
 
-use super::{output, DirArg, Exit};
+use super::exit::Exit;
+use super::open::{scan_with_progress, DirArg};
+use super::output::{self, ProblemOut};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -44,42 +46,6 @@ pub struct Args {
     /// Print nothing (not even with --json); only set the exit status.
     #[arg(long, short = 'q')]
     quiet: bool,
-}
-
-/// A problem as reported by verify and segments: the problem's own fields plus a
-/// readable message and how many bytes after it were left unread.
-#[derive(Debug, Serialize)]
-pub struct ProblemOut<'a> {
-    #[serde(flatten)]
-    problem: &'a Problem,
-    message: String,
-    unchecked_bytes: u64,
-}
-
-impl<'a> ProblemOut<'a> {
-    pub fn new(problem: &'a Problem, segment_size: u64) -> Self {
-        ProblemOut {
-            problem,
-            message: problem.to_string(),
-            unchecked_bytes: segment_size.saturating_sub(problem.offset),
-        }
-    }
-}
-
-/// Scans the whole log behind `dir` with a progress bar (hidden when `quiet`, and
-/// unless stderr is a terminal and the log large).
-pub fn scan_with_progress(dir: &DirArg, quiet: bool, what: &str) -> anyhow::Result<ScanReport> {
-    let storage = dir.open_log()?;
-    let total: u64 = list_segments(storage.as_ref())?
-        .iter()
-        .map(|s| s.size)
-        .sum();
-    let pb = output::progress(total, quiet, what);
-    let report = scan_log(storage, ScanOptions::default(), |done| {
-        pb.set_position(done)
-    });
-    pb.finish_and_clear();
-    Ok(report?)
 }
 
 #[derive(Serialize)]
@@ -171,9 +137,9 @@ fn write_text(
         (Some(a), _) => writeln!(out, "segments     1 ({})", a.name)?,
         _ => writeln!(out, "segments     0 (an empty log)")?,
     }
-    match (report.first_lsn, report.last_lsn) {
-        (Some(a), Some(b)) => writeln!(out, "records      {} (LSN {a} ..= {b})", report.records)?,
-        _ => writeln!(out, "records      {}", report.records)?,
+    match output::lsn_range_spaced(report.first_lsn, report.last_lsn) {
+        Some(r) => writeln!(out, "records      {} ({r})", report.records)?,
+        None => writeln!(out, "records      {}", report.records)?,
     }
     match report.newest_checkpoint {
         Some(c) => writeln!(
@@ -212,22 +178,25 @@ fn write_text(
                     "  {p} [{after}; {unchecked} bytes from there to the end of {} not checked; \
                      to see the record there: {}]",
                     p.segment,
-                    super::inspect::hint(dir, p.segment_id, p.offset)
+                    output::inspect_hint(dir, p.segment_id, p.offset)
                 )?,
             }
         }
     }
-    let status = match exit {
-        Exit::Ok => "ok".to_string(),
-        Exit::TornTail => format!(
-            "torn tail (exit 3): the newest segment ends with an incomplete record, as a \
+    let worst = report.worst();
+    let word = output::status_text(worst);
+    let code = exit as i32;
+    let status = match worst {
+        None => word.to_string(),
+        Some(Severity::TornTail) => format!(
+            "{word} (exit {code}): the newest segment ends with an incomplete record, as a \
              crash mid-write leaves; `walctl truncate-corrupt --dir {} --apply` cuts it",
             output::shell_quote(dir.as_os_str())
         ),
-        Exit::Failed => "unreadable (exit 1): a segment could not be read; every other \
-                         segment was checked"
-            .to_string(),
-        _ => format!("corrupt (exit {})", exit as i32),
+        Some(Severity::Unreadable) => format!(
+            "{word} (exit {code}): a segment could not be read; every other segment was checked"
+        ),
+        Some(Severity::Corruption) => format!("{word} (exit {code})"),
     };
     writeln!(out, "status       {status}")
 }

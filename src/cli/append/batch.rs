@@ -9,8 +9,9 @@ use walctl::writer::Wal;
 
 use walctl::codec::MAX_DATA_LEN;
 
-use super::decode::{decode_into, max_encoded_len, DecodedBound, IN_MEMORY_MAX};
-use super::{Encoding, BATCH_MAX_AGE, BATCH_MAX_BYTES, BATCH_MAX_RECORDS, READ_CHUNK};
+use super::{BATCH_MAX_AGE, BATCH_MAX_BYTES, BATCH_MAX_RECORDS, READ_CHUNK};
+use crate::cli::args::Encoding;
+use crate::cli::decode::{decode_into, max_encoded_len, DecodedBound, IN_MEMORY_MAX};
 use crate::cli::sys;
 
 /// Entries waiting to be appended, in one arena.

@@ -11,7 +11,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use walctl::codec::MAX_DATA_LEN;
 
 use super::args::{parse_size, SyncMode};
-use super::{output, Exit};
+use super::exit::Exit;
+use super::output;
 use model::{Config, Measure, Report, Stop, Workload};
 
 mod append;
