@@ -1,7 +1,9 @@
 //! `walctl dump`: the records of a log in LSN order, as readable lines or NDJSON,
 //! optionally following a live log through the library's [`Follow`]. Read-only:
 //! nothing is locked or changed. How records are chosen and printed is in
-//! [`super::records`]; `--salvage` is [`super::salvage`].
+//! [`super::records`]; `--salvage` is [`salvage`].
+
+mod salvage;
 
 use std::io::{self, IsTerminal};
 use std::time::Duration;
@@ -173,13 +175,13 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         args.preview,
     );
     if args.salvage {
-        let job = super::salvage::Job {
+        let job = salvage::Job {
             dir: &args.dir.dir,
             json: args.json,
             quiet: args.quiet,
             from_lsn: (from > 1).then_some(from),
         };
-        return super::salvage::run(job, storage, filter, printer);
+        return salvage::run(job, storage, filter, printer);
     }
 
     let mut sink = Sink {

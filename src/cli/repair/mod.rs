@@ -1,6 +1,8 @@
 //! `walctl truncate-corrupt`: plan (dry run) or apply a repair that saves every cut
 //! byte in the quarantine first; list and restore quarantine entries.
 
+mod prune;
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -117,10 +119,10 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     }
     if args.prune_quarantine {
         let q = args.quarantine.open(false)?;
-        return super::prune::run(
+        return prune::run(
             storage,
             q,
-            super::prune::Opts {
+            prune::Opts {
                 older_than: args.older_than,
                 apply: args.apply,
                 json: args.json,

@@ -10,8 +10,8 @@ use serde_json::json;
 use walctl::quarantine::{self, Location, Manifest};
 use walctl::storage::Storage;
 
-use super::exit::Exit;
-use super::output;
+use crate::cli::exit::Exit;
+use crate::cli::output;
 
 /// What `--prune-quarantine` was asked.
 pub struct Opts {
