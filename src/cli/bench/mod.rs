@@ -13,7 +13,7 @@ use walctl::codec::MAX_DATA_LEN;
 use super::args::{parse_size, SyncMode};
 use super::exit::Exit;
 use super::output;
-use model::{Config, Measure, Report, Stop, Workload};
+use model::{Config, Measure, Report, Stop, Workload, WorkloadResult};
 
 mod append;
 mod histogram;
@@ -236,7 +236,29 @@ fn fmt_ns(ns: u64) -> String {
     }
 }
 
+/// The text report: where it ran, the results table, then what each workload's
+/// extra measurements say.
 fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
+    write_heading(out, r)?;
+    writeln!(out, "{}", results_table(r))?;
+    if let Some(g) = r.group_commit_gain {
+        writeln!(
+            out,
+            "concurrent: {g:.1}x the single-writer durable rate (group commit: one fdatasync covers every waiting writer)"
+        )?;
+    }
+    for res in &r.results {
+        write_notes(out, res)?;
+    }
+    writeln!(
+        out,
+        "ratio: walctl/baseline entries/s over all rounds (lowest-highest single round); latency: per call (one entry, or one batch); MB = 10^6 bytes on disk; peak RSS: the child process"
+    )?;
+    Ok(())
+}
+
+/// The machine and file system the bench ran on.
+fn write_heading(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
     let m = &r.machine;
     writeln!(
         out,
@@ -255,6 +277,11 @@ fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
             "note: tmpfs keeps everything in memory; fsync costs nothing here. Use --dir on a disk."
         )?;
     }
+    Ok(())
+}
+
+/// One row per workload: walctl's numbers beside the baseline's.
+fn results_table(r: &Report) -> Table {
     let terminal = std::io::stdout().is_terminal();
     let mut t = Table::new();
     t.load_preset(if terminal {
@@ -275,123 +302,116 @@ fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         "baseline entries/s",
         "ratio",
     ]);
-    let dash = || "-".to_string();
     for res in &r.results {
-        let (rate, mbs, p50, p99, p999, rss) = match &res.walctl {
-            Some(w) => {
-                let lat = |f: fn(&model::Latency) -> u64| {
-                    w.latency.as_ref().map_or_else(dash, |l| fmt_ns(f(l)))
-                };
-                (
-                    fmt_rate(w.entries_per_sec),
-                    format!("{:.1}", w.mb_per_sec),
-                    lat(|l| l.p50_ns),
-                    lat(|l| l.p99_ns),
-                    lat(|l| l.p999_ns),
-                    w.max_rss_kib
-                        .map_or_else(dash, |k| format!("{:.1} MiB", k as f64 / 1024.0)),
-                )
-            }
-            None => (
-                res.status.to_string(),
-                dash(),
-                dash(),
-                dash(),
-                dash(),
-                dash(),
-            ),
-        };
-        let base_rate = res
-            .baseline
-            .as_ref()
-            .map_or_else(dash, |b: &Measure| fmt_rate(b.entries_per_sec));
-        let spread = match (
-            res.round_ratios.iter().copied().reduce(f64::min),
-            res.round_ratios.iter().copied().reduce(f64::max),
-        ) {
-            (Some(lo), Some(hi)) if res.round_ratios.len() > 1 => {
-                format!(" ({lo:.2}-{hi:.2})")
-            }
-            _ => String::new(),
-        };
-        let ratio = res.ratio.map_or_else(dash, |x| format!("{x:.2}x{spread}"));
-        t.add_row(vec![
-            res.short.clone(),
-            rate,
-            mbs,
-            p50,
-            p99,
-            p999,
-            rss,
-            res.baseline_what.clone(),
-            base_rate,
-            ratio,
-        ]);
+        t.add_row(result_row(res));
     }
-    for i in 1..=6 {
+    for i in (1..=6).chain(8..=9) {
         if let Some(c) = t.column_mut(i) {
             c.set_cell_alignment(CellAlignment::Right);
         }
     }
-    for i in 8..=9 {
-        if let Some(c) = t.column_mut(i) {
-            c.set_cell_alignment(CellAlignment::Right);
+    t
+}
+
+/// A workload's row of [`results_table`].
+fn result_row(res: &WorkloadResult) -> Vec<String> {
+    let dash = || "-".to_string();
+    let (rate, mbs, p50, p99, p999, rss) = match &res.walctl {
+        Some(w) => {
+            let lat = |f: fn(&model::Latency) -> u64| {
+                w.latency.as_ref().map_or_else(dash, |l| fmt_ns(f(l)))
+            };
+            (
+                fmt_rate(w.entries_per_sec),
+                format!("{:.1}", w.mb_per_sec),
+                lat(|l| l.p50_ns),
+                lat(|l| l.p99_ns),
+                lat(|l| l.p999_ns),
+                w.max_rss_kib
+                    .map_or_else(dash, |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+            )
         }
-    }
-    writeln!(out, "{t}")?;
-    if let Some(g) = r.group_commit_gain {
+        None => (
+            res.status.to_string(),
+            dash(),
+            dash(),
+            dash(),
+            dash(),
+            dash(),
+        ),
+    };
+    let base_rate = res
+        .baseline
+        .as_ref()
+        .map_or_else(dash, |b: &Measure| fmt_rate(b.entries_per_sec));
+    let spread = match (
+        res.round_ratios.iter().copied().reduce(f64::min),
+        res.round_ratios.iter().copied().reduce(f64::max),
+    ) {
+        (Some(lo), Some(hi)) if res.round_ratios.len() > 1 => {
+            format!(" ({lo:.2}-{hi:.2})")
+        }
+        _ => String::new(),
+    };
+    let ratio = res.ratio.map_or_else(dash, |x| format!("{x:.2}x{spread}"));
+    vec![
+        res.short.clone(),
+        rate,
+        mbs,
+        p50,
+        p99,
+        p999,
+        rss,
+        res.baseline_what.clone(),
+        base_rate,
+        ratio,
+    ]
+}
+
+/// What a workload's extra measurements say: the fsync bound, the page-cache
+/// ceiling, the pre-zeroed baseline, and why it did not run.
+fn write_notes(out: &mut impl Write, res: &WorkloadResult) -> std::io::Result<()> {
+    if let Some((f, w)) = res
+        .walctl
+        .as_ref()
+        .and_then(|w| Some((w.fsyncs.as_ref()?, w)))
+    {
+        // Back to back, fsyncs of this size and length would allow this rate: what
+        // walctl reaches of it is the share of its time spent in fdatasync.
+        let bound = f.records_per_fsync * 1e6 / f.mean_us.max(1e-9);
         writeln!(
             out,
-            "concurrent: {g:.1}x the single-writer durable rate (group commit: one fdatasync covers every waiting writer)"
+            "{}: {:.1} records per fdatasync, {:.0} µs per write+fdatasync: fsyncs alone would allow {} entries/s; walctl reached {:.0}% of that",
+            res.workload,
+            f.records_per_fsync,
+            f.mean_us,
+            fmt_rate(bound),
+            100.0 * w.entries_per_sec / bound.max(1e-9)
         )?;
     }
-    for res in &r.results {
-        if let Some((f, w)) = res
-            .walctl
-            .as_ref()
-            .and_then(|w| Some((w.fsyncs.as_ref()?, w)))
-        {
-            // Back to back, fsyncs of this size and length would allow this rate: what
-            // walctl reaches of it is the share of its time spent in fdatasync.
-            let bound = f.records_per_fsync * 1e6 / f.mean_us.max(1e-9);
-            writeln!(
-                out,
-                "{}: {:.1} records per fdatasync, {:.0} µs per write+fdatasync: fsyncs alone would allow {} entries/s; walctl reached {:.0}% of that",
-                res.workload,
-                f.records_per_fsync,
-                f.mean_us,
-                fmt_rate(bound),
-                100.0 * w.entries_per_sec / bound.max(1e-9)
-            )?;
-        }
-        if let (Some(c), Some(w)) = (&res.ceiling, &res.walctl) {
-            writeln!(
-                out,
-                "{}: page-cache ceiling for the same bytes (encoded into 1 MiB write()s, no locks, no rotation): {} entries/s, {:.0} MB/s; walctl reaches {:.2}x of it",
-                res.workload,
-                fmt_rate(c.entries_per_sec),
-                c.mb_per_sec,
-                w.entries_per_sec / c.entries_per_sec.max(1e-9)
-            )?;
-        }
-        if let (Some(z), Some(b), Some(w)) = (&res.prezeroed, &res.baseline, &res.walctl) {
-            writeln!(
-                out,
-                "{}: the baseline into a pre-zeroed file (positioned write()+fdatasync(), no size change): {} entries/s, {:.2}x the appending baseline; walctl reaches {:.2}x of it",
-                res.workload,
-                fmt_rate(z.entries_per_sec),
-                z.entries_per_sec / b.entries_per_sec.max(1e-9),
-                w.entries_per_sec / z.entries_per_sec.max(1e-9)
-            )?;
-        }
-        if let Some(reason) = &res.reason {
-            writeln!(out, "{}: {}: {reason}", res.workload, res.status)?;
-        }
+    if let (Some(c), Some(w)) = (&res.ceiling, &res.walctl) {
+        writeln!(
+            out,
+            "{}: page-cache ceiling for the same bytes (encoded into 1 MiB write()s, no locks, no rotation): {} entries/s, {:.0} MB/s; walctl reaches {:.2}x of it",
+            res.workload,
+            fmt_rate(c.entries_per_sec),
+            c.mb_per_sec,
+            w.entries_per_sec / c.entries_per_sec.max(1e-9)
+        )?;
     }
-    writeln!(
-        out,
-        "ratio: walctl/baseline entries/s over all rounds (lowest-highest single round); latency: per call (one entry, or one batch); MB = 10^6 bytes on disk; peak RSS: the child process"
-    )?;
+    if let (Some(z), Some(b), Some(w)) = (&res.prezeroed, &res.baseline, &res.walctl) {
+        writeln!(
+            out,
+            "{}: the baseline into a pre-zeroed file (positioned write()+fdatasync(), no size change): {} entries/s, {:.2}x the appending baseline; walctl reaches {:.2}x of it",
+            res.workload,
+            fmt_rate(z.entries_per_sec),
+            z.entries_per_sec / b.entries_per_sec.max(1e-9),
+            w.entries_per_sec / z.entries_per_sec.max(1e-9)
+        )?;
+    }
+    if let Some(reason) = &res.reason {
+        writeln!(out, "{}: {}: {reason}", res.workload, res.status)?;
+    }
     Ok(())
 }
 
