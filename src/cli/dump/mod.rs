@@ -6,11 +6,13 @@
 mod salvage;
 
 use std::io::{self, IsTerminal};
+use std::sync::Arc;
 use std::time::Duration;
 
 use walctl::follow::{Follow, FollowEvent, Stall};
 use walctl::scan::{Event, RetiredGap, ScanOptions, ScannedRecord, Scanner};
 use walctl::segment::SEGMENT_PREFIX;
+use walctl::storage::ReadStorage;
 use walctl::{Problem, ProblemKind};
 
 use super::exit::Exit;
@@ -145,21 +147,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         args.dir.open_log()?
     };
 
-    let mut from = args.from.unwrap_or(0);
-    if args.since_checkpoint {
-        // The same newest checkpoint as the library's recovery: found by a full scan,
-        // also past damage earlier in the log.
-        match walctl::reader::WalReader::new(storage.clone())
-            .scan()?
-            .newest_checkpoint
-        {
-            Some(c) => from = from.max(c.lsn),
-            None if !args.quiet => {
-                output::note("no checkpoint in the log: dumping from its first record")
-            }
-            None => {}
-        }
-    }
+    let from = first_lsn(&args, &storage)?;
 
     let filter = Filter::new(
         from,
@@ -196,35 +184,73 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let reads = args.limit != Some(0);
     let end = if args.follow {
         sys::install_stop_handler()?;
-        let follow = walctl::reader::WalReader::new(storage)
-            .follow_from(from)?
-            .skip_retired(args.skip_retired);
-        if reads {
-            follow_all(follow, &mut sink)?
-        } else {
-            End::Done
-        }
+        follow_from(storage, &mut sink, reads)?
     } else {
-        let scanner = Scanner::new(
-            storage,
-            ScanOptions::default()
-                .from_lsn((from > 1).then_some(from))
-                .stop_at_first_problem(true),
-        )?;
-        // Progress only when dumping a large log somewhere other than the terminal.
-        let total: u64 = scanner.segments().iter().map(|s| s.size).sum();
         let hidden = args.quiet || args.json || io::stdout().is_terminal();
-        sink.pb = output::progress(total, hidden, "dump");
-        sink.progress = Progress::new(scanner.segments(), !sink.pb.is_hidden());
-        if reads {
-            scan_all(scanner, &mut sink)?
-        } else {
-            End::Done
-        }
+        scan_from(storage, &mut sink, reads, hidden)?
     };
     sink.pb.finish_and_clear();
     sink.printer.flush()?;
     Ok(report_end(end, &args, sink.filter.printed))
+}
+
+/// The first LSN to print: `--from`, or with `--since-checkpoint` the newest
+/// checkpoint's when that is later.
+fn first_lsn(args: &Args, storage: &Arc<dyn ReadStorage>) -> anyhow::Result<u64> {
+    let mut from = args.from.unwrap_or(0);
+    if args.since_checkpoint {
+        // The same newest checkpoint as the library's recovery: found by a full scan,
+        // also past damage earlier in the log.
+        match walctl::reader::WalReader::new(storage.clone())
+            .scan()?
+            .newest_checkpoint
+        {
+            Some(c) => from = from.max(c.lsn),
+            None if !args.quiet => {
+                output::note("no checkpoint in the log: dumping from its first record")
+            }
+            None => {}
+        }
+    }
+    Ok(from)
+}
+
+/// `--follow`: the records from `sink.from` on, waiting for new ones until stopped.
+fn follow_from(storage: Arc<dyn ReadStorage>, sink: &mut Sink, reads: bool) -> anyhow::Result<End> {
+    let follow = walctl::reader::WalReader::new(storage)
+        .follow_from(sink.from)?
+        .skip_retired(sink.skip_retired);
+    if reads {
+        follow_all(follow, sink)
+    } else {
+        Ok(End::Done)
+    }
+}
+
+/// The records from `sink.from` to the end of the log or its first problem, with a
+/// progress bar unless `hidden` (or the log is small).
+fn scan_from(
+    storage: Arc<dyn ReadStorage>,
+    sink: &mut Sink,
+    reads: bool,
+    hidden: bool,
+) -> anyhow::Result<End> {
+    let from = sink.from;
+    let scanner = Scanner::new(
+        storage,
+        ScanOptions::default()
+            .from_lsn((from > 1).then_some(from))
+            .stop_at_first_problem(true),
+    )?;
+    // Progress only when dumping a large log somewhere other than the terminal.
+    let total: u64 = scanner.segments().iter().map(|s| s.size).sum();
+    sink.pb = output::progress(total, hidden, "dump");
+    sink.progress = Progress::new(scanner.segments(), !sink.pb.is_hidden());
+    if reads {
+        scan_all(scanner, sink)
+    } else {
+        Ok(End::Done)
+    }
 }
 
 /// How the records ended.
