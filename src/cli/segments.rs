@@ -5,7 +5,7 @@ use std::io::Write;
 
 use comfy_table::{Cell, CellAlignment, Color, Table};
 use serde::Serialize;
-use walctl::scan::SegmentSummary;
+use walctl::scan::{ScanReport, SegmentSummary};
 use walctl::segment::segment_name;
 use walctl::{ProblemKind, Severity};
 
@@ -62,31 +62,42 @@ struct SegmentOut<'a> {
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let report = scan_with_progress(&args.dir, args.quiet || args.json, "segments")?;
-    let exit = Exit::from_severity(report.worst());
     let mut out = output::stdout();
     if args.json {
-        for s in &report.segments {
-            output::json_line(
-                &mut out,
-                &SegmentOut {
-                    id: s.id,
-                    name: &s.name,
-                    size: s.size,
-                    records: s.records,
-                    first_lsn: s.first_lsn,
-                    last_lsn: s.last_lsn,
-                    checkpoints: s.checkpoints,
-                    last_checkpoint_lsn: s.last_checkpoint_lsn,
-                    valid_len: s.valid_len,
-                    status: status_word(output::segment_severity(s)),
-                    problem: s.problem.as_ref().map(|p| ProblemOut::new(p, s.size)),
-                },
-            )?;
-        }
-        out.flush()?;
-        return Ok(exit);
+        write_json(&mut out, &report)?;
+    } else {
+        writeln!(out, "{}", table(&report))?;
+        writeln!(out, "{}", summary_line(&report))?;
     }
+    out.flush()?;
+    Ok(Exit::from_severity(report.worst()))
+}
 
+/// One JSON object per segment.
+fn write_json(out: &mut impl Write, report: &ScanReport) -> std::io::Result<()> {
+    for s in &report.segments {
+        output::json_line(
+            out,
+            &SegmentOut {
+                id: s.id,
+                name: &s.name,
+                size: s.size,
+                records: s.records,
+                first_lsn: s.first_lsn,
+                last_lsn: s.last_lsn,
+                checkpoints: s.checkpoints,
+                last_checkpoint_lsn: s.last_checkpoint_lsn,
+                valid_len: s.valid_len,
+                status: status_word(output::segment_severity(s)),
+                problem: s.problem.as_ref().map(|p| ProblemOut::new(p, s.size)),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// One row per segment, the status coloured on a terminal that allows it.
+fn table(report: &ScanReport) -> Table {
     let color = output::color_enabled();
     let mut table = Table::new();
     output::fit_to_terminal(&mut table);
@@ -122,7 +133,12 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             status_cell(s, color),
         ]);
     }
-    writeln!(out, "{table}")?;
+    table
+}
+
+/// The line under the table: the whole log's counts, LSN range, newest checkpoint
+/// and status.
+fn summary_line(report: &ScanReport) -> String {
     let lsns = output::lsn_range_spaced(report.first_lsn, report.last_lsn)
         .map_or_else(String::new, |r| format!(", {r}"));
     let newest = report.newest_checkpoint.map_or_else(String::new, |c| {
@@ -132,17 +148,14 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             segment_name(c.segment_id)
         )
     });
-    writeln!(
-        out,
+    format!(
         "{}, {}{lsns}, {}, {}{newest}; status {}",
         output::count(report.segments.len() as u64, "segment", "segments"),
         output::count(report.records, "record", "records"),
         output::count(report.checkpoints, "checkpoint", "checkpoints"),
         output::count(report.bytes, "byte", "bytes"),
         output::status_text(report.worst()),
-    )?;
-    out.flush()?;
-    Ok(exit)
+    )
 }
 
 fn status_cell(s: &SegmentSummary, color: bool) -> Cell {
