@@ -80,29 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     }
     let mut out = output::stdout();
     if args.json {
-        let problems = report
-            .segments
-            .iter()
-            .filter_map(|s| s.problem.as_ref().map(|p| ProblemOut::new(p, s.size)))
-            .collect();
-        let json = Report {
-            dir: args.dir.dir.to_string_lossy().into_owned(),
-            status: output::status_word(report.worst()),
-            exit_code: exit as i32,
-            segments: report.segments.len(),
-            records: report.records,
-            first_lsn: report.first_lsn,
-            last_lsn: report.last_lsn,
-            checkpoints: report.checkpoints,
-            newest_checkpoint: report.newest_checkpoint.map(|c| CheckpointOut {
-                lsn: c.lsn,
-                segment: segment_name(c.segment_id),
-                segment_id: c.segment_id,
-            }),
-            bytes: report.bytes,
-            problems,
-        };
-        output::json_line(&mut out, &json)?;
+        output::json_line(&mut out, &json_report(&args.dir.dir, &report, exit))?;
     } else {
         write_text(&mut out, &args.dir.dir, &report, exit)?;
     }
@@ -110,12 +88,45 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     Ok(exit)
 }
 
+/// The whole report as one JSON object.
+fn json_report<'a>(dir: &Path, report: &'a ScanReport, exit: Exit) -> Report<'a> {
+    Report {
+        dir: dir.to_string_lossy().into_owned(),
+        status: output::status_word(report.worst()),
+        exit_code: exit as i32,
+        segments: report.segments.len(),
+        records: report.records,
+        first_lsn: report.first_lsn,
+        last_lsn: report.last_lsn,
+        checkpoints: report.checkpoints,
+        newest_checkpoint: report.newest_checkpoint.map(|c| CheckpointOut {
+            lsn: c.lsn,
+            segment: segment_name(c.segment_id),
+            segment_id: c.segment_id,
+        }),
+        bytes: report.bytes,
+        problems: report
+            .segments
+            .iter()
+            .filter_map(|s| s.problem.as_ref().map(|p| ProblemOut::new(p, s.size)))
+            .collect(),
+    }
+}
+
+/// The text report: the log's shape, every problem, then the status.
 fn write_text(
     out: &mut impl Write,
     dir: &Path,
     report: &ScanReport,
     exit: Exit,
 ) -> std::io::Result<()> {
+    write_shape(out, dir, report)?;
+    write_problems(out, dir, report)?;
+    writeln!(out, "status       {}", status_line(dir, report, exit))
+}
+
+/// The log, its segments, records, checkpoints and bytes.
+fn write_shape(out: &mut impl Write, dir: &Path, report: &ScanReport) -> std::io::Result<()> {
     writeln!(out, "log          {}", dir.display())?;
     match (report.segments.first(), report.segments.last()) {
         (Some(a), Some(b)) if a.id != b.id => writeln!(
@@ -151,7 +162,11 @@ fn write_text(
         )?,
         None => writeln!(out, "checkpoints  0")?,
     }
-    writeln!(out, "bytes        {}", report.bytes)?;
+    writeln!(out, "bytes        {}", report.bytes)
+}
+
+/// Every problem with where it is and what was left unchecked after it.
+fn write_problems(out: &mut impl Write, dir: &Path, report: &ScanReport) -> std::io::Result<()> {
     let problems: Vec<_> = report
         .segments
         .iter()
@@ -183,10 +198,15 @@ fn write_text(
             }
         }
     }
+    Ok(())
+}
+
+/// The status word, with the exit status and what it means.
+fn status_line(dir: &Path, report: &ScanReport, exit: Exit) -> String {
     let worst = report.worst();
     let word = output::status_text(worst);
     let code = exit as i32;
-    let status = match worst {
+    match worst {
         None => word.to_string(),
         Some(Severity::TornTail) => format!(
             "{word} (exit {code}): the newest segment ends with an incomplete record, as a \
@@ -197,8 +217,7 @@ fn write_text(
             "{word} (exit {code}): a segment could not be read; every other segment was checked"
         ),
         Some(Severity::Corruption) => format!("{word} (exit {code})"),
-    };
-    writeln!(out, "status       {status}")
+    }
 }
 
 /// ", 1 missing, 1 unreadable" for the segments line of a log that has such.
