@@ -11,7 +11,8 @@ use serde::Serialize;
 use walctl::archive::manifest::{Entry, Manifest};
 use walctl::archive::marker::Marker;
 use walctl::archive::{
-    self, Archive, ArchiveError, Connect, PushEvent, RestoreOptions, VerifyReport, WriteMode,
+    self, Archive, ArchiveError, Connect, PushEvent, PushSummary, RestoreOptions, VerifyReport,
+    WriteMode,
 };
 use walctl::digest::short_sha;
 use walctl::segment::list_segments;
@@ -290,84 +291,10 @@ fn push(args: PushArgs) -> anyhow::Result<Exit> {
     let mut out = output::stdout();
     loop {
         let started = Instant::now();
-        let total = pending_bytes(&DirArg::new(&args.dir), archive.url());
-        let pb = output::progress(total, args.json, "push");
-        let mut write_err = None;
-        let res = archive::push(&archive, &args.dir, |ev| {
-            let line = match ev {
-                PushEvent::WriteMode(WriteMode::Conditional) => return,
-                PushEvent::WriteMode(WriteMode::CheckThenWrite(why)) => {
-                    pb.suspend(|| {
-                        output::note(format!(
-                            "{why}; falling back to checking before each write and reading \
-                             back after it"
-                        ))
-                    });
-                    return;
-                }
-                PushEvent::Uploaded(e) => ("uploaded", e),
-                PushEvent::Recorded(e) => ("recorded", e),
-            };
-            pb.inc(line.1.size);
-            let w = if args.json {
-                output::json_line(
-                    &mut out,
-                    &SegmentLine {
-                        event: line.0,
-                        entry: line.1,
-                    },
-                )
-            } else {
-                let what = if line.0 == "uploaded" {
-                    "uploaded"
-                } else {
-                    "already in the archive, recorded"
-                };
-                writeln!(
-                    out,
-                    "{} {what} ({} bytes, {})",
-                    line.1.name,
-                    line.1.size,
-                    lsns(line.1.first_lsn, line.1.last_lsn)
-                )
-            };
-            if let Err(e) = w.and_then(|_| out.flush()) {
-                write_err.get_or_insert(e);
-            }
-        });
-        pb.finish_and_clear();
-        if let Some(e) = write_err {
-            return Err(e.into());
-        }
+        let res = push_round(&args, &archive, &mut out)?;
         let secs = started.elapsed().as_secs_f64();
         match res {
-            Ok(s) => {
-                if args.json {
-                    output::json_line(
-                        &mut out,
-                        &PushDone {
-                            event: "done",
-                            sealed: s.sealed,
-                            uploaded: s.uploaded,
-                            uploaded_bytes: s.uploaded_bytes,
-                            recorded: s.recorded,
-                            already_archived: s.held,
-                            seconds: secs,
-                        },
-                    )?;
-                    out.flush()?;
-                } else if !args.watch || s.uploaded + s.recorded > 0 {
-                    output::note(format!(
-                        "pushed {} segment(s), {} bytes in {secs:.2} s ({:.1} MB/s); {} recorded, \
-                         {} already archived, newest segment left for the writer",
-                        s.uploaded,
-                        s.uploaded_bytes,
-                        s.uploaded_bytes as f64 / 1e6 / secs.max(1e-9),
-                        s.recorded,
-                        s.held
-                    ));
-                }
-            }
+            Ok(s) => write_pushed(&mut out, &args, &s, secs)?,
             // Watching: a store that cannot be reached may come back; anything else
             // (a conflict, damage, access denied) needs a human.
             Err(e @ ArchiveError::Unreachable { .. }) if args.watch => {
@@ -380,6 +307,105 @@ fn push(args: PushArgs) -> anyhow::Result<Exit> {
         }
         std::thread::sleep(args.interval);
     }
+}
+
+/// One push of every sealed segment not archived yet, each printed as it is
+/// uploaded or recorded. The outer error is a failed write to stdout; the inner
+/// one the push's own.
+fn push_round(
+    args: &PushArgs,
+    archive: &Archive,
+    out: &mut impl Write,
+) -> anyhow::Result<Result<PushSummary, ArchiveError>> {
+    let total = pending_bytes(&DirArg::new(&args.dir), archive.url());
+    let pb = output::progress(total, args.json, "push");
+    let mut write_err = None;
+    let res = archive::push(archive, &args.dir, |ev| {
+        let line = match ev {
+            PushEvent::WriteMode(WriteMode::Conditional) => return,
+            PushEvent::WriteMode(WriteMode::CheckThenWrite(why)) => {
+                pb.suspend(|| {
+                    output::note(format!(
+                        "{why}; falling back to checking before each write and reading \
+                         back after it"
+                    ))
+                });
+                return;
+            }
+            PushEvent::Uploaded(e) => ("uploaded", e),
+            PushEvent::Recorded(e) => ("recorded", e),
+        };
+        pb.inc(line.1.size);
+        let w = write_segment_line(out, args.json, line.0, line.1);
+        if let Err(e) = w.and_then(|_| out.flush()) {
+            write_err.get_or_insert(e);
+        }
+    });
+    pb.finish_and_clear();
+    if let Some(e) = write_err {
+        return Err(e.into());
+    }
+    Ok(res)
+}
+
+/// A segment pushed (`event` "uploaded") or found in the archive and recorded.
+fn write_segment_line(
+    out: &mut impl Write,
+    json: bool,
+    event: &'static str,
+    entry: &Entry,
+) -> std::io::Result<()> {
+    if json {
+        return output::json_line(out, &SegmentLine { event, entry });
+    }
+    let what = if event == "uploaded" {
+        "uploaded"
+    } else {
+        "already in the archive, recorded"
+    };
+    writeln!(
+        out,
+        "{} {what} ({} bytes, {})",
+        entry.name,
+        entry.size,
+        lsns(entry.first_lsn, entry.last_lsn)
+    )
+}
+
+/// What a push round did: a JSON line, or a note on stderr (when watching, only
+/// for a round that did something).
+fn write_pushed(
+    out: &mut impl Write,
+    args: &PushArgs,
+    s: &PushSummary,
+    secs: f64,
+) -> anyhow::Result<()> {
+    if args.json {
+        output::json_line(
+            out,
+            &PushDone {
+                event: "done",
+                sealed: s.sealed,
+                uploaded: s.uploaded,
+                uploaded_bytes: s.uploaded_bytes,
+                recorded: s.recorded,
+                already_archived: s.held,
+                seconds: secs,
+            },
+        )?;
+        out.flush()?;
+    } else if !args.watch || s.uploaded + s.recorded > 0 {
+        output::note(format!(
+            "pushed {} segment(s), {} bytes in {secs:.2} s ({:.1} MB/s); {} recorded, \
+             {} already archived, newest segment left for the writer",
+            s.uploaded,
+            s.uploaded_bytes,
+            s.uploaded_bytes as f64 / 1e6 / secs.max(1e-9),
+            s.recorded,
+            s.held
+        ));
+    }
+    Ok(())
 }
 
 /// Bytes of the sealed segments of `dir` the marker does not record for `url`: the
