@@ -36,12 +36,7 @@ impl Bench<'_, '_> {
         let mut sums = AppendSums::default();
         for round in 0..self.rounds {
             let r = round + 1;
-            let order: [bool; 2] = if round % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
-            for walctl_side in order {
+            for walctl_side in sides_in_order(round) {
                 if walctl_side {
                     self.walctl_round(&job, r, &mut sums)?;
                 } else {
