@@ -121,21 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let opts = args.writer.options(workload);
     // Arguments and files are read and decoded before the log is touched: bad input
     // changes nothing.
-    let prepared = if !args.data.is_empty() {
-        let mut batch = Batch::default();
-        for (i, arg) in args.data.iter().enumerate() {
-            batch.push(&decode_arg(args.encoding, arg, i + 1)?);
-        }
-        Some(batch)
-    } else if !args.file.is_empty() {
-        let mut batch = Batch::default();
-        for path in &args.file {
-            batch.push(&read_file_arg(path, args.encoding)?);
-        }
-        Some(batch)
-    } else {
-        None
-    };
+    let prepared = prepare(&args)?;
 
     let wal = open_writer(&args.dir.dir, opts, &args.writer.quarantine)?;
     let mut committer = Committer {
@@ -150,29 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     };
     let work = match prepared {
         Some(mut batch) => committer.commit(&mut batch),
-        None => {
-            let split = if args.null {
-                Split {
-                    sep: 0,
-                    strip_cr: false,
-                    enc: None,
-                }
-            } else {
-                Split {
-                    sep: b'\n',
-                    strip_cr: true,
-                    enc: Some(args.encoding.unwrap_or(Encoding::Utf8)),
-                }
-            };
-            if io::stdin().is_terminal() {
-                output::note(if args.null {
-                    "reading NUL-separated entries from standard input; end with Ctrl-D"
-                } else {
-                    "reading entries from standard input, one per line; end with Ctrl-D"
-                });
-            }
-            pump(&mut StdinFd, split, &mut committer)
-        }
+        None => pump(&mut StdinFd, stdin_split(&args), &mut committer),
     };
     let (first_lsn, last_lsn, count) = (committer.first, committer.last, committer.count);
     let mut out = committer.out;
@@ -192,4 +156,48 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     }
     res?;
     Ok(Exit::Ok)
+}
+
+/// The entries given as DATA arguments or --file, decoded; `None` when they come
+/// from standard input.
+fn prepare(args: &Args) -> anyhow::Result<Option<Batch>> {
+    let mut batch = Batch::default();
+    if !args.data.is_empty() {
+        for (i, arg) in args.data.iter().enumerate() {
+            batch.push(&decode_arg(args.encoding, arg, i + 1)?);
+        }
+    } else if !args.file.is_empty() {
+        for path in &args.file {
+            batch.push(&read_file_arg(path, args.encoding)?);
+        }
+    } else {
+        return Ok(None);
+    }
+    Ok(Some(batch))
+}
+
+/// How standard input is cut into entries (saying so on a terminal, where the
+/// user types them).
+fn stdin_split(args: &Args) -> Split {
+    let split = if args.null {
+        Split {
+            sep: 0,
+            strip_cr: false,
+            enc: None,
+        }
+    } else {
+        Split {
+            sep: b'\n',
+            strip_cr: true,
+            enc: Some(args.encoding.unwrap_or(Encoding::Utf8)),
+        }
+    };
+    if io::stdin().is_terminal() {
+        output::note(if args.null {
+            "reading NUL-separated entries from standard input; end with Ctrl-D"
+        } else {
+            "reading entries from standard input, one per line; end with Ctrl-D"
+        });
+    }
+    split
 }
