@@ -446,79 +446,103 @@ fn ls(args: LsArgs) -> anyhow::Result<Exit> {
     let manifest = Manifest::load(&archive)?.unwrap_or_default();
     let mut out = output::stdout();
     for e in &manifest.segments {
-        if args.json {
-            output::json_line(
-                &mut out,
-                &LsLine {
-                    kind: "segment",
-                    entry: e,
-                },
-            )?;
-        } else {
-            writeln!(
-                out,
-                "{:<22} {:>12} bytes  {:<24} {} checkpoint(s)  sha256 {}",
-                e.name,
-                e.size,
-                lsns(e.first_lsn, e.last_lsn),
-                e.checkpoints,
-                short_sha(&e.sha256)
-            )?;
-        }
+        write_ls_line(&mut out, args.json, e)?;
     }
     if let Some(dir) = &args.dir {
-        // Read-only: open_local locks nothing.
-        let storage = DirArg::new(dir).open_local()?;
-        let segs = list_segments(storage.as_ref())?;
-        let live = segs.last().map(|s| s.name.clone());
-        let missing: Vec<_> = segs
-            .iter()
-            .take(segs.len().saturating_sub(1))
-            .filter(|s| manifest.get(s.id).is_none())
-            .collect();
-        let gap = LocalGap {
-            kind: "local",
-            not_archived: missing.iter().map(|s| s.name.clone()).collect(),
-            bytes: missing.iter().map(|s| s.size).sum(),
-            live,
-        };
-        if args.json {
-            output::json_line(&mut out, &gap)?;
-        } else {
-            writeln!(
-                out,
-                "local {}: {} sealed segment(s) not archived yet ({} bytes){}; {} is being written",
-                dir.display(),
-                gap.not_archived.len(),
-                gap.bytes,
-                if gap.not_archived.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", gap.not_archived.join(", "))
-                },
-                gap.live.as_deref().unwrap_or("no segment")
-            )?;
-        }
+        let gap = local_gap(dir, &manifest)?;
+        write_gap(&mut out, args.json, dir, &gap)?;
     }
     out.flush()?;
     if manifest.segments.is_empty() {
-        let objects = archive
-            .list()?
-            .iter()
-            .filter(|o| walctl::segment::parse_segment_name(&o.name).is_some())
-            .count();
-        output::note(if objects == 0 {
-            format!("{} holds no archived segment", archive.url())
-        } else {
-            format!(
-                "{} has no manifest but holds {objects} segment object(s): rebuild it with \
-                 `walctl archive rebuild --from {}`",
-                archive.url(),
-                archive.url()
-            )
-        });
+        note_no_manifest(&archive)?;
     }
     Ok(Exit::Ok)
+}
+
+/// One archived segment.
+fn write_ls_line(out: &mut impl Write, json: bool, e: &Entry) -> std::io::Result<()> {
+    if json {
+        return output::json_line(
+            out,
+            &LsLine {
+                kind: "segment",
+                entry: e,
+            },
+        );
+    }
+    writeln!(
+        out,
+        "{:<22} {:>12} bytes  {:<24} {} checkpoint(s)  sha256 {}",
+        e.name,
+        e.size,
+        lsns(e.first_lsn, e.last_lsn),
+        e.checkpoints,
+        short_sha(&e.sha256)
+    )
+}
+
+/// The sealed segments of the log in `dir` that the manifest does not hold.
+fn local_gap(dir: &std::path::Path, manifest: &Manifest) -> anyhow::Result<LocalGap> {
+    // Read-only: open_local locks nothing.
+    let storage = DirArg::new(dir).open_local()?;
+    let segs = list_segments(storage.as_ref())?;
+    let live = segs.last().map(|s| s.name.clone());
+    let missing: Vec<_> = segs
+        .iter()
+        .take(segs.len().saturating_sub(1))
+        .filter(|s| manifest.get(s.id).is_none())
+        .collect();
+    Ok(LocalGap {
+        kind: "local",
+        not_archived: missing.iter().map(|s| s.name.clone()).collect(),
+        bytes: missing.iter().map(|s| s.size).sum(),
+        live,
+    })
+}
+
+fn write_gap(
+    out: &mut impl Write,
+    json: bool,
+    dir: &std::path::Path,
+    gap: &LocalGap,
+) -> std::io::Result<()> {
+    if json {
+        return output::json_line(out, gap);
+    }
+    writeln!(
+        out,
+        "local {}: {} sealed segment(s) not archived yet ({} bytes){}; {} is being written",
+        dir.display(),
+        gap.not_archived.len(),
+        gap.bytes,
+        if gap.not_archived.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", gap.not_archived.join(", "))
+        },
+        gap.live.as_deref().unwrap_or("no segment")
+    )
+}
+
+/// For an archive without a manifest: whether it holds segments all the same (then
+/// `rebuild` makes one) or nothing.
+fn note_no_manifest(archive: &Archive) -> anyhow::Result<()> {
+    let objects = archive
+        .list()?
+        .iter()
+        .filter(|o| walctl::segment::parse_segment_name(&o.name).is_some())
+        .count();
+    output::note(if objects == 0 {
+        format!("{} holds no archived segment", archive.url())
+    } else {
+        format!(
+            "{} has no manifest but holds {objects} segment object(s): rebuild it with \
+             `walctl archive rebuild --from {}`",
+            archive.url(),
+            archive.url()
+        )
+    });
+    Ok(())
 }
 
 #[derive(Serialize)]
