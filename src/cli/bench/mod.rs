@@ -123,20 +123,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
-    for (what, v) in [
-        ("--entry-size", args.entry_size.unwrap_or(0)),
-        ("--scan-entry-size", args.scan_entry_size),
-    ] {
-        if v > MAX_DATA_LEN as u64 {
-            anyhow::bail!("{what} {v} exceeds the largest entry, {MAX_DATA_LEN} bytes");
-        }
-    }
-    if args.segment_size == 0 {
-        anyhow::bail!("--segment-size must be at least 1 byte");
-    }
-    if args.sync_interval.is_zero() {
-        anyhow::bail!("--sync-interval must be longer than zero");
-    }
+    check(&args)?;
     let workloads: Vec<Workload> = if args.workloads.is_empty() {
         Workload::ALL.to_vec()
     } else {
@@ -154,24 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         .prefix("walctl-bench-")
         .tempdir_in(&parent)
         .with_context(|| format!("creating a directory in {}", parent.display()))?;
-
-    let mut cfg = Config::new(tmp.path());
-    cfg.entry_size = args.entry_size.map(|v| v as usize);
-    cfg.stop = match (args.count, args.duration) {
-        (Some(n), _) => Some(Stop::Count(n)),
-        (None, Some(d)) => Some(Stop::Duration(d)),
-        _ => None,
-    };
-    cfg.sync = args.sync.map(|s| s.policy(args.sync_interval));
-    cfg.writers = args.writers.map(|v| v as usize);
-    cfg.batch = args.batch.map(|v| v as usize);
-    cfg.segment_size = args.segment_size;
-    cfg.scan_size = args.scan_size;
-    cfg.scan_entry_size = args.scan_entry_size as usize;
-    cfg.rounds = args.rounds as usize;
-    cfg.cold = args.cold;
-    cfg.keep = args.keep;
-    cfg.exe = std::env::current_exe().ok();
+    let cfg = config(&args, tmp.path());
 
     let bar = progress_bar();
     let result = run::run(&cfg, &workloads, &mut |done, total, what| {
@@ -198,6 +168,47 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     }
     out.flush()?;
     Ok(Exit::Ok)
+}
+
+/// Refuses values no workload can run with, before anything is made.
+fn check(args: &Args) -> anyhow::Result<()> {
+    for (what, v) in [
+        ("--entry-size", args.entry_size.unwrap_or(0)),
+        ("--scan-entry-size", args.scan_entry_size),
+    ] {
+        if v > MAX_DATA_LEN as u64 {
+            anyhow::bail!("{what} {v} exceeds the largest entry, {MAX_DATA_LEN} bytes");
+        }
+    }
+    if args.segment_size == 0 {
+        anyhow::bail!("--segment-size must be at least 1 byte");
+    }
+    if args.sync_interval.is_zero() {
+        anyhow::bail!("--sync-interval must be longer than zero");
+    }
+    Ok(())
+}
+
+/// The workloads' configuration from the flags, working in `dir`.
+fn config(args: &Args, dir: &std::path::Path) -> Config {
+    let mut cfg = Config::new(dir);
+    cfg.entry_size = args.entry_size.map(|v| v as usize);
+    cfg.stop = match (args.count, args.duration) {
+        (Some(n), _) => Some(Stop::Count(n)),
+        (None, Some(d)) => Some(Stop::Duration(d)),
+        _ => None,
+    };
+    cfg.sync = args.sync.map(|s| s.policy(args.sync_interval));
+    cfg.writers = args.writers.map(|v| v as usize);
+    cfg.batch = args.batch.map(|v| v as usize);
+    cfg.segment_size = args.segment_size;
+    cfg.scan_size = args.scan_size;
+    cfg.scan_entry_size = args.scan_entry_size as usize;
+    cfg.rounds = args.rounds as usize;
+    cfg.cold = args.cold;
+    cfg.keep = args.keep;
+    cfg.exe = std::env::current_exe().ok();
+    cfg
 }
 
 /// A step bar on stderr when it is a terminal; hidden otherwise.
