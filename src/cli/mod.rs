@@ -16,7 +16,6 @@ mod inspect;
 mod meta;
 mod open;
 pub mod output;
-mod records;
 mod repair;
 mod segments;
 mod stats;

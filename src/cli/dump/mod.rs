@@ -1,8 +1,9 @@
 //! `walctl dump`: the records of a log in LSN order, as readable lines or NDJSON,
 //! optionally following a live log through the library's [`Follow`]. Read-only:
 //! nothing is locked or changed. How records are chosen and printed is in
-//! [`super::records`]; `--salvage` is [`salvage`].
+//! [`records`]; `--salvage` is [`salvage`].
 
+mod records;
 mod salvage;
 
 use std::io::{self, IsTerminal};
@@ -18,8 +19,8 @@ use walctl::{Problem, ProblemKind};
 use super::exit::Exit;
 use super::open::DirArg;
 use super::output;
-use super::records::{DataFormat, Filter, Printer, Progress, Take};
 use super::sys;
+use records::{DataFormat, Filter, Printer, Progress, Take};
 
 /// While `--follow` waits, how often it looks at Ctrl-C, SIGTERM and a closed stdout.
 const STOP_CHECK: Duration = Duration::from_millis(50);

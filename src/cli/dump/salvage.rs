@@ -12,9 +12,9 @@ use walctl::scan::ScanOptions;
 use walctl::segment::list_segments;
 use walctl::storage::ReadStorage;
 
+use super::records::{Filter, Printer, Progress, Take};
 use crate::cli::exit::Exit;
 use crate::cli::output;
-use crate::cli::records::{Filter, Printer, Progress, Take};
 
 /// What the salvage is asked for besides the records.
 pub struct Job<'a> {
