@@ -26,7 +26,8 @@ pub struct DirArg {
 
 impl DirArg {
     /// A `--dir` a command declares itself (with its own help), to open it the way
-    /// every command does.
+    /// every command does (`archive push` and `archive ls`).
+    #[cfg(feature = "s3")]
     pub fn new(dir: &Path) -> DirArg {
         DirArg {
             dir: dir.to_path_buf(),
