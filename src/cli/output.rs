@@ -2,8 +2,6 @@
 //! on stderr, NO_COLOR, progress bars only on a terminal, and quiet exit on a closed
 //! pipe.
 
-#![allow(dead_code)] // TODO(walctl): drop once every subcommand uses these helpers
-
 use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 
@@ -27,12 +25,8 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 /// Prints `walctl: error: ...` with the whole cause chain on one line, leaving out a
-/// cause whose text the message before it already says.
-pub fn error_line(e: &anyhow::Error) {
-    error_line_with(e, None)
-}
-
-/// [`error_line`] ending with what to do next, when there is something to say.
+/// cause whose text the message before it already says, and ending with what to do
+/// next when there is something to say.
 pub fn error_line_with(e: &anyhow::Error, next: Option<String>) {
     let mut line = String::new();
     for cause in e.chain() {
