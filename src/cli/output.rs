@@ -124,6 +124,7 @@ pub fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 }
 
 /// A log's or segment's LSN range as `LSN a..=b`; `None` when it holds no record.
+#[cfg_attr(not(feature = "s3"), allow(dead_code))] // `archive` is its one user so far
 pub fn lsn_range(first: Option<u64>, last: Option<u64>) -> Option<String> {
     Some(format!("LSN {}..={}", first?, last?))
 }
