@@ -4,23 +4,22 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Subcommand;
 use serde::Serialize;
 use walctl::archive::manifest::{Entry, Manifest};
 use walctl::archive::marker::Marker;
 use walctl::archive::{
-    self, Archive, ArchiveError, ArchiveStorage, Connect, PushEvent, RestoreOptions, VerifyReport,
+    self, Archive, ArchiveError, Connect, PushEvent, PushSummary, RestoreOptions, VerifyReport,
     WriteMode,
 };
 use walctl::digest::short_sha;
 use walctl::segment::list_segments;
-use walctl::storage::{FileStorage, ReadStorage};
 
-use super::{output, Exit};
+use super::exit::Exit;
+use super::open::DirArg;
+use super::output;
 
 const EXAMPLES: &str = "\
 Set-up (credentials only ever come from the environment):
@@ -140,6 +139,9 @@ impl StoreArgs {
 #[derive(Debug, clap::Args)]
 #[command(after_help = PUSH_HELP)]
 struct PushArgs {
+    // Its own declaration, not a flattened DirArg: push takes no archive URL (so its
+    // help says less), and ls's is optional and never read from WALCTL_DIR. Both open
+    // the directory through DirArg.
     /// The log directory.
     #[arg(long, short = 'd', env = "WALCTL_DIR", value_name = "DIR")]
     dir: PathBuf,
@@ -241,12 +243,6 @@ struct RebuildArgs {
     store: StoreArgs,
 }
 
-/// A read-only log view of the archive at `url`, for the read commands' `--dir`.
-pub fn open_in_place(url: &str) -> anyhow::Result<Arc<dyn ReadStorage>> {
-    let archive = Archive::open(url, &Connect::default())?;
-    Ok(Arc::new(ArchiveStorage::new(Arc::new(archive))))
-}
-
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let res = match args.command {
         Cmd::Push(a) => push(a),
@@ -287,10 +283,7 @@ struct PushDone {
 }
 
 fn lsns(first: Option<u64>, last: Option<u64>) -> String {
-    match (first, last) {
-        (Some(a), Some(b)) => format!("LSN {a}..={b}"),
-        _ => "no records".into(),
-    }
+    output::lsn_range(first, last).unwrap_or_else(|| "no records".into())
 }
 
 fn push(args: PushArgs) -> anyhow::Result<Exit> {
@@ -298,84 +291,10 @@ fn push(args: PushArgs) -> anyhow::Result<Exit> {
     let mut out = output::stdout();
     loop {
         let started = Instant::now();
-        let total = pending_bytes(&args.dir, archive.url());
-        let pb = output::progress(total, args.json, "push");
-        let mut write_err = None;
-        let res = archive::push(&archive, &args.dir, |ev| {
-            let line = match ev {
-                PushEvent::WriteMode(WriteMode::Conditional) => return,
-                PushEvent::WriteMode(WriteMode::CheckThenWrite(why)) => {
-                    pb.suspend(|| {
-                        output::note(format!(
-                            "{why}; falling back to checking before each write and reading \
-                             back after it"
-                        ))
-                    });
-                    return;
-                }
-                PushEvent::Uploaded(e) => ("uploaded", e),
-                PushEvent::Recorded(e) => ("recorded", e),
-            };
-            pb.inc(line.1.size);
-            let w = if args.json {
-                output::json_line(
-                    &mut out,
-                    &SegmentLine {
-                        event: line.0,
-                        entry: line.1,
-                    },
-                )
-            } else {
-                let what = if line.0 == "uploaded" {
-                    "uploaded"
-                } else {
-                    "already in the archive, recorded"
-                };
-                writeln!(
-                    out,
-                    "{} {what} ({} bytes, {})",
-                    line.1.name,
-                    line.1.size,
-                    lsns(line.1.first_lsn, line.1.last_lsn)
-                )
-            };
-            if let Err(e) = w.and_then(|_| out.flush()) {
-                write_err.get_or_insert(e);
-            }
-        });
-        pb.finish_and_clear();
-        if let Some(e) = write_err {
-            return Err(e.into());
-        }
+        let res = push_round(&args, &archive, &mut out)?;
         let secs = started.elapsed().as_secs_f64();
         match res {
-            Ok(s) => {
-                if args.json {
-                    output::json_line(
-                        &mut out,
-                        &PushDone {
-                            event: "done",
-                            sealed: s.sealed,
-                            uploaded: s.uploaded,
-                            uploaded_bytes: s.uploaded_bytes,
-                            recorded: s.recorded,
-                            already_archived: s.held,
-                            seconds: secs,
-                        },
-                    )?;
-                    out.flush()?;
-                } else if !args.watch || s.uploaded + s.recorded > 0 {
-                    output::note(format!(
-                        "pushed {} segment(s), {} bytes in {secs:.2} s ({:.1} MB/s); {} recorded, \
-                         {} already archived, newest segment left for the writer",
-                        s.uploaded,
-                        s.uploaded_bytes,
-                        s.uploaded_bytes as f64 / 1e6 / secs.max(1e-9),
-                        s.recorded,
-                        s.held
-                    ));
-                }
-            }
+            Ok(s) => write_pushed(&mut out, &args, &s, secs)?,
             // Watching: a store that cannot be reached may come back; anything else
             // (a conflict, damage, access denied) needs a human.
             Err(e @ ArchiveError::Unreachable { .. }) if args.watch => {
@@ -390,14 +309,116 @@ fn push(args: PushArgs) -> anyhow::Result<Exit> {
     }
 }
 
+/// One push of every sealed segment not archived yet, each printed as it is
+/// uploaded or recorded. The outer error is a failed write to stdout; the inner
+/// one the push's own.
+fn push_round(
+    args: &PushArgs,
+    archive: &Archive,
+    out: &mut impl Write,
+) -> anyhow::Result<Result<PushSummary, ArchiveError>> {
+    let total = pending_bytes(&DirArg::new(&args.dir), archive.url());
+    let pb = output::progress(total, args.json, "push");
+    let mut write_err = None;
+    let res = archive::push(archive, &args.dir, |ev| {
+        let line = match ev {
+            PushEvent::WriteMode(WriteMode::Conditional) => return,
+            PushEvent::WriteMode(WriteMode::CheckThenWrite(why)) => {
+                pb.suspend(|| {
+                    output::note(format!(
+                        "{why}; falling back to checking before each write and reading \
+                         back after it"
+                    ))
+                });
+                return;
+            }
+            PushEvent::Uploaded(e) => ("uploaded", e),
+            PushEvent::Recorded(e) => ("recorded", e),
+        };
+        pb.inc(line.1.size);
+        let w = write_segment_line(out, args.json, line.0, line.1);
+        if let Err(e) = w.and_then(|_| out.flush()) {
+            write_err.get_or_insert(e);
+        }
+    });
+    pb.finish_and_clear();
+    if let Some(e) = write_err {
+        return Err(e.into());
+    }
+    Ok(res)
+}
+
+/// A segment pushed (`event` "uploaded") or found in the archive and recorded.
+fn write_segment_line(
+    out: &mut impl Write,
+    json: bool,
+    event: &'static str,
+    entry: &Entry,
+) -> std::io::Result<()> {
+    if json {
+        return output::json_line(out, &SegmentLine { event, entry });
+    }
+    let what = if event == "uploaded" {
+        "uploaded"
+    } else {
+        "already in the archive, recorded"
+    };
+    writeln!(
+        out,
+        "{} {what} ({} bytes, {})",
+        entry.name,
+        entry.size,
+        lsns(entry.first_lsn, entry.last_lsn)
+    )
+}
+
+/// What a push round did: a JSON line, or a note on stderr (when watching, only
+/// for a round that did something).
+fn write_pushed(
+    out: &mut impl Write,
+    args: &PushArgs,
+    s: &PushSummary,
+    secs: f64,
+) -> anyhow::Result<()> {
+    if args.json {
+        output::json_line(
+            out,
+            &PushDone {
+                event: "done",
+                sealed: s.sealed,
+                uploaded: s.uploaded,
+                uploaded_bytes: s.uploaded_bytes,
+                recorded: s.recorded,
+                already_archived: s.held,
+                seconds: secs,
+            },
+        )?;
+        out.flush()?;
+    } else if !args.watch || s.uploaded + s.recorded > 0 {
+        output::note(format!(
+            "pushed {} segment(s), {} bytes in {secs:.2} s ({:.1} MB/s); {} recorded, \
+             {} already archived, newest segment left for the writer",
+            s.uploaded,
+            s.uploaded_bytes,
+            s.uploaded_bytes as f64 / 1e6 / secs.max(1e-9),
+            s.recorded,
+            s.held
+        ));
+    }
+    Ok(())
+}
+
 /// Bytes of the sealed segments of `dir` the marker does not record for `url`: the
 /// progress bar's total (0 when unknown).
-fn pending_bytes(dir: &std::path::Path, url: &str) -> u64 {
-    let Ok(storage) = FileStorage::open(dir) else {
+fn pending_bytes(dir: &DirArg, url: &str) -> u64 {
+    let Ok(storage) = dir.open_local() else {
         return 0;
     };
-    let marker = Marker::load(&storage).ok().flatten().unwrap_or_default();
-    let segs = list_segments(&storage).unwrap_or_default();
+    let marker = Marker::load(storage.as_ref())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let segs = list_segments(storage.as_ref()).unwrap_or_default();
     segs.iter()
         .take(segs.len().saturating_sub(1))
         .filter(|s| !marker.holds(url, s.id))
@@ -425,78 +446,103 @@ fn ls(args: LsArgs) -> anyhow::Result<Exit> {
     let manifest = Manifest::load(&archive)?.unwrap_or_default();
     let mut out = output::stdout();
     for e in &manifest.segments {
-        if args.json {
-            output::json_line(
-                &mut out,
-                &LsLine {
-                    kind: "segment",
-                    entry: e,
-                },
-            )?;
-        } else {
-            writeln!(
-                out,
-                "{:<22} {:>12} bytes  {:<24} {} checkpoint(s)  sha256 {}",
-                e.name,
-                e.size,
-                lsns(e.first_lsn, e.last_lsn),
-                e.checkpoints,
-                short_sha(&e.sha256)
-            )?;
-        }
+        write_ls_line(&mut out, args.json, e)?;
     }
     if let Some(dir) = &args.dir {
-        let storage = FileStorage::open(dir).with_context(|| format!("open {}", dir.display()))?;
-        let segs = list_segments(&storage)?;
-        let live = segs.last().map(|s| s.name.clone());
-        let missing: Vec<_> = segs
-            .iter()
-            .take(segs.len().saturating_sub(1))
-            .filter(|s| manifest.get(s.id).is_none())
-            .collect();
-        let gap = LocalGap {
-            kind: "local",
-            not_archived: missing.iter().map(|s| s.name.clone()).collect(),
-            bytes: missing.iter().map(|s| s.size).sum(),
-            live,
-        };
-        if args.json {
-            output::json_line(&mut out, &gap)?;
-        } else {
-            writeln!(
-                out,
-                "local {}: {} sealed segment(s) not archived yet ({} bytes){}; {} is being written",
-                dir.display(),
-                gap.not_archived.len(),
-                gap.bytes,
-                if gap.not_archived.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", gap.not_archived.join(", "))
-                },
-                gap.live.as_deref().unwrap_or("no segment")
-            )?;
-        }
+        let gap = local_gap(dir, &manifest)?;
+        write_gap(&mut out, args.json, dir, &gap)?;
     }
     out.flush()?;
     if manifest.segments.is_empty() {
-        let objects = archive
-            .list()?
-            .iter()
-            .filter(|o| walctl::segment::parse_segment_name(&o.name).is_some())
-            .count();
-        output::note(if objects == 0 {
-            format!("{} holds no archived segment", archive.url())
-        } else {
-            format!(
-                "{} has no manifest but holds {objects} segment object(s): rebuild it with \
-                 `walctl archive rebuild --from {}`",
-                archive.url(),
-                archive.url()
-            )
-        });
+        note_no_manifest(&archive)?;
     }
     Ok(Exit::Ok)
+}
+
+/// One archived segment.
+fn write_ls_line(out: &mut impl Write, json: bool, e: &Entry) -> std::io::Result<()> {
+    if json {
+        return output::json_line(
+            out,
+            &LsLine {
+                kind: "segment",
+                entry: e,
+            },
+        );
+    }
+    writeln!(
+        out,
+        "{:<22} {:>12} bytes  {:<24} {} checkpoint(s)  sha256 {}",
+        e.name,
+        e.size,
+        lsns(e.first_lsn, e.last_lsn),
+        e.checkpoints,
+        short_sha(&e.sha256)
+    )
+}
+
+/// The sealed segments of the log in `dir` that the manifest does not hold.
+fn local_gap(dir: &std::path::Path, manifest: &Manifest) -> anyhow::Result<LocalGap> {
+    // Read-only: open_local locks nothing.
+    let storage = DirArg::new(dir).open_local()?;
+    let segs = list_segments(storage.as_ref())?;
+    let live = segs.last().map(|s| s.name.clone());
+    let missing: Vec<_> = segs
+        .iter()
+        .take(segs.len().saturating_sub(1))
+        .filter(|s| manifest.get(s.id).is_none())
+        .collect();
+    Ok(LocalGap {
+        kind: "local",
+        not_archived: missing.iter().map(|s| s.name.clone()).collect(),
+        bytes: missing.iter().map(|s| s.size).sum(),
+        live,
+    })
+}
+
+fn write_gap(
+    out: &mut impl Write,
+    json: bool,
+    dir: &std::path::Path,
+    gap: &LocalGap,
+) -> std::io::Result<()> {
+    if json {
+        return output::json_line(out, gap);
+    }
+    writeln!(
+        out,
+        "local {}: {} sealed segment(s) not archived yet ({} bytes){}; {} is being written",
+        dir.display(),
+        gap.not_archived.len(),
+        gap.bytes,
+        if gap.not_archived.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", gap.not_archived.join(", "))
+        },
+        gap.live.as_deref().unwrap_or("no segment")
+    )
+}
+
+/// For an archive without a manifest: whether it holds segments all the same (then
+/// `rebuild` makes one) or nothing.
+fn note_no_manifest(archive: &Archive) -> anyhow::Result<()> {
+    let objects = archive
+        .list()?
+        .iter()
+        .filter(|o| walctl::segment::parse_segment_name(&o.name).is_some())
+        .count();
+    output::note(if objects == 0 {
+        format!("{} holds no archived segment", archive.url())
+    } else {
+        format!(
+            "{} has no manifest but holds {objects} segment object(s): rebuild it with \
+             `walctl archive rebuild --from {}`",
+            archive.url(),
+            archive.url()
+        )
+    });
+    Ok(())
 }
 
 #[derive(Serialize)]

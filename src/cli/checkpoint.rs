@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use super::append::{
-    close_after, decode_arg, open_writer, read_file_arg, read_stdin_whole, Encoding, WriterArgs,
-};
-use super::{output, DirArg, Exit};
+use super::args::{Encoding, Workload, WriterArgs};
+use super::decode::{decode_arg, read_file_arg, read_stdin_whole};
+use super::exit::{Exit, EXIT_CODES};
+use super::open::{close_after, open_writer, DirArg};
+use super::output;
 
 fn checkpoint_after_help() -> String {
     format!(
@@ -24,7 +25,7 @@ Examples:
   walctl checkpoint --dir wal --allow-empty ''           # an empty snapshot, on purpose
 
 {}",
-        super::EXIT_CODES
+        EXIT_CODES
     )
 }
 
@@ -76,7 +77,7 @@ struct Written {
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
-    let opts = args.writer.options(super::append::Workload::OneShot);
+    let opts = args.writer.options(Workload::OneShot);
     // The snapshot is read in full before the log is touched: bad input changes nothing.
     let snapshot = if let Some(data) = &args.data {
         decode_arg(args.encoding, data, 1)?

@@ -11,7 +11,9 @@ use walctl::codec::{could_be_cut_short, decode_body, record_crc, LEN_PREFIX, MAX
 use walctl::segment::segment_name;
 use walctl::storage::{read_up_to, ReadFile};
 
-use super::{output, DirArg, Exit};
+use super::exit::Exit;
+use super::open::DirArg;
+use super::output;
 
 /// Bytes shown after the record's prefix at most; longer records are cut in the dump.
 const SHOWN_BODY: u64 = 256;
@@ -57,14 +59,6 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
-}
-
-/// The command a reader of a problem report can run to see the record there.
-pub fn hint(dir: &Path, segment_id: u64, offset: u64) -> String {
-    format!(
-        "walctl inspect --dir {} --segment {segment_id} --offset {offset}",
-        dir.display()
-    )
 }
 
 /// What was found at the offset.
@@ -236,20 +230,16 @@ fn judge(report: &mut Report, bytes: &[u8]) {
     }
 }
 
-fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
-    v.map_or_else(|| "-".to_string(), |v| v.to_string())
-}
-
 fn write_text(out: &mut impl Write, r: &Report, around: &[u8], dir: &Path) -> std::io::Result<()> {
     writeln!(
         out,
         "{} at offset {} ({} bytes in the file)",
         r.segment, r.offset, r.file_size
     )?;
-    writeln!(out, "length prefix   {}", opt(r.length_prefix))?;
-    writeln!(out, "lsn             {}", opt(r.lsn))?;
-    writeln!(out, "checkpoint      {}", opt(r.checkpoint))?;
-    writeln!(out, "data length     {}", opt(r.data_len))?;
+    writeln!(out, "length prefix   {}", output::opt(r.length_prefix))?;
+    writeln!(out, "lsn             {}", output::opt(r.lsn))?;
+    writeln!(out, "checkpoint      {}", output::opt(r.checkpoint))?;
+    writeln!(out, "data length     {}", output::opt(r.data_len))?;
     let hex32 = |v: Option<u32>| v.map_or_else(|| "-".to_string(), |v| format!("{v:#010x}"));
     writeln!(out, "crc stored      {}", hex32(r.crc_stored))?;
     writeln!(out, "crc computed    {}", hex32(r.crc_computed))?;
@@ -268,7 +258,7 @@ fn write_text(out: &mut impl Write, r: &Report, around: &[u8], dir: &Path) -> st
         writeln!(
             out,
             "next record at offset {next}: {}",
-            hint(dir, r.segment_id, next)
+            output::inspect_hint(dir, r.segment_id, next)
         )?;
     }
     Ok(())

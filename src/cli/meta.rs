@@ -6,10 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use clap::CommandFactory;
 use clap_complete::Shell;
 
-use super::{Cli, Exit};
+use super::exit::Exit;
 
 /// Print a shell completion script.
 ///
@@ -66,16 +65,18 @@ pub struct ManArgs {
     out_dir: Option<PathBuf>,
 }
 
-pub fn completions(args: CompletionsArgs) -> anyhow::Result<Exit> {
-    let mut cmd = Cli::command();
+/// Prints the completion script of `cmd` (the whole command line, from cli/mod.rs).
+pub fn completions(args: CompletionsArgs, mut cmd: clap::Command) -> anyhow::Result<Exit> {
     let mut out = super::output::stdout();
     clap_complete::generate(args.shell, &mut cmd, "walctl", &mut out);
     out.flush()?;
     Ok(Exit::Ok)
 }
 
-pub fn man(args: ManArgs) -> anyhow::Result<Exit> {
-    let mut root = Cli::command().disable_help_subcommand(true);
+/// Prints or writes the manual pages of `cli` (the whole command line, from
+/// cli/mod.rs).
+pub fn man(args: ManArgs, cli: clap::Command) -> anyhow::Result<Exit> {
+    let mut root = cli.disable_help_subcommand(true);
     root.build();
     if let Some(dir) = &args.out_dir {
         let mut pages = vec![root.clone()];

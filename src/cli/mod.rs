@@ -1,5 +1,7 @@
-//! Command-line parsing, dispatch, and the exit-code contract shared by every
-//! subcommand. Each subcommand lives in its own module with its own `Args`.
+//! Command-line parsing, dispatch, and what an error's line on stderr says to do
+//! next. Each subcommand lives in its own module with its own `Args`; what more than
+//! one command uses lives in a shared module (args, decode, exit, open, output, sys),
+//! so that no command imports another.
 
 mod append;
 #[cfg(feature = "s3")]
@@ -7,36 +9,23 @@ mod archive;
 mod args;
 mod bench;
 mod checkpoint;
+mod decode;
 mod dump;
+mod exit;
 mod inspect;
 mod meta;
+mod open;
 pub mod output;
-mod prune;
-mod records;
 mod repair;
-mod salvage;
 mod segments;
 mod stats;
 mod sys;
 mod verify;
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use clap::{CommandFactory, Parser, Subcommand};
+use walctl::Error;
 
-use clap::{Parser, Subcommand};
-use walctl::storage::{FileStorage, ReadStorage, Storage};
-use walctl::{Error, Severity};
-
-/// The exit-code table, printed by `--help` and copied in README.md.
-pub const EXIT_CODES: &str = "\
-Exit codes (the same for every command):
-  0  ok: the job is done and the log is clean
-  1  could not do the job: I/O error, not a WAL directory, lock held, bad input
-  2  usage error
-  3  the log's only problem is a torn tail in its newest segment
-     (what a crash mid-write leaves; `walctl truncate-corrupt --apply` cuts it)
-  4  corruption: CRC mismatch, undecodable record, LSN gap or regression,
-     or damage in a segment other than the newest";
+use exit::{exit_for_error, EXIT_CODES};
 
 /// walctl: inspect, verify, repair and write a write-ahead log in the format of
 /// github.com/wizenheimer/wal.
@@ -64,94 +53,6 @@ enum Command {
     Man(meta::ManArgs),
 }
 
-/// `--dir`, shared by every command that works on a log.
-#[derive(Debug, Clone, clap::Args)]
-pub struct DirArg {
-    /// The log directory. Read commands also take an archive URL
-    /// (s3://BUCKET/PREFIX) and read the log in place.
-    #[arg(long, short = 'd', env = "WALCTL_DIR", value_name = "DIR")]
-    pub dir: PathBuf,
-}
-
-impl DirArg {
-    /// Storage over the log directory for reading: nothing is locked or created.
-    /// A missing path or one that is not a directory is "not a WAL directory".
-    pub fn open_read(&self) -> anyhow::Result<Arc<dyn ReadStorage>> {
-        #[cfg(feature = "s3")]
-        if let Some(url) = self
-            .dir
-            .to_str()
-            .filter(|d| walctl::archive::is_archive_url(d))
-        {
-            return archive::open_in_place(url);
-        }
-        Ok(self.open_local()?)
-    }
-
-    /// Storage over a local log directory that exists (what a repair works on):
-    /// nothing is locked or created.
-    pub fn open_local(&self) -> anyhow::Result<Arc<dyn Storage>> {
-        let dir = &self.dir;
-        match std::fs::metadata(dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => anyhow::bail!("not a WAL directory: {} is not a directory", dir.display()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read_link(dir) {
-                Ok(target) => anyhow::bail!(
-                    "not a WAL directory: {} is a symbolic link to {}, which does not exist",
-                    dir.display(),
-                    target.display()
-                ),
-                Err(_) => anyhow::bail!("not a WAL directory: {} does not exist", dir.display()),
-            },
-            Err(e) => anyhow::bail!("cannot open {}: {e}", dir.display()),
-        }
-        let storage = FileStorage::open(dir)
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", dir.display()))?;
-        Ok(Arc::new(storage))
-    }
-
-    /// [`DirArg::open_read`] for a log that must exist: a directory holding no
-    /// segment file is "not a WAL directory" (exit 1), so that a mistyped `--dir`
-    /// never passes for a clean, empty log.
-    pub fn open_log(&self) -> anyhow::Result<Arc<dyn ReadStorage>> {
-        let storage = self.open_read()?;
-        require_segments(storage.as_ref())?;
-        Ok(storage)
-    }
-}
-
-/// Fails unless the directory behind `storage` holds at least one segment file.
-pub fn require_segments(storage: &dyn ReadStorage) -> anyhow::Result<()> {
-    if walctl::segment::list_segments(storage)?.is_empty() {
-        anyhow::bail!(
-            "not a WAL directory: {} holds no segment files (segment-<N>); nothing was changed",
-            storage.root().display()
-        );
-    }
-    Ok(())
-}
-
-/// Process exit status, per [`EXIT_CODES`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Ok = 0,
-    Failed = 1,
-    TornTail = 3,
-    Corrupt = 4,
-}
-
-impl Exit {
-    /// The exit status for the worst problem of a log (`None`: clean).
-    pub fn from_severity(worst: Option<Severity>) -> Exit {
-        match worst {
-            None => Exit::Ok,
-            Some(Severity::TornTail) => Exit::TornTail,
-            Some(Severity::Unreadable) => Exit::Failed,
-            Some(Severity::Corruption) => Exit::Corrupt,
-        }
-    }
-}
-
 /// Parses the command line, runs the command, and returns the exit status.
 pub fn main() -> i32 {
     let cli = Cli::parse();
@@ -167,8 +68,8 @@ pub fn main() -> i32 {
         Command::Bench(a) => bench::run(a),
         #[cfg(feature = "s3")]
         Command::Archive(a) => archive::run(a),
-        Command::Completions(a) => meta::completions(a),
-        Command::Man(a) => meta::man(a),
+        Command::Completions(a) => meta::completions(a, Cli::command()),
+        Command::Man(a) => meta::man(a, Cli::command()),
     };
     match result {
         Ok(code) => code as i32,
@@ -253,47 +154,4 @@ fn what_next(e: &anyhow::Error) -> Option<String> {
 /// A full disk or an exceeded quota.
 fn is_full(io: &std::io::Error) -> bool {
     matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-}
-
-/// `--quarantine-dir`, shared by the commands that may cut bytes from a log.
-#[derive(Debug, Clone, clap::Args)]
-pub struct QuarantineArg {
-    /// Keep quarantine entries (the bytes a cut saves first) in this directory
-    /// instead of .walctl-quarantine inside the log directory, e.g. on another file
-    /// system when the log's is full. Created if missing. Give the same directory to
-    /// --list-quarantine, --restore and --prune-quarantine.
-    #[arg(long, value_name = "DIR")]
-    pub quarantine_dir: Option<PathBuf>,
-}
-
-impl QuarantineArg {
-    /// Storage over the quarantine directory, created if `create` and missing;
-    /// `None` for the log's own.
-    pub fn open(&self, create: bool) -> anyhow::Result<Option<Arc<dyn Storage>>> {
-        let Some(dir) = &self.quarantine_dir else {
-            return Ok(None);
-        };
-        let storage = if create {
-            FileStorage::create(dir).map(|(s, _)| s)
-        } else {
-            match std::fs::metadata(dir) {
-                Ok(m) if m.is_dir() => FileStorage::open(dir),
-                Ok(_) => anyhow::bail!("--quarantine-dir {} is not a directory", dir.display()),
-                Err(e) => {
-                    return Err(anyhow::Error::new(e)
-                        .context(format!("--quarantine-dir {}", dir.display())))
-                }
-            }
-        }
-        .map_err(|e| anyhow::anyhow!("cannot open --quarantine-dir {}: {e}", dir.display()))?;
-        Ok(Some(Arc::new(storage)))
-    }
-}
-
-/// 3 or 4 for an error that reports damage in the log, 1 otherwise.
-pub fn exit_for_error(e: &anyhow::Error) -> Exit {
-    e.chain()
-        .find_map(|c| c.downcast_ref::<Error>())
-        .and_then(|e| e.problem())
-        .map_or(Exit::Failed, |p| Exit::from_severity(Some(p.severity)))
 }

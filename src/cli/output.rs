@@ -2,12 +2,13 @@
 //! on stderr, NO_COLOR, progress bars only on a terminal, and quiet exit on a closed
 //! pipe.
 
-#![allow(dead_code)] // TODO(walctl): drop once every subcommand uses these helpers
-
 use std::io::{self, IsTerminal, Write};
+use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
+use walctl::scan::SegmentSummary;
+use walctl::{Problem, Severity};
 
 /// Logs at least this large get a progress bar (on a terminal).
 pub const PROGRESS_MIN_BYTES: u64 = 64 << 20;
@@ -24,12 +25,8 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 /// Prints `walctl: error: ...` with the whole cause chain on one line, leaving out a
-/// cause whose text the message before it already says.
-pub fn error_line(e: &anyhow::Error) {
-    error_line_with(e, None)
-}
-
-/// [`error_line`] ending with what to do next, when there is something to say.
+/// cause whose text the message before it already says, and ending with what to do
+/// next when there is something to say.
 pub fn error_line_with(e: &anyhow::Error, next: Option<String>) {
     let mut line = String::new();
     for cause in e.chain() {
@@ -121,27 +118,82 @@ pub fn progress(total_bytes: u64, quiet: bool, what: &str) -> ProgressBar {
     pb
 }
 
+/// An optional value in a text report: the value, or `-` when there is none.
+pub fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// A log's or segment's LSN range as `LSN a..=b`; `None` when it holds no record.
+#[cfg_attr(not(feature = "s3"), allow(dead_code))] // `archive` is its one user so far
+pub fn lsn_range(first: Option<u64>, last: Option<u64>) -> Option<String> {
+    Some(format!("LSN {}..={}", first?, last?))
+}
+
+/// [`lsn_range`] as the summary lines of verify, segments and stats write it:
+/// `LSN a ..= b`.
+pub fn lsn_range_spaced(first: Option<u64>, last: Option<u64>) -> Option<String> {
+    Some(format!("LSN {} ..= {}", first?, last?))
+}
+
+/// The command a reader of a problem report can run to see the record there.
+pub fn inspect_hint(dir: &Path, segment_id: u64, offset: u64) -> String {
+    format!(
+        "walctl inspect --dir {} --segment {segment_id} --offset {offset}",
+        dir.display()
+    )
+}
+
+/// A problem as verify and segments report it in JSON: the problem's own fields plus
+/// a readable message and how many bytes after it were left unread.
+#[derive(Debug, Serialize)]
+pub struct ProblemOut<'a> {
+    #[serde(flatten)]
+    problem: &'a Problem,
+    message: String,
+    unchecked_bytes: u64,
+}
+
+impl<'a> ProblemOut<'a> {
+    pub fn new(problem: &'a Problem, segment_size: u64) -> Self {
+        ProblemOut {
+            problem,
+            message: problem.to_string(),
+            unchecked_bytes: segment_size.saturating_sub(problem.offset),
+        }
+    }
+}
+
 // The status words, the one place they are spelt: text and JSON, for every command.
+
+/// The severity of a segment's problem (`None`: the segment is clean).
+pub fn segment_severity(s: &SegmentSummary) -> Option<Severity> {
+    s.problem.as_ref().map(|p| p.severity)
+}
+
+/// The worst severity among segments (`None`: all clean).
+pub fn worst_of(segments: &[SegmentSummary]) -> Option<Severity> {
+    segments.iter().filter_map(segment_severity).max()
+}
 
 /// A log's or segment's state in text: `ok`, `torn tail`, `unreadable` or `corrupt`
 /// (JSON spells them as [`status_word`] does).
-pub fn status_text(worst: Option<walctl::Severity>) -> &'static str {
+pub fn status_text(worst: Option<Severity>) -> &'static str {
     match worst {
         None => "ok",
-        Some(walctl::Severity::TornTail) => "torn tail",
-        Some(walctl::Severity::Unreadable) => "unreadable",
-        Some(walctl::Severity::Corruption) => "corrupt",
+        Some(Severity::TornTail) => "torn tail",
+        Some(Severity::Unreadable) => "unreadable",
+        Some(Severity::Corruption) => "corrupt",
     }
 }
 
 /// The word for a log's or segment's state: `ok`, `torn_tail`, `unreadable` or
 /// `corrupt`.
-pub fn status_word(worst: Option<walctl::Severity>) -> &'static str {
+pub fn status_word(worst: Option<Severity>) -> &'static str {
     match worst {
         None => "ok",
-        Some(walctl::Severity::TornTail) => "torn_tail",
-        Some(walctl::Severity::Unreadable) => "unreadable",
-        Some(walctl::Severity::Corruption) => "corrupt",
+        Some(Severity::TornTail) => "torn_tail",
+        Some(Severity::Unreadable) => "unreadable",
+        Some(Severity::Corruption) => "corrupt",
     }
 }
 

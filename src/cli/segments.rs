@@ -5,13 +5,13 @@ use std::io::Write;
 
 use comfy_table::{Cell, CellAlignment, Color, Table};
 use serde::Serialize;
-use walctl::scan::SegmentSummary;
+use walctl::scan::{ScanReport, SegmentSummary};
 use walctl::segment::segment_name;
 use walctl::{ProblemKind, Severity};
 
-use super::output::status_word;
-use super::verify::{scan_with_progress, ProblemOut};
-use super::{output, DirArg, Exit};
+use super::exit::Exit;
+use super::open::{scan_with_progress, DirArg};
+use super::output::{self, status_word, ProblemOut};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -62,31 +62,42 @@ struct SegmentOut<'a> {
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let report = scan_with_progress(&args.dir, args.quiet || args.json, "segments")?;
-    let exit = Exit::from_severity(report.worst());
     let mut out = output::stdout();
     if args.json {
-        for s in &report.segments {
-            output::json_line(
-                &mut out,
-                &SegmentOut {
-                    id: s.id,
-                    name: &s.name,
-                    size: s.size,
-                    records: s.records,
-                    first_lsn: s.first_lsn,
-                    last_lsn: s.last_lsn,
-                    checkpoints: s.checkpoints,
-                    last_checkpoint_lsn: s.last_checkpoint_lsn,
-                    valid_len: s.valid_len,
-                    status: status_word(s.problem.as_ref().map(|p| p.severity)),
-                    problem: s.problem.as_ref().map(|p| ProblemOut::new(p, s.size)),
-                },
-            )?;
-        }
-        out.flush()?;
-        return Ok(exit);
+        write_json(&mut out, &report)?;
+    } else {
+        writeln!(out, "{}", table(&report))?;
+        writeln!(out, "{}", summary_line(&report))?;
     }
+    out.flush()?;
+    Ok(Exit::from_severity(report.worst()))
+}
 
+/// One JSON object per segment.
+fn write_json(out: &mut impl Write, report: &ScanReport) -> std::io::Result<()> {
+    for s in &report.segments {
+        output::json_line(
+            out,
+            &SegmentOut {
+                id: s.id,
+                name: &s.name,
+                size: s.size,
+                records: s.records,
+                first_lsn: s.first_lsn,
+                last_lsn: s.last_lsn,
+                checkpoints: s.checkpoints,
+                last_checkpoint_lsn: s.last_checkpoint_lsn,
+                valid_len: s.valid_len,
+                status: status_word(output::segment_severity(s)),
+                problem: s.problem.as_ref().map(|p| ProblemOut::new(p, s.size)),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// One row per segment, the status coloured on a terminal that allows it.
+fn table(report: &ScanReport) -> Table {
     let color = output::color_enabled();
     let mut table = Table::new();
     output::fit_to_terminal(&mut table);
@@ -116,17 +127,20 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             Cell::new(&s.name),
             Cell::new(s.size),
             Cell::new(s.records),
-            Cell::new(opt(s.first_lsn)),
-            Cell::new(opt(s.last_lsn)),
+            Cell::new(output::opt(s.first_lsn)),
+            Cell::new(output::opt(s.last_lsn)),
             Cell::new(s.checkpoints),
             status_cell(s, color),
         ]);
     }
-    writeln!(out, "{table}")?;
-    let lsns = match (report.first_lsn, report.last_lsn) {
-        (Some(a), Some(b)) => format!(", LSN {a} ..= {b}"),
-        _ => String::new(),
-    };
+    table
+}
+
+/// The line under the table: the whole log's counts, LSN range, newest checkpoint
+/// and status.
+fn summary_line(report: &ScanReport) -> String {
+    let lsns = output::lsn_range_spaced(report.first_lsn, report.last_lsn)
+        .map_or_else(String::new, |r| format!(", {r}"));
     let newest = report.newest_checkpoint.map_or_else(String::new, |c| {
         format!(
             "; newest checkpoint LSN {} in {}",
@@ -134,43 +148,29 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             segment_name(c.segment_id)
         )
     });
-    writeln!(
-        out,
+    format!(
         "{}, {}{lsns}, {}, {}{newest}; status {}",
-        count(report.segments.len() as u64, "segment"),
-        count(report.records, "record"),
-        count(report.checkpoints, "checkpoint"),
-        count(report.bytes, "byte"),
+        output::count(report.segments.len() as u64, "segment", "segments"),
+        output::count(report.records, "record", "records"),
+        output::count(report.checkpoints, "checkpoint", "checkpoints"),
+        output::count(report.bytes, "byte", "bytes"),
         output::status_text(report.worst()),
-    )?;
-    out.flush()?;
-    Ok(exit)
-}
-
-fn count(n: u64, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
-}
-
-fn opt(v: Option<u64>) -> String {
-    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+    )
 }
 
 fn status_cell(s: &SegmentSummary, color: bool) -> Cell {
+    let word = output::status_text(output::segment_severity(s));
     let (text, fg) = match &s.problem {
-        None => ("ok".to_string(), Color::Green),
+        None => (word.to_string(), Color::Green),
         Some(p) if p.severity == Severity::TornTail => {
-            (format!("torn tail at offset {}", p.offset), Color::Yellow)
+            (format!("{word} at offset {}", p.offset), Color::Yellow)
         }
         Some(p) if p.severity == Severity::Unreadable => (p.kind.to_string(), Color::Red),
         Some(p) if matches!(p.kind, ProblemKind::MissingSegment { .. }) => {
             (p.kind.to_string(), Color::Red)
         }
         Some(p) => (
-            format!("corrupt at offset {}: {}", p.offset, p.kind),
+            format!("{word} at offset {}: {}", p.offset, p.kind),
             Color::Red,
         ),
     };

@@ -10,9 +10,10 @@ use std::time::SystemTime;
 use serde::Serialize;
 use walctl::scan::{Event, ScanOptions, ScannedRecord, Scanner, SegmentSummary};
 use walctl::writer::WalOptions;
-use walctl::Severity;
 
-use super::{output, DirArg, Exit};
+use super::exit::Exit;
+use super::open::DirArg;
+use super::output;
 
 /// Checkpoint LSNs listed (the newest ones); the count and distances cover all.
 const CHECKPOINTS_LISTED: usize = 100;
@@ -298,14 +299,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         write_text(&mut out, &stats, bars)?;
     }
     out.flush()?;
-    Ok(Exit::from_severity(worst(scanner.summaries())))
-}
-
-fn worst(summaries: &[SegmentSummary]) -> Option<Severity> {
-    summaries
-        .iter()
-        .filter_map(|s| s.problem.as_ref().map(|p| p.severity))
-        .max()
+    Ok(Exit::from_severity(output::worst_of(scanner.summaries())))
 }
 
 /// The whole report from the tally and the segments' summaries.
@@ -326,7 +320,7 @@ fn report(args: &Args, bytes: u64, tally: Tally, summaries: &[SegmentSummary]) -
     let max_segment_size = args
         .max_segment_size
         .unwrap_or(WalOptions::default().max_segment_size);
-    let worst = worst(summaries);
+    let worst = output::worst_of(summaries);
     Stats {
         dir: args.dir.dir.to_string_lossy().into_owned(),
         status: output::status_word(worst),
@@ -366,7 +360,7 @@ fn segment_out(dir: &Path, s: &SegmentSummary, max: u64) -> SegmentOut {
         first_lsn: s.first_lsn,
         last_lsn: s.last_lsn,
         modified,
-        status: output::status_word(s.problem.as_ref().map(|p| p.severity)),
+        status: output::status_word(output::segment_severity(s)),
     }
 }
 
@@ -374,16 +368,12 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
-    v.map_or_else(|| "-".to_string(), |v| v.to_string())
-}
-
 /// The text report; `bars`: draw the histogram's bars (a terminal), else counts only.
 fn write_text(out: &mut impl Write, s: &Stats, bars: bool) -> std::io::Result<()> {
     writeln!(out, "log            {}", s.dir)?;
-    match (s.first_lsn, s.last_lsn) {
-        (Some(a), Some(b)) => writeln!(out, "records        {} (LSN {a} ..= {b})", s.records)?,
-        _ => writeln!(out, "records        {}", s.records)?,
+    match output::lsn_range_spaced(s.first_lsn, s.last_lsn) {
+        Some(r) => writeln!(out, "records        {} ({r})", s.records)?,
+        None => writeln!(out, "records        {}", s.records)?,
     }
     writeln!(
         out,
@@ -395,11 +385,11 @@ fn write_text(out: &mut impl Write, s: &Stats, bars: bool) -> std::io::Result<()
     writeln!(
         out,
         "payload bytes  min {}  p50 {}  p99 {}  max {} (LSN {})",
-        opt(p.min),
-        opt(p.p50),
-        opt(p.p99),
-        opt(p.max),
-        opt(p.max_lsn)
+        output::opt(p.min),
+        output::opt(p.p50),
+        output::opt(p.p99),
+        output::opt(p.max),
+        output::opt(p.max_lsn)
     )?;
     if !s.histogram.is_empty() {
         writeln!(out, "payload sizes")?;
@@ -434,9 +424,9 @@ fn write_text(out: &mut impl Write, s: &Stats, bars: bool) -> std::io::Result<()
             g.size,
             g.fill_percent,
             g.records,
-            opt(g.first_lsn),
-            opt(g.last_lsn),
-            opt(g.modified.as_deref()),
+            output::opt(g.first_lsn),
+            output::opt(g.last_lsn),
+            output::opt(g.modified.as_deref()),
             g.status
         )?;
     }
@@ -467,7 +457,11 @@ fn write_checkpoints(out: &mut impl Write, c: &Checkpoints) -> std::io::Result<(
             "  distance     min {min}, mean {mean:.1}, max {max} records between checkpoints"
         )?;
     }
-    writeln!(out, "  after newest {} records", opt(c.after_newest))
+    writeln!(
+        out,
+        "  after newest {} records",
+        output::opt(c.after_newest)
+    )
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! Every system call the binary makes itself, each behind a safe function: polls and
-//! reads of the standard descriptors, and the bench's page-cache, file-system and
-//! child-process calls. Linux-only ones have their fallback here. (The library's own
-//! calls are in its `storage/sys.rs`; `dump --follow`'s signal handler is in dump.rs.)
+//! reads of the standard descriptors, `dump --follow`'s signal handler, and the
+//! bench's page-cache, file-system and child-process calls. Linux-only ones have
+//! their fallback here. (The library's own calls are in its `storage/sys.rs`.)
 
 use std::io;
 use std::path::Path;
 use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Whether stdout's reader has hung up (POLLERR or POLLHUP on descriptor 1).
 pub fn stdout_hung_up() -> bool {
@@ -115,6 +116,38 @@ pub fn syncfs(dir: &Path) {
         // SAFETY: sync takes no arguments.
         unsafe { libc::sync() };
     }
+}
+
+/// Set by SIGINT/SIGTERM while following.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_sig: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Ctrl-C and SIGTERM end `--follow` cleanly (status 0). The handler resets itself
+/// (SA_RESETHAND): a second signal ends the process at once, even if it is stuck
+/// writing to a full pipe.
+pub fn install_stop_handler() -> io::Result<()> {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the
+    // sigaction struct is fully initialised (zeroed, then the fields we set).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESETHAND;
+        libc::sigemptyset(&mut sa.sa_mask);
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether SIGINT or SIGTERM came since [`install_stop_handler`].
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
 }
 
 /// How a child process ended.

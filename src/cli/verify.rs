@@ -6,11 +6,13 @@ use std::io::Write;
 use std::path::Path;
 
 use serde::Serialize;
-use walctl::scan::{scan_log, ScanOptions, ScanReport};
-use walctl::segment::{list_segments, segment_name};
-use walctl::{Problem, ProblemKind};
+use walctl::scan::ScanReport;
+use walctl::segment::segment_name;
+use walctl::{ProblemKind, Severity};
 
-use super::{output, DirArg, Exit};
+use super::exit::Exit;
+use super::open::{scan_with_progress, DirArg};
+use super::output::{self, ProblemOut};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -46,42 +48,6 @@ pub struct Args {
     quiet: bool,
 }
 
-/// A problem as reported by verify and segments: the problem's own fields plus a
-/// readable message and how many bytes after it were left unread.
-#[derive(Debug, Serialize)]
-pub struct ProblemOut<'a> {
-    #[serde(flatten)]
-    problem: &'a Problem,
-    message: String,
-    unchecked_bytes: u64,
-}
-
-impl<'a> ProblemOut<'a> {
-    pub fn new(problem: &'a Problem, segment_size: u64) -> Self {
-        ProblemOut {
-            problem,
-            message: problem.to_string(),
-            unchecked_bytes: segment_size.saturating_sub(problem.offset),
-        }
-    }
-}
-
-/// Scans the whole log behind `dir` with a progress bar (hidden when `quiet`, and
-/// unless stderr is a terminal and the log large).
-pub fn scan_with_progress(dir: &DirArg, quiet: bool, what: &str) -> anyhow::Result<ScanReport> {
-    let storage = dir.open_log()?;
-    let total: u64 = list_segments(storage.as_ref())?
-        .iter()
-        .map(|s| s.size)
-        .sum();
-    let pb = output::progress(total, quiet, what);
-    let report = scan_log(storage, ScanOptions::default(), |done| {
-        pb.set_position(done)
-    });
-    pb.finish_and_clear();
-    Ok(report?)
-}
-
 #[derive(Serialize)]
 struct CheckpointOut {
     lsn: u64,
@@ -114,29 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     }
     let mut out = output::stdout();
     if args.json {
-        let problems = report
-            .segments
-            .iter()
-            .filter_map(|s| s.problem.as_ref().map(|p| ProblemOut::new(p, s.size)))
-            .collect();
-        let json = Report {
-            dir: args.dir.dir.to_string_lossy().into_owned(),
-            status: output::status_word(report.worst()),
-            exit_code: exit as i32,
-            segments: report.segments.len(),
-            records: report.records,
-            first_lsn: report.first_lsn,
-            last_lsn: report.last_lsn,
-            checkpoints: report.checkpoints,
-            newest_checkpoint: report.newest_checkpoint.map(|c| CheckpointOut {
-                lsn: c.lsn,
-                segment: segment_name(c.segment_id),
-                segment_id: c.segment_id,
-            }),
-            bytes: report.bytes,
-            problems,
-        };
-        output::json_line(&mut out, &json)?;
+        output::json_line(&mut out, &json_report(&args.dir.dir, &report, exit))?;
     } else {
         write_text(&mut out, &args.dir.dir, &report, exit)?;
     }
@@ -144,12 +88,45 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     Ok(exit)
 }
 
+/// The whole report as one JSON object.
+fn json_report<'a>(dir: &Path, report: &'a ScanReport, exit: Exit) -> Report<'a> {
+    Report {
+        dir: dir.to_string_lossy().into_owned(),
+        status: output::status_word(report.worst()),
+        exit_code: exit as i32,
+        segments: report.segments.len(),
+        records: report.records,
+        first_lsn: report.first_lsn,
+        last_lsn: report.last_lsn,
+        checkpoints: report.checkpoints,
+        newest_checkpoint: report.newest_checkpoint.map(|c| CheckpointOut {
+            lsn: c.lsn,
+            segment: segment_name(c.segment_id),
+            segment_id: c.segment_id,
+        }),
+        bytes: report.bytes,
+        problems: report
+            .segments
+            .iter()
+            .filter_map(|s| s.problem.as_ref().map(|p| ProblemOut::new(p, s.size)))
+            .collect(),
+    }
+}
+
+/// The text report: the log's shape, every problem, then the status.
 fn write_text(
     out: &mut impl Write,
     dir: &Path,
     report: &ScanReport,
     exit: Exit,
 ) -> std::io::Result<()> {
+    write_shape(out, dir, report)?;
+    write_problems(out, dir, report)?;
+    writeln!(out, "status       {}", status_line(dir, report, exit))
+}
+
+/// The log, its segments, records, checkpoints and bytes.
+fn write_shape(out: &mut impl Write, dir: &Path, report: &ScanReport) -> std::io::Result<()> {
     writeln!(out, "log          {}", dir.display())?;
     match (report.segments.first(), report.segments.last()) {
         (Some(a), Some(b)) if a.id != b.id => writeln!(
@@ -171,9 +148,9 @@ fn write_text(
         (Some(a), _) => writeln!(out, "segments     1 ({})", a.name)?,
         _ => writeln!(out, "segments     0 (an empty log)")?,
     }
-    match (report.first_lsn, report.last_lsn) {
-        (Some(a), Some(b)) => writeln!(out, "records      {} (LSN {a} ..= {b})", report.records)?,
-        _ => writeln!(out, "records      {}", report.records)?,
+    match output::lsn_range_spaced(report.first_lsn, report.last_lsn) {
+        Some(r) => writeln!(out, "records      {} ({r})", report.records)?,
+        None => writeln!(out, "records      {}", report.records)?,
     }
     match report.newest_checkpoint {
         Some(c) => writeln!(
@@ -185,7 +162,11 @@ fn write_text(
         )?,
         None => writeln!(out, "checkpoints  0")?,
     }
-    writeln!(out, "bytes        {}", report.bytes)?;
+    writeln!(out, "bytes        {}", report.bytes)
+}
+
+/// Every problem with where it is and what was left unchecked after it.
+fn write_problems(out: &mut impl Write, dir: &Path, report: &ScanReport) -> std::io::Result<()> {
     let problems: Vec<_> = report
         .segments
         .iter()
@@ -212,24 +193,31 @@ fn write_text(
                     "  {p} [{after}; {unchecked} bytes from there to the end of {} not checked; \
                      to see the record there: {}]",
                     p.segment,
-                    super::inspect::hint(dir, p.segment_id, p.offset)
+                    output::inspect_hint(dir, p.segment_id, p.offset)
                 )?,
             }
         }
     }
-    let status = match exit {
-        Exit::Ok => "ok".to_string(),
-        Exit::TornTail => format!(
-            "torn tail (exit 3): the newest segment ends with an incomplete record, as a \
+    Ok(())
+}
+
+/// The status word, with the exit status and what it means.
+fn status_line(dir: &Path, report: &ScanReport, exit: Exit) -> String {
+    let worst = report.worst();
+    let word = output::status_text(worst);
+    let code = exit as i32;
+    match worst {
+        None => word.to_string(),
+        Some(Severity::TornTail) => format!(
+            "{word} (exit {code}): the newest segment ends with an incomplete record, as a \
              crash mid-write leaves; `walctl truncate-corrupt --dir {} --apply` cuts it",
             output::shell_quote(dir.as_os_str())
         ),
-        Exit::Failed => "unreadable (exit 1): a segment could not be read; every other \
-                         segment was checked"
-            .to_string(),
-        _ => format!("corrupt (exit {})", exit as i32),
-    };
-    writeln!(out, "status       {status}")
+        Some(Severity::Unreadable) => format!(
+            "{word} (exit {code}): a segment could not be read; every other segment was checked"
+        ),
+        Some(Severity::Corruption) => format!("{word} (exit {code})"),
+    }
 }
 
 /// ", 1 missing, 1 unreadable" for the segments line of a log that has such.

@@ -4,13 +4,14 @@
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, Context};
 use walctl::writer::Wal;
 
 use walctl::codec::MAX_DATA_LEN;
 
-use super::decode::{decode_into, max_encoded_len, DecodedBound, IN_MEMORY_MAX};
-use super::{Encoding, BATCH_MAX_AGE, BATCH_MAX_BYTES, BATCH_MAX_RECORDS, READ_CHUNK};
+use super::{BATCH_MAX_AGE, BATCH_MAX_BYTES, BATCH_MAX_RECORDS, READ_CHUNK};
+use crate::cli::args::Encoding;
+use crate::cli::decode::{decode_into, max_encoded_len, DecodedBound, IN_MEMORY_MAX};
 use crate::cli::sys;
 
 /// Entries waiting to be appended, in one arena.
@@ -200,101 +201,41 @@ impl Split {
 /// On undecodable input the entries before it are committed, then it fails naming the
 /// line (or NUL-separated entry) and its byte offset.
 pub fn pump(input: &mut impl Input, split: Split, sink: &mut impl Sink) -> anyhow::Result<()> {
+    let mut cut = Cutter {
+        split,
+        sink,
+        batch: Batch::default(),
+        pieces: 0,
+    };
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     // Bytes at the front of `buf` known to hold no terminator.
     let mut searched = 0usize;
-    // Offset in the input of buf[0], and pieces completed before it.
+    // Offset in the input of buf[0].
     let mut base: u64 = 0;
-    let mut pieces: u64 = 0;
-    let mut batch = Batch::default();
     // `buf` holds input left over after a long piece: look at it before reading more.
     let mut carried = false;
     loop {
         let eof = if std::mem::take(&mut carried) {
             false
         } else {
-            let len = buf.len();
-            buf.resize(len + READ_CHUNK, 0);
-            let n = match input.read(&mut buf[len..]) {
-                Ok(n) => n,
+            match read_more(input, &mut buf) {
+                Ok(eof) => eof,
                 Err(e) => {
-                    sink.commit(&mut batch)?;
-                    return Err(anyhow::Error::new(e).context("read standard input"));
+                    return Err(cut.fail(anyhow::Error::new(e).context("read standard input")))
                 }
-            };
-            buf.truncate(len + n);
-            n == 0
+            }
         };
-
-        let mut start = 0usize;
-        while start < buf.len() {
-            let end = match memchr::memchr(split.sep, &buf[searched..]) {
-                Some(p) => searched + p,
-                None if eof => buf.len(),
-                None => break,
-            };
-            let terminated = end < buf.len();
-            let mut piece = &buf[start..end];
-            if terminated && split.strip_cr {
-                piece = piece.strip_suffix(b"\r").unwrap_or(piece);
-            }
-            pieces += 1;
-            if let Err(msg) = batch.push_decoded(split.enc, piece) {
-                sink.commit(&mut batch)?;
-                bail!(
-                    "standard input {} {pieces} (byte offset {}): {msg}",
-                    split.unit(),
-                    base + start as u64
-                );
-            }
-            start = end + usize::from(terminated);
-            searched = start;
-            if batch.full() {
-                sink.commit(&mut batch)?;
-            }
-        }
+        let start = cut.pieces_in(&buf, searched, base, eof)?;
         if start > 0 {
             buf.drain(..start);
             base += start as u64;
         }
         searched = buf.len();
         if eof {
-            return sink.commit(&mut batch);
+            return cut.commit();
         }
         if buf.len() > IN_MEMORY_MAX {
-            // One piece longer than what input may hold in memory before it is known
-            // to fit: the rest of it waits in a temporary file.
-            let long = match long_piece(input, split, &mut buf) {
-                Ok(l) => l,
-                Err(e) => {
-                    sink.commit(&mut batch)?;
-                    return Err(e);
-                }
-            };
-            let Some((raw, terminated, eof)) = long else {
-                sink.commit(&mut batch)?;
-                bail!(
-                    "standard input {} {} (byte offset {base}) is longer than any record can be ({MAX_DATA_LEN} bytes)",
-                    split.unit(),
-                    pieces + 1
-                );
-            };
-            let mut piece = &raw[..];
-            if terminated && split.strip_cr {
-                piece = piece.strip_suffix(b"\r").unwrap_or(piece);
-            }
-            pieces += 1;
-            if let Err(msg) = batch.push_decoded(split.enc, piece) {
-                sink.commit(&mut batch)?;
-                bail!(
-                    "standard input {} {pieces} (byte offset {base}): {msg}",
-                    split.unit()
-                );
-            }
-            base += raw.len() as u64 + u64::from(terminated);
-            drop(raw);
-            sink.commit(&mut batch)?;
-            if eof {
+            if cut.long_piece(input, &mut buf, &mut base)? {
                 return Ok(());
             }
             searched = 0;
@@ -302,19 +243,134 @@ pub fn pump(input: &mut impl Input, split: Split, sink: &mut impl Sink) -> anyho
             continue;
         }
         if buf.len() > split.max_piece_len() {
-            sink.commit(&mut batch)?;
-            bail!(
-                "standard input {} {} (byte offset {base}) is longer than any record can be ({MAX_DATA_LEN} bytes)",
-                split.unit(),
-                pieces + 1
-            );
+            return Err(cut.too_long(base));
         }
         if buf.capacity() > 4 * READ_CHUNK && buf.len() < READ_CHUNK {
             buf.shrink_to(2 * READ_CHUNK);
         }
-        if !batch.is_empty() && (batch.aged() || !input.ready()) {
-            sink.commit(&mut batch)?;
+        if !cut.batch.is_empty() && (cut.batch.aged() || !input.ready()) {
+            cut.commit()?;
         }
+    }
+}
+
+/// One read from `input` onto the end of `buf`; whether input ended.
+fn read_more(input: &mut impl Input, buf: &mut Vec<u8>) -> io::Result<bool> {
+    let len = buf.len();
+    buf.resize(len + READ_CHUNK, 0);
+    match input.read(&mut buf[len..]) {
+        Ok(n) => {
+            buf.truncate(len + n);
+            Ok(n == 0)
+        }
+        Err(e) => {
+            buf.truncate(len);
+            Err(e)
+        }
+    }
+}
+
+/// [`pump`]'s entries on their way to the sink: the batch being filled and how many
+/// pieces of input came before.
+struct Cutter<'a, S: Sink> {
+    split: Split,
+    sink: &'a mut S,
+    batch: Batch,
+    pieces: u64,
+}
+
+impl<S: Sink> Cutter<'_, S> {
+    fn commit(&mut self) -> anyhow::Result<()> {
+        self.sink.commit(&mut self.batch)
+    }
+
+    /// Commits the entries before a failure, then returns it (or the commit's own
+    /// failure, which is the worse news).
+    fn fail(&mut self, e: anyhow::Error) -> anyhow::Error {
+        match self.commit() {
+            Ok(()) => e,
+            Err(c) => c,
+        }
+    }
+
+    /// The next piece, at byte `offset` of input, cannot fit a record.
+    fn too_long(&mut self, offset: u64) -> anyhow::Error {
+        let e = anyhow!(
+            "standard input {} {} (byte offset {offset}) is longer than any record can be ({MAX_DATA_LEN} bytes)",
+            self.split.unit(),
+            self.pieces + 1
+        );
+        self.fail(e)
+    }
+
+    /// Adds one piece found at byte `offset` of input; `terminated`: a terminator
+    /// (not the end of input) ended it. Undecodable bytes fail, naming the piece.
+    fn push(&mut self, piece: &[u8], terminated: bool, offset: u64) -> anyhow::Result<()> {
+        let mut piece = piece;
+        if terminated && self.split.strip_cr {
+            piece = piece.strip_suffix(b"\r").unwrap_or(piece);
+        }
+        self.pieces += 1;
+        if let Err(msg) = self.batch.push_decoded(self.split.enc, piece) {
+            let e = anyhow!(
+                "standard input {} {} (byte offset {offset}): {msg}",
+                self.split.unit(),
+                self.pieces
+            );
+            return Err(self.fail(e));
+        }
+        Ok(())
+    }
+
+    /// Adds every piece `buf` holds whole (and at `eof` the unterminated last one),
+    /// committing full batches; `buf[..searched]` holds no terminator and `buf[0]` is
+    /// byte `base` of input. Returns how many bytes of `buf` were taken.
+    fn pieces_in(
+        &mut self,
+        buf: &[u8],
+        mut searched: usize,
+        base: u64,
+        eof: bool,
+    ) -> anyhow::Result<usize> {
+        let mut start = 0usize;
+        while start < buf.len() {
+            let end = match memchr::memchr(self.split.sep, &buf[searched..]) {
+                Some(p) => searched + p,
+                None if eof => buf.len(),
+                None => break,
+            };
+            let terminated = end < buf.len();
+            self.push(&buf[start..end], terminated, base + start as u64)?;
+            start = end + usize::from(terminated);
+            searched = start;
+            if self.batch.full() {
+                self.commit()?;
+            }
+        }
+        Ok(start)
+    }
+
+    /// `buf` is the start of one piece longer than what input may hold in memory
+    /// before it is known to fit: the rest of it waits in a temporary file, then it is
+    /// added and committed alone. `base` moves past it; returns whether input ended.
+    fn long_piece(
+        &mut self,
+        input: &mut impl Input,
+        buf: &mut Vec<u8>,
+        base: &mut u64,
+    ) -> anyhow::Result<bool> {
+        let long = match long_piece(input, self.split, buf) {
+            Ok(l) => l,
+            Err(e) => return Err(self.fail(e)),
+        };
+        let Some((raw, terminated, eof)) = long else {
+            return Err(self.too_long(*base));
+        };
+        self.push(&raw, terminated, *base)?;
+        *base += raw.len() as u64 + u64::from(terminated);
+        drop(raw);
+        self.commit()?;
+        Ok(eof)
     }
 }
 

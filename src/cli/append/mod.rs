@@ -8,8 +8,8 @@
 //! [`BATCH_MAX_AGE`], so a bulk load is one write and one fsync per batch and memory
 //! never grows with the input.
 //!
-//! The writer options, the encodings and the open-with-diagnostics step are shared
-//! with `walctl checkpoint`.
+//! The writer options and encodings (cli/args.rs), decoding (cli/decode.rs) and the
+//! open-with-diagnostics step (cli/open.rs) are shared with `walctl checkpoint`.
 
 use std::ffi::OsString;
 use std::io::{self, IsTerminal, Write};
@@ -17,18 +17,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
-use walctl::writer::WalOptions;
 
-use super::args::{parse_positive_size, SyncMode};
-use super::{output, DirArg, Exit, QuarantineArg};
+use super::args::{Encoding, SyncMode, Workload, WriterArgs};
+use super::decode::{decode_arg, read_file_arg};
+use super::exit::{Exit, EXIT_CODES};
+use super::open::{close_after, open_writer, DirArg};
+use super::output;
 
 mod batch;
-mod decode;
-mod open;
 
 use batch::{pump, Batch, Committer, Sink, Split, StdinFd};
-pub use decode::{decode_arg, read_file_arg, read_stdin_whole};
-pub use open::{close_after, open_writer};
 
 /// A batch is committed once it holds this many data bytes...
 const BATCH_MAX_BYTES: usize = 4 << 20;
@@ -50,7 +48,7 @@ Examples:
   walctl append --dir wal --file blob.bin
 
 {}",
-        super::EXIT_CODES
+        EXIT_CODES
     )
 }
 
@@ -108,107 +106,6 @@ pub struct Args {
     writer: WriterArgs,
 }
 
-/// How entries are written on the command line and on standard input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Encoding {
-    /// Text, stored as its UTF-8 bytes (invalid UTF-8 is an error).
-    Utf8,
-    /// Hexadecimal digits, two per byte, either case.
-    Hex,
-    /// Standard base64 alphabet; the trailing '=' padding is optional.
-    Base64,
-}
-
-/// The writer options shared by `append` and `checkpoint`.
-#[derive(Debug, Clone, clap::Args)]
-#[command(next_help_heading = "Writer options")]
-pub struct WriterArgs {
-    /// Start a new segment before a write once the current one holds at least this
-    /// many bytes (a segment may exceed it by one record, as in the reference).
-    /// Sizes: K, M, G, KiB, MiB, GiB multiply by 1024; KB, MB, GB by 1000.
-    #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_positive_size)]
-    max_segment_size: u64,
-
-    /// Delete the oldest segments beyond N (0, the default: delete nothing). Only
-    /// segments wholly before the newest checkpoint are ever deleted, and the ones
-    /// deleted are named on stderr. (The library's default is 10, as in Go.)
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    max_segments: usize,
-
-    /// When entries are made durable. Exit 0 always means durable: the log is
-    /// fsynced when the command ends.
-    #[arg(long, value_enum, value_name = "WHEN", default_value_t = SyncMode::Always)]
-    sync: SyncMode,
-
-    /// Milliseconds between background fsyncs with --sync interval [default: 200].
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
-    sync_interval_ms: Option<u64>,
-
-    /// Preallocate segments with durable zeros ahead of the writes, so each fsync
-    /// flushes data only (faster commits). While the command runs, the newest
-    /// segment ends in zeros the Go library cannot read past; every segment is cut
-    /// to its last record when it is left. "off" keeps every segment exactly as long
-    /// as its records at every moment. "auto" (the default) is "on" while entries
-    /// stream in on standard input and "off" for entries given as arguments or
-    /// --file and for checkpoint: a one-shot write would spend more time writing
-    /// the zeros (4 MiB at open) than it saves. Applies with --sync always only:
-    /// with interval or never no write waits for an fsync, and the zeros would only
-    /// double what goes to the disk.
-    #[arg(long, value_enum, value_name = "WHEN", default_value_t = Preallocate::Auto)]
-    preallocate: Preallocate,
-
-    /// Where a torn tail cut at open is saved (see truncate-corrupt).
-    #[command(flatten)]
-    pub quarantine: QuarantineArg,
-}
-
-/// Whether segments are preallocated (`--preallocate`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Preallocate {
-    /// On for a stream of entries (standard input), off for a one-shot write.
-    Auto,
-    /// Always.
-    On,
-    /// Never.
-    Off,
-}
-
-/// How many entries a command writes, as far as preallocation is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Workload {
-    /// A known, finite set given up front (DATA arguments, --file, a checkpoint).
-    OneShot,
-    /// Entries streamed in for as long as the input lasts.
-    Stream,
-}
-
-impl WriterArgs {
-    /// The library options for a command writing `workload`. An interval given
-    /// without `--sync interval` is a usage error (exit 2), reported before anything
-    /// is opened.
-    pub fn options(&self, workload: Workload) -> WalOptions {
-        if self.sync_interval_ms.is_some() && self.sync != SyncMode::Interval {
-            clap::Error::raw(
-                clap::error::ErrorKind::ArgumentConflict,
-                "--sync-interval-ms applies only with --sync interval\n",
-            )
-            .exit();
-        }
-        let sync = self
-            .sync
-            .policy(Duration::from_millis(self.sync_interval_ms.unwrap_or(200)));
-        WalOptions::default()
-            .max_segment_size(self.max_segment_size)
-            .max_segments(self.max_segments)
-            .sync(sync)
-            .preallocate(match self.preallocate {
-                Preallocate::On => true,
-                Preallocate::Off => false,
-                Preallocate::Auto => workload == Workload::Stream,
-            })
-    }
-}
-
 #[derive(Serialize)]
 struct Summary {
     first_lsn: Option<u64>,
@@ -224,21 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let opts = args.writer.options(workload);
     // Arguments and files are read and decoded before the log is touched: bad input
     // changes nothing.
-    let prepared = if !args.data.is_empty() {
-        let mut batch = Batch::default();
-        for (i, arg) in args.data.iter().enumerate() {
-            batch.push(&decode_arg(args.encoding, arg, i + 1)?);
-        }
-        Some(batch)
-    } else if !args.file.is_empty() {
-        let mut batch = Batch::default();
-        for path in &args.file {
-            batch.push(&read_file_arg(path, args.encoding)?);
-        }
-        Some(batch)
-    } else {
-        None
-    };
+    let prepared = prepare(&args)?;
 
     let wal = open_writer(&args.dir.dir, opts, &args.writer.quarantine)?;
     let mut committer = Committer {
@@ -253,29 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     };
     let work = match prepared {
         Some(mut batch) => committer.commit(&mut batch),
-        None => {
-            let split = if args.null {
-                Split {
-                    sep: 0,
-                    strip_cr: false,
-                    enc: None,
-                }
-            } else {
-                Split {
-                    sep: b'\n',
-                    strip_cr: true,
-                    enc: Some(args.encoding.unwrap_or(Encoding::Utf8)),
-                }
-            };
-            if io::stdin().is_terminal() {
-                output::note(if args.null {
-                    "reading NUL-separated entries from standard input; end with Ctrl-D"
-                } else {
-                    "reading entries from standard input, one per line; end with Ctrl-D"
-                });
-            }
-            pump(&mut StdinFd, split, &mut committer)
-        }
+        None => pump(&mut StdinFd, stdin_split(&args), &mut committer),
     };
     let (first_lsn, last_lsn, count) = (committer.first, committer.last, committer.count);
     let mut out = committer.out;
@@ -297,27 +158,46 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        writer: WriterArgs,
+/// The entries given as DATA arguments or --file, decoded; `None` when they come
+/// from standard input.
+fn prepare(args: &Args) -> anyhow::Result<Option<Batch>> {
+    let mut batch = Batch::default();
+    if !args.data.is_empty() {
+        for (i, arg) in args.data.iter().enumerate() {
+            batch.push(&decode_arg(args.encoding, arg, i + 1)?);
+        }
+    } else if !args.file.is_empty() {
+        for path in &args.file {
+            batch.push(&read_file_arg(path, args.encoding)?);
+        }
+    } else {
+        return Ok(None);
     }
+    Ok(Some(batch))
+}
 
-    fn preallocates(args: &[&str], workload: Workload) -> bool {
-        let cli = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap();
-        cli.writer.options(workload).preallocate
+/// How standard input is cut into entries (saying so on a terminal, where the
+/// user types them).
+fn stdin_split(args: &Args) -> Split {
+    let split = if args.null {
+        Split {
+            sep: 0,
+            strip_cr: false,
+            enc: None,
+        }
+    } else {
+        Split {
+            sep: b'\n',
+            strip_cr: true,
+            enc: Some(args.encoding.unwrap_or(Encoding::Utf8)),
+        }
+    };
+    if io::stdin().is_terminal() {
+        output::note(if args.null {
+            "reading NUL-separated entries from standard input; end with Ctrl-D"
+        } else {
+            "reading entries from standard input, one per line; end with Ctrl-D"
+        });
     }
-
-    #[test]
-    fn preallocate_auto_follows_the_workload() {
-        assert!(preallocates(&[], Workload::Stream));
-        assert!(!preallocates(&[], Workload::OneShot));
-        assert!(preallocates(&["--preallocate", "on"], Workload::OneShot));
-        assert!(!preallocates(&["--preallocate", "off"], Workload::Stream));
-    }
+    split
 }

@@ -25,7 +25,115 @@ impl Bench<'_, '_> {
             .cfg
             .stop
             .unwrap_or(Stop::Duration(Duration::from_millis(750)));
-        let payload = Payload::new(p.entry_size);
+        let job = AppendJob {
+            w,
+            payload: Payload::new(p.entry_size),
+            durable: p.sync == SyncPolicy::Always,
+            want_ceiling: p.sync != SyncPolicy::Always && p.writers == 1,
+            p,
+            stop,
+        };
+        let mut sums = AppendSums::default();
+        for round in 0..self.rounds {
+            let r = round + 1;
+            for walctl_side in sides_in_order(round) {
+                if walctl_side {
+                    self.walctl_round(&job, r, &mut sums)?;
+                } else {
+                    self.baseline_round(&job, r, &mut sums)?;
+                }
+            }
+        }
+        let names = AppendNames::new(w, &job.p);
+        let rr = round_ratios(&sums.ours, &sums.base);
+        let (ours, base) = (sums.ours.measure(), sums.base.measure());
+        Ok(WorkloadResult {
+            workload: w.name(),
+            label: names.label,
+            short: names.short,
+            status: "ok",
+            reason: None,
+            ratio: ratio(&ours, &base),
+            round_ratios: rr,
+            walctl: Some(ours),
+            baseline_what: names.baseline_what,
+            baseline: Some(base),
+            ceiling: job.want_ceiling.then(|| sums.ceil.measure()),
+            prezeroed: job.durable.then(|| sums.zeroed.measure()),
+        })
+    }
+
+    /// Round `r`'s walctl side, then (buffered, one writer) the page-cache ceiling
+    /// for as many entries.
+    fn walctl_round(&mut self, job: &AppendJob, r: usize, sums: &mut AppendSums) -> Result<()> {
+        let name = job.w.name();
+        self.step(&format!("{name}: walctl, round {r}"));
+        let dir = self.fresh_dir(&format!("{name}-r{r}-walctl"))?;
+        let side = walctl_append(&dir, &job.p, job.stop, &job.payload)?;
+        let entries = side.entries;
+        sums.ours.add(side);
+        self.settle(&dir);
+        if job.want_ceiling {
+            let dir = self.fresh_dir(&format!("{name}-r{r}-ceiling"))?;
+            sums.ceil
+                .add(ceiling_append(&dir, &job.p, entries, &job.payload)?);
+            self.settle(&dir);
+        }
+        Ok(())
+    }
+
+    /// Round `r`'s baseline side, then (durable) the baseline into a pre-zeroed file.
+    fn baseline_round(&mut self, job: &AppendJob, r: usize, sums: &mut AppendSums) -> Result<()> {
+        let name = job.w.name();
+        self.step(&format!("{name}: baseline, round {r}"));
+        let dir = self.fresh_dir(&format!("{name}-r{r}-baseline"))?;
+        sums.base
+            .add(baseline_append(&dir, &job.p, job.stop, &job.payload)?);
+        self.settle(&dir);
+        if job.durable {
+            self.step(&format!("{name}: pre-zeroed baseline, round {r}"));
+            let dir = self.fresh_dir(&format!("{name}-r{r}-prezeroed"))?;
+            sums.zeroed
+                .add(prezeroed_append(&dir, &job.p, job.stop, &job.payload)?);
+            self.settle(&dir);
+        }
+        Ok(())
+    }
+}
+
+/// One append workload as every round runs it.
+struct AppendJob {
+    w: Workload,
+    p: AppendParams,
+    stop: Stop,
+    payload: Payload,
+    /// Sync always: the pre-zeroed baseline runs too.
+    durable: bool,
+    /// Buffered with one writer: the page-cache ceiling runs too.
+    want_ceiling: bool,
+}
+
+/// Each side's measurements over the rounds.
+#[derive(Default)]
+struct AppendSums {
+    ours: Sum,
+    base: Sum,
+    ceil: Sum,
+    zeroed: Sum,
+}
+
+/// How an append workload is named in the report.
+struct AppendNames {
+    /// The long label, e.g. "durable append: sync always, 1 writer, 100 B entries".
+    label: String,
+    /// The table's, e.g. "durable: always, 1w, 100 B".
+    short: String,
+    /// What its baseline does.
+    baseline_what: String,
+}
+
+impl AppendNames {
+    fn new(w: Workload, p: &AppendParams) -> AppendNames {
         let label = format!(
             "{} append: sync {}, {} writer{}, {}{} B entries",
             w.name(),
@@ -51,7 +159,6 @@ impl Bench<'_, '_> {
             },
             p.entry_size
         );
-        let durable = p.sync == SyncPolicy::Always;
         let per = if p.batch > 1 { "batch" } else { "record" };
         let threads = if p.writers > 1 {
             format!(", {} threads", p.writers)
@@ -65,59 +172,11 @@ impl Bench<'_, '_> {
                 format!("write() per {per}, fdatasync() per interval{threads}")
             }
         };
-        let want_ceiling = !durable && p.writers == 1;
-        let (mut ours, mut base, mut ceil) = (Sum::default(), Sum::default(), Sum::default());
-        let mut zeroed = Sum::default();
-        for round in 0..self.rounds {
-            let r = round + 1;
-            let order: [bool; 2] = if round % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
-            for walctl_side in order {
-                if walctl_side {
-                    self.step(&format!("{}: walctl, round {r}", w.name()));
-                    let dir = self.fresh_dir(&format!("{}-r{r}-walctl", w.name()))?;
-                    let side = walctl_append(&dir, &p, stop, &payload)?;
-                    let entries = side.entries;
-                    ours.add(side);
-                    self.settle(&dir);
-                    if want_ceiling {
-                        let dir = self.fresh_dir(&format!("{}-r{r}-ceiling", w.name()))?;
-                        ceil.add(ceiling_append(&dir, &p, entries, &payload)?);
-                        self.settle(&dir);
-                    }
-                } else {
-                    self.step(&format!("{}: baseline, round {r}", w.name()));
-                    let dir = self.fresh_dir(&format!("{}-r{r}-baseline", w.name()))?;
-                    base.add(baseline_append(&dir, &p, stop, &payload)?);
-                    self.settle(&dir);
-                    if durable {
-                        self.step(&format!("{}: pre-zeroed baseline, round {r}", w.name()));
-                        let dir = self.fresh_dir(&format!("{}-r{r}-prezeroed", w.name()))?;
-                        zeroed.add(prezeroed_append(&dir, &p, stop, &payload)?);
-                        self.settle(&dir);
-                    }
-                }
-            }
-        }
-        let rr = round_ratios(&ours, &base);
-        let (ours, base) = (ours.measure(), base.measure());
-        Ok(WorkloadResult {
-            workload: w.name(),
+        AppendNames {
             label,
             short,
-            status: "ok",
-            reason: None,
-            ratio: ratio(&ours, &base),
-            round_ratios: rr,
-            walctl: Some(ours),
             baseline_what,
-            baseline: Some(base),
-            ceiling: want_ceiling.then(|| ceil.measure()),
-            prezeroed: durable.then(|| zeroed.measure()),
-        })
+        }
     }
 }
 

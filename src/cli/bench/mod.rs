@@ -11,8 +11,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use walctl::codec::MAX_DATA_LEN;
 
 use super::args::{parse_size, SyncMode};
-use super::{output, Exit};
-use model::{Config, Measure, Report, Stop, Workload};
+use super::exit::Exit;
+use super::output;
+use model::{Config, Measure, Report, Stop, Workload, WorkloadResult};
 
 mod append;
 mod histogram;
@@ -122,20 +123,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
-    for (what, v) in [
-        ("--entry-size", args.entry_size.unwrap_or(0)),
-        ("--scan-entry-size", args.scan_entry_size),
-    ] {
-        if v > MAX_DATA_LEN as u64 {
-            anyhow::bail!("{what} {v} exceeds the largest entry, {MAX_DATA_LEN} bytes");
-        }
-    }
-    if args.segment_size == 0 {
-        anyhow::bail!("--segment-size must be at least 1 byte");
-    }
-    if args.sync_interval.is_zero() {
-        anyhow::bail!("--sync-interval must be longer than zero");
-    }
+    check(&args)?;
     let workloads: Vec<Workload> = if args.workloads.is_empty() {
         Workload::ALL.to_vec()
     } else {
@@ -153,24 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         .prefix("walctl-bench-")
         .tempdir_in(&parent)
         .with_context(|| format!("creating a directory in {}", parent.display()))?;
-
-    let mut cfg = Config::new(tmp.path());
-    cfg.entry_size = args.entry_size.map(|v| v as usize);
-    cfg.stop = match (args.count, args.duration) {
-        (Some(n), _) => Some(Stop::Count(n)),
-        (None, Some(d)) => Some(Stop::Duration(d)),
-        _ => None,
-    };
-    cfg.sync = args.sync.map(|s| s.policy(args.sync_interval));
-    cfg.writers = args.writers.map(|v| v as usize);
-    cfg.batch = args.batch.map(|v| v as usize);
-    cfg.segment_size = args.segment_size;
-    cfg.scan_size = args.scan_size;
-    cfg.scan_entry_size = args.scan_entry_size as usize;
-    cfg.rounds = args.rounds as usize;
-    cfg.cold = args.cold;
-    cfg.keep = args.keep;
-    cfg.exe = std::env::current_exe().ok();
+    let cfg = config(&args, tmp.path());
 
     let bar = progress_bar();
     let result = run::run(&cfg, &workloads, &mut |done, total, what| {
@@ -197,6 +168,47 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     }
     out.flush()?;
     Ok(Exit::Ok)
+}
+
+/// Refuses values no workload can run with, before anything is made.
+fn check(args: &Args) -> anyhow::Result<()> {
+    for (what, v) in [
+        ("--entry-size", args.entry_size.unwrap_or(0)),
+        ("--scan-entry-size", args.scan_entry_size),
+    ] {
+        if v > MAX_DATA_LEN as u64 {
+            anyhow::bail!("{what} {v} exceeds the largest entry, {MAX_DATA_LEN} bytes");
+        }
+    }
+    if args.segment_size == 0 {
+        anyhow::bail!("--segment-size must be at least 1 byte");
+    }
+    if args.sync_interval.is_zero() {
+        anyhow::bail!("--sync-interval must be longer than zero");
+    }
+    Ok(())
+}
+
+/// The workloads' configuration from the flags, working in `dir`.
+fn config(args: &Args, dir: &std::path::Path) -> Config {
+    let mut cfg = Config::new(dir);
+    cfg.entry_size = args.entry_size.map(|v| v as usize);
+    cfg.stop = match (args.count, args.duration) {
+        (Some(n), _) => Some(Stop::Count(n)),
+        (None, Some(d)) => Some(Stop::Duration(d)),
+        _ => None,
+    };
+    cfg.sync = args.sync.map(|s| s.policy(args.sync_interval));
+    cfg.writers = args.writers.map(|v| v as usize);
+    cfg.batch = args.batch.map(|v| v as usize);
+    cfg.segment_size = args.segment_size;
+    cfg.scan_size = args.scan_size;
+    cfg.scan_entry_size = args.scan_entry_size as usize;
+    cfg.rounds = args.rounds as usize;
+    cfg.cold = args.cold;
+    cfg.keep = args.keep;
+    cfg.exe = std::env::current_exe().ok();
+    cfg
 }
 
 /// A step bar on stderr when it is a terminal; hidden otherwise.
@@ -235,7 +247,29 @@ fn fmt_ns(ns: u64) -> String {
     }
 }
 
+/// The text report: where it ran, the results table, then what each workload's
+/// extra measurements say.
 fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
+    write_heading(out, r)?;
+    writeln!(out, "{}", results_table(r))?;
+    if let Some(g) = r.group_commit_gain {
+        writeln!(
+            out,
+            "concurrent: {g:.1}x the single-writer durable rate (group commit: one fdatasync covers every waiting writer)"
+        )?;
+    }
+    for res in &r.results {
+        write_notes(out, res)?;
+    }
+    writeln!(
+        out,
+        "ratio: walctl/baseline entries/s over all rounds (lowest-highest single round); latency: per call (one entry, or one batch); MB = 10^6 bytes on disk; peak RSS: the child process"
+    )?;
+    Ok(())
+}
+
+/// The machine and file system the bench ran on.
+fn write_heading(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
     let m = &r.machine;
     writeln!(
         out,
@@ -254,6 +288,11 @@ fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
             "note: tmpfs keeps everything in memory; fsync costs nothing here. Use --dir on a disk."
         )?;
     }
+    Ok(())
+}
+
+/// One row per workload: walctl's numbers beside the baseline's.
+fn results_table(r: &Report) -> Table {
     let terminal = std::io::stdout().is_terminal();
     let mut t = Table::new();
     t.load_preset(if terminal {
@@ -274,123 +313,116 @@ fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         "baseline entries/s",
         "ratio",
     ]);
-    let dash = || "-".to_string();
     for res in &r.results {
-        let (rate, mbs, p50, p99, p999, rss) = match &res.walctl {
-            Some(w) => {
-                let lat = |f: fn(&model::Latency) -> u64| {
-                    w.latency.as_ref().map_or_else(dash, |l| fmt_ns(f(l)))
-                };
-                (
-                    fmt_rate(w.entries_per_sec),
-                    format!("{:.1}", w.mb_per_sec),
-                    lat(|l| l.p50_ns),
-                    lat(|l| l.p99_ns),
-                    lat(|l| l.p999_ns),
-                    w.max_rss_kib
-                        .map_or_else(dash, |k| format!("{:.1} MiB", k as f64 / 1024.0)),
-                )
-            }
-            None => (
-                res.status.to_string(),
-                dash(),
-                dash(),
-                dash(),
-                dash(),
-                dash(),
-            ),
-        };
-        let base_rate = res
-            .baseline
-            .as_ref()
-            .map_or_else(dash, |b: &Measure| fmt_rate(b.entries_per_sec));
-        let spread = match (
-            res.round_ratios.iter().copied().reduce(f64::min),
-            res.round_ratios.iter().copied().reduce(f64::max),
-        ) {
-            (Some(lo), Some(hi)) if res.round_ratios.len() > 1 => {
-                format!(" ({lo:.2}-{hi:.2})")
-            }
-            _ => String::new(),
-        };
-        let ratio = res.ratio.map_or_else(dash, |x| format!("{x:.2}x{spread}"));
-        t.add_row(vec![
-            res.short.clone(),
-            rate,
-            mbs,
-            p50,
-            p99,
-            p999,
-            rss,
-            res.baseline_what.clone(),
-            base_rate,
-            ratio,
-        ]);
+        t.add_row(result_row(res));
     }
-    for i in 1..=6 {
+    for i in (1..=6).chain(8..=9) {
         if let Some(c) = t.column_mut(i) {
             c.set_cell_alignment(CellAlignment::Right);
         }
     }
-    for i in 8..=9 {
-        if let Some(c) = t.column_mut(i) {
-            c.set_cell_alignment(CellAlignment::Right);
+    t
+}
+
+/// A workload's row of [`results_table`].
+fn result_row(res: &WorkloadResult) -> Vec<String> {
+    let dash = || "-".to_string();
+    let (rate, mbs, p50, p99, p999, rss) = match &res.walctl {
+        Some(w) => {
+            let lat = |f: fn(&model::Latency) -> u64| {
+                w.latency.as_ref().map_or_else(dash, |l| fmt_ns(f(l)))
+            };
+            (
+                fmt_rate(w.entries_per_sec),
+                format!("{:.1}", w.mb_per_sec),
+                lat(|l| l.p50_ns),
+                lat(|l| l.p99_ns),
+                lat(|l| l.p999_ns),
+                w.max_rss_kib
+                    .map_or_else(dash, |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+            )
         }
-    }
-    writeln!(out, "{t}")?;
-    if let Some(g) = r.group_commit_gain {
+        None => (
+            res.status.to_string(),
+            dash(),
+            dash(),
+            dash(),
+            dash(),
+            dash(),
+        ),
+    };
+    let base_rate = res
+        .baseline
+        .as_ref()
+        .map_or_else(dash, |b: &Measure| fmt_rate(b.entries_per_sec));
+    let spread = match (
+        res.round_ratios.iter().copied().reduce(f64::min),
+        res.round_ratios.iter().copied().reduce(f64::max),
+    ) {
+        (Some(lo), Some(hi)) if res.round_ratios.len() > 1 => {
+            format!(" ({lo:.2}-{hi:.2})")
+        }
+        _ => String::new(),
+    };
+    let ratio = res.ratio.map_or_else(dash, |x| format!("{x:.2}x{spread}"));
+    vec![
+        res.short.clone(),
+        rate,
+        mbs,
+        p50,
+        p99,
+        p999,
+        rss,
+        res.baseline_what.clone(),
+        base_rate,
+        ratio,
+    ]
+}
+
+/// What a workload's extra measurements say: the fsync bound, the page-cache
+/// ceiling, the pre-zeroed baseline, and why it did not run.
+fn write_notes(out: &mut impl Write, res: &WorkloadResult) -> std::io::Result<()> {
+    if let Some((f, w)) = res
+        .walctl
+        .as_ref()
+        .and_then(|w| Some((w.fsyncs.as_ref()?, w)))
+    {
+        // Back to back, fsyncs of this size and length would allow this rate: what
+        // walctl reaches of it is the share of its time spent in fdatasync.
+        let bound = f.records_per_fsync * 1e6 / f.mean_us.max(1e-9);
         writeln!(
             out,
-            "concurrent: {g:.1}x the single-writer durable rate (group commit: one fdatasync covers every waiting writer)"
+            "{}: {:.1} records per fdatasync, {:.0} µs per write+fdatasync: fsyncs alone would allow {} entries/s; walctl reached {:.0}% of that",
+            res.workload,
+            f.records_per_fsync,
+            f.mean_us,
+            fmt_rate(bound),
+            100.0 * w.entries_per_sec / bound.max(1e-9)
         )?;
     }
-    for res in &r.results {
-        if let Some((f, w)) = res
-            .walctl
-            .as_ref()
-            .and_then(|w| Some((w.fsyncs.as_ref()?, w)))
-        {
-            // Back to back, fsyncs of this size and length would allow this rate: what
-            // walctl reaches of it is the share of its time spent in fdatasync.
-            let bound = f.records_per_fsync * 1e6 / f.mean_us.max(1e-9);
-            writeln!(
-                out,
-                "{}: {:.1} records per fdatasync, {:.0} µs per write+fdatasync: fsyncs alone would allow {} entries/s; walctl reached {:.0}% of that",
-                res.workload,
-                f.records_per_fsync,
-                f.mean_us,
-                fmt_rate(bound),
-                100.0 * w.entries_per_sec / bound.max(1e-9)
-            )?;
-        }
-        if let (Some(c), Some(w)) = (&res.ceiling, &res.walctl) {
-            writeln!(
-                out,
-                "{}: page-cache ceiling for the same bytes (encoded into 1 MiB write()s, no locks, no rotation): {} entries/s, {:.0} MB/s; walctl reaches {:.2}x of it",
-                res.workload,
-                fmt_rate(c.entries_per_sec),
-                c.mb_per_sec,
-                w.entries_per_sec / c.entries_per_sec.max(1e-9)
-            )?;
-        }
-        if let (Some(z), Some(b), Some(w)) = (&res.prezeroed, &res.baseline, &res.walctl) {
-            writeln!(
-                out,
-                "{}: the baseline into a pre-zeroed file (positioned write()+fdatasync(), no size change): {} entries/s, {:.2}x the appending baseline; walctl reaches {:.2}x of it",
-                res.workload,
-                fmt_rate(z.entries_per_sec),
-                z.entries_per_sec / b.entries_per_sec.max(1e-9),
-                w.entries_per_sec / z.entries_per_sec.max(1e-9)
-            )?;
-        }
-        if let Some(reason) = &res.reason {
-            writeln!(out, "{}: {}: {reason}", res.workload, res.status)?;
-        }
+    if let (Some(c), Some(w)) = (&res.ceiling, &res.walctl) {
+        writeln!(
+            out,
+            "{}: page-cache ceiling for the same bytes (encoded into 1 MiB write()s, no locks, no rotation): {} entries/s, {:.0} MB/s; walctl reaches {:.2}x of it",
+            res.workload,
+            fmt_rate(c.entries_per_sec),
+            c.mb_per_sec,
+            w.entries_per_sec / c.entries_per_sec.max(1e-9)
+        )?;
     }
-    writeln!(
-        out,
-        "ratio: walctl/baseline entries/s over all rounds (lowest-highest single round); latency: per call (one entry, or one batch); MB = 10^6 bytes on disk; peak RSS: the child process"
-    )?;
+    if let (Some(z), Some(b), Some(w)) = (&res.prezeroed, &res.baseline, &res.walctl) {
+        writeln!(
+            out,
+            "{}: the baseline into a pre-zeroed file (positioned write()+fdatasync(), no size change): {} entries/s, {:.2}x the appending baseline; walctl reaches {:.2}x of it",
+            res.workload,
+            fmt_rate(z.entries_per_sec),
+            z.entries_per_sec / b.entries_per_sec.max(1e-9),
+            w.entries_per_sec / z.entries_per_sec.max(1e-9)
+        )?;
+    }
+    if let Some(reason) = &res.reason {
+        writeln!(out, "{}: {}: {reason}", res.workload, res.status)?;
+    }
     Ok(())
 }
 

@@ -377,6 +377,17 @@ impl Bench<'_, '_> {
     }
 }
 
+/// The sides of round `round` (0-based) in the order they run, `true` for walctl:
+/// the baseline first in even rounds, walctl first in odd ones, so that neither
+/// always runs on a cache the other warmed.
+pub(super) fn sides_in_order(round: usize) -> [bool; 2] {
+    if round % 2 == 0 {
+        [false, true]
+    } else {
+        [true, false]
+    }
+}
+
 pub(super) fn ratio(ours: &Measure, base: &Measure) -> Option<f64> {
     (base.entries_per_sec > 0.0).then(|| ours.entries_per_sec / base.entries_per_sec)
 }

@@ -38,28 +38,7 @@ pub fn run(cfg: &Config, workloads: &[Workload], progress: &mut ProgressFn<'_>) 
                 scan_log_info = Some(b.make_scan_log()?);
             }
             let log = scan_log_info.as_ref().expect("made above");
-            match w {
-                Workload::Scan => b.scan_workload(w, log, cfg.cold)?,
-                Workload::ScanCold => b.scan_workload(w, log, true)?,
-                Workload::Verify => {
-                    let dir = log.dir.display().to_string();
-                    b.child_workload(
-                        w,
-                        log,
-                        &["verify", "--quiet", "--dir", &dir],
-                        "walctl verify --quiet (child process)",
-                    )?
-                }
-                _ => {
-                    let dir = log.dir.display().to_string();
-                    b.child_workload(
-                        w,
-                        log,
-                        &["dump", "--json", "--dir", &dir],
-                        "walctl dump --json > /dev/null (child process)",
-                    )?
-                }
-            }
+            b.read_workload(w, log)?
         };
         results.push(res);
     }
@@ -68,6 +47,42 @@ pub fn run(cfg: &Config, workloads: &[Workload], progress: &mut ProgressFn<'_>) 
             let _ = fs::remove_dir_all(&log.dir);
         }
     }
+    Ok(Report {
+        machine: machine_info(&cfg.work_dir),
+        dir: cfg.work_dir.display().to_string(),
+        rounds,
+        group_commit_gain: group_commit_gain(cfg, &results),
+        results,
+    })
+}
+
+impl Bench<'_, '_> {
+    /// A workload reading the scan log: in process, or `walctl verify` / `dump` as a
+    /// child.
+    fn read_workload(&mut self, w: Workload, log: &ScanLog) -> Result<WorkloadResult> {
+        let dir = log.dir.display().to_string();
+        match w {
+            Workload::Scan => self.scan_workload(w, log, self.cfg.cold),
+            Workload::ScanCold => self.scan_workload(w, log, true),
+            Workload::Verify => self.child_workload(
+                w,
+                log,
+                &["verify", "--quiet", "--dir", &dir],
+                "walctl verify --quiet (child process)",
+            ),
+            _ => self.child_workload(
+                w,
+                log,
+                &["dump", "--json", "--dir", &dir],
+                "walctl dump --json > /dev/null (child process)",
+            ),
+        }
+    }
+}
+
+/// How many times the single-writer durable rate the concurrent workload reached,
+/// when both ran with sync always.
+fn group_commit_gain(cfg: &Config, results: &[WorkloadResult]) -> Option<f64> {
     let rate = |name: &str| {
         results
             .iter()
@@ -75,19 +90,12 @@ pub fn run(cfg: &Config, workloads: &[Workload], progress: &mut ProgressFn<'_>) 
             .and_then(|r| r.walctl.as_ref())
             .map(|m| m.entries_per_sec)
     };
-    let group_commit_gain = match (rate("concurrent"), rate("durable")) {
+    match (rate("concurrent"), rate("durable")) {
         (Some(c), Some(d)) if d > 0.0 && cfg.sync.is_none_or(|s| s == SyncPolicy::Always) => {
             Some(c / d)
         }
         _ => None,
-    };
-    Ok(Report {
-        machine: machine_info(&cfg.work_dir),
-        dir: cfg.work_dir.display().to_string(),
-        rounds,
-        results,
-        group_commit_gain,
-    })
+    }
 }
 
 pub(super) fn machine_info(dir: &Path) -> MachineInfo {

@@ -97,68 +97,28 @@ impl Bench<'_, '_> {
             Arc::new(FileStorage::open(&log.dir).map_err(io_err("open", &log.dir))?);
         for round in 0..self.rounds {
             let r = round + 1;
-            let order = if round % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
-            for walctl_side in order {
+            for walctl_side in sides_in_order(round) {
                 self.prepare(log, cold)?;
                 if walctl_side {
                     self.step(&format!("{name}: walctl, round {r}"));
-                    let start = Instant::now();
-                    let report = scan_log(storage.clone(), ScanOptions::default(), |_| {})?;
-                    let secs = start.elapsed().as_secs_f64();
-                    if let Some(p) = report.problems().next() {
-                        return Err(Error::scan(p.clone()));
-                    }
-                    if report.records != log.records {
-                        return Err(Error::BadSegment {
-                            path: log.dir.clone(),
-                            reason: format!(
-                                "the benchmark log changed: {} records, {} written",
-                                report.records, log.records
-                            ),
-                        });
-                    }
-                    ours.add(Side {
-                        entries: report.records,
-                        bytes: report.bytes,
-                        secs,
-                        hist: None,
-                        rss_kib: None,
-                        syncs: SyncStats::default(),
-                    });
+                    ours.add(scan_side(storage.clone(), log)?);
                 } else {
                     self.step(&format!("{name}: baseline, round {r}"));
                     base.add(timed_plain_read(log)?);
                 }
             }
         }
-        let rr = round_ratios(&ours, &base);
-        let (ours, base) = (ours.measure(), base.measure());
-        Ok(WorkloadResult {
-            workload: name,
-            short: format!(
-                "{name}: {} MiB, {} B",
-                log.bytes >> 20,
-                self.cfg.scan_entry_size
-            ),
-            label: format!(
-                "in-process scan_log (decode, CRC, LSN checks; a log this large is checked in two halves on two threads) of {} MiB, {} B entries, {cache}",
-                log.bytes >> 20,
-                self.cfg.scan_entry_size
-            ),
-            status: "ok",
-            reason: None,
-            ratio: ratio(&ours, &base),
-            round_ratios: rr,
-            walctl: Some(ours),
-            baseline_what: "read() 1 MiB at a time".into(),
-            baseline: Some(base),
-            ceiling: None,
-            prezeroed: None,
-        })
+        let short = format!(
+            "{name}: {} MiB, {} B",
+            log.bytes >> 20,
+            self.cfg.scan_entry_size
+        );
+        let label = format!(
+            "in-process scan_log (decode, CRC, LSN checks; a log this large is checked in two halves on two threads) of {} MiB, {} B entries, {cache}",
+            log.bytes >> 20,
+            self.cfg.scan_entry_size
+        );
+        Ok(against_plain_read(w, label, short, &ours, &base))
     }
 
     pub(super) fn child_workload(
@@ -201,12 +161,7 @@ impl Bench<'_, '_> {
         let (mut ours, mut base) = (Sum::default(), Sum::default());
         for round in 0..self.rounds {
             let r = round + 1;
-            let order = if round % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
-            for walctl_side in order {
+            for walctl_side in sides_in_order(round) {
                 self.prepare(log, self.cfg.cold)?;
                 if walctl_side {
                     self.step(&format!("{}: walctl, round {r}", w.name()));
@@ -230,22 +185,62 @@ impl Bench<'_, '_> {
                 }
             }
         }
-        let rr = round_ratios(&ours, &base);
-        let (ours, base) = (ours.measure(), base.measure());
-        Ok(WorkloadResult {
-            workload: w.name(),
-            label,
-            short,
-            status: "ok",
-            reason: None,
-            ratio: ratio(&ours, &base),
-            round_ratios: rr,
-            walctl: Some(ours),
-            baseline_what: "read() 1 MiB at a time".into(),
-            baseline: Some(base),
-            ceiling: None,
-            prezeroed: None,
-        })
+        Ok(against_plain_read(w, label, short, &ours, &base))
+    }
+}
+
+/// One walctl side of the scan workload: `scan_log` over the whole log, which must
+/// be clean and hold what was written.
+fn scan_side(storage: Arc<FileStorage>, log: &ScanLog) -> Result<Side> {
+    let start = Instant::now();
+    let report = scan_log(storage, ScanOptions::default(), |_| {})?;
+    let secs = start.elapsed().as_secs_f64();
+    if let Some(p) = report.problems().next() {
+        return Err(Error::scan(p.clone()));
+    }
+    if report.records != log.records {
+        return Err(Error::BadSegment {
+            path: log.dir.clone(),
+            reason: format!(
+                "the benchmark log changed: {} records, {} written",
+                report.records, log.records
+            ),
+        });
+    }
+    Ok(Side {
+        entries: report.records,
+        bytes: report.bytes,
+        secs,
+        hist: None,
+        rss_kib: None,
+        syncs: SyncStats::default(),
+    })
+}
+
+/// The result of a read workload, measured against reading the same files 1 MiB at
+/// a time.
+fn against_plain_read(
+    w: Workload,
+    label: String,
+    short: String,
+    ours: &Sum,
+    base: &Sum,
+) -> WorkloadResult {
+    let rr = round_ratios(ours, base);
+    let (ours, base) = (ours.measure(), base.measure());
+    WorkloadResult {
+        workload: w.name(),
+        label,
+        short,
+        status: "ok",
+        reason: None,
+        ratio: ratio(&ours, &base),
+        round_ratios: rr,
+        walctl: Some(ours),
+        baseline_what: "read() 1 MiB at a time".into(),
+        baseline: Some(base),
+        ceiling: None,
+        prezeroed: None,
     }
 }
 

@@ -13,7 +13,8 @@ use walctl::segment::list_segments;
 use walctl::storage::ReadStorage;
 
 use super::records::{Filter, Printer, Progress, Take};
-use super::{inspect, output, Exit};
+use crate::cli::exit::Exit;
+use crate::cli::output;
 
 /// What the salvage is asked for besides the records.
 pub struct Job<'a> {
@@ -139,6 +140,6 @@ fn describe(skip: &Skip, dir: &Path) -> String {
     format!(
         "{what}: {range}, {between}: {}; to see it: {}",
         skip.reason,
-        inspect::hint(dir, skip.segment_id, skip.offset)
+        output::inspect_hint(dir, skip.segment_id, skip.offset)
     )
 }

@@ -12,8 +12,8 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use walctl::codec::MAX_DATA_LEN;
 
-use super::Encoding;
-use crate::cli::sys;
+use super::args::Encoding;
+use super::sys;
 
 fn base64_engine() -> GeneralPurpose {
     GeneralPurpose::new(

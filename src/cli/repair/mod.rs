@@ -1,6 +1,8 @@
 //! `walctl truncate-corrupt`: plan (dry run) or apply a repair that saves every cut
 //! byte in the quarantine first; list and restore quarantine entries.
 
+mod prune;
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,8 +16,9 @@ use walctl::segment::segment_name;
 use walctl::storage::{LockProbe, Storage};
 use walctl::{Problem, ProblemKind};
 
+use super::exit::Exit;
+use super::open::{require_segments, DirArg, QuarantineArg};
 use super::output;
-use super::{DirArg, Exit, QuarantineArg};
 
 /// Repair a damaged log without losing a byte: every cut byte is saved first.
 ///
@@ -116,10 +119,10 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     }
     if args.prune_quarantine {
         let q = args.quarantine.open(false)?;
-        return super::prune::run(
+        return prune::run(
             storage,
             q,
-            super::prune::Opts {
+            prune::Opts {
                 older_than: args.older_than,
                 apply: args.apply,
                 json: args.json,
@@ -129,7 +132,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     }
     // Before anything that could create a file (the lock): a wrong --dir is an error,
     // never an empty log.
-    super::require_segments(storage.as_ref())?;
+    require_segments(storage.as_ref())?;
     let policy = Policy::from(args.policy);
     if args.apply {
         let q = args.quarantine.open(true)?;
@@ -149,7 +152,14 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             Verdict::Refuse(_) => Exit::Corrupt,
             Verdict::Cut => Exit::from_severity(applied.after.as_ref().and_then(|a| a.worst())),
         };
-        report(&args, &dir, &applied.plan, Some(&applied), None, exit)?;
+        let o = Outcome {
+            dir: &dir,
+            plan: &applied.plan,
+            applied: Some(&applied),
+            writer: None,
+            exit,
+        };
+        report(&args, &o)?;
         Ok(exit)
     } else {
         let writer = storage.probe_lock().unwrap_or(LockProbe::Unknown);
@@ -159,7 +169,14 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             Verdict::Refuse(_) => Exit::Corrupt,
             Verdict::Cut => Exit::from_severity(plan.worst),
         };
-        report(&args, &dir, &plan, None, Some(&writer), exit)?;
+        let o = Outcome {
+            dir: &dir,
+            plan: &plan,
+            applied: None,
+            writer: Some(&writer),
+            exit,
+        };
+        report(&args, &o)?;
         Ok(exit)
     }
 }
@@ -281,164 +298,211 @@ fn cuts_json(plan: &Plan) -> Value {
     })
 }
 
-/// Prints a plan (dry run) or what `apply` did, as text or one JSON object.
-fn report(
-    args: &Args,
-    dir: &Path,
-    plan: &Plan,
-    applied: Option<&repair::Applied>,
-    writer: Option<&LockProbe>,
+/// What a run of truncate-corrupt planned or did, for its report.
+struct Outcome<'a> {
+    /// The log directory as given.
+    dir: &'a Path,
+    plan: &'a Plan,
+    /// What `--apply` did; `None` for a dry run.
+    applied: Option<&'a repair::Applied>,
+    /// Whether a writer holds the log (a dry run looks; `--apply` took the lock).
+    writer: Option<&'a LockProbe>,
     exit: Exit,
-) -> anyhow::Result<()> {
+}
+
+impl Outcome<'_> {
+    fn quarantine(&self) -> Option<&Manifest> {
+        self.applied.and_then(|a| a.quarantine.as_ref())
+    }
+
+    fn after(&self) -> Option<&ScanReport> {
+        self.applied.and_then(|a| a.after.as_ref())
+    }
+}
+
+/// Prints a plan (dry run) or what `apply` did, as text or one JSON object, then
+/// what to do next on stderr.
+fn report(args: &Args, o: &Outcome) -> anyhow::Result<()> {
     if args.quiet {
         return Ok(());
     }
-    let quarantine = applied.and_then(|a| a.quarantine.as_ref());
-    let after = applied.and_then(|a| a.after.as_ref());
+    let mut out = output::stdout();
+    if args.json {
+        output::json_line(&mut out, &report_json(o))?;
+    } else {
+        write_text(&mut out, args, o)?;
+    }
+    out.flush()?;
+    note_writer(o.dir, o.writer);
+    if !args.json {
+        note_next(args, o);
+    }
+    Ok(())
+}
+
+/// The report as one JSON object.
+fn report_json(o: &Outcome) -> Value {
+    let (dir, plan) = (o.dir, o.plan);
+    let quarantine = o.quarantine();
     let suggested = match &plan.verdict {
         Verdict::Refuse(s) => Some(s.as_ref()),
         _ => None,
     };
-    let mut out = output::stdout();
-    if args.json {
-        let status = match (&plan.verdict, applied.is_some()) {
-            (Verdict::Clean, _) => "clean",
-            (Verdict::Refuse(_), _) => "refused",
-            (Verdict::Cut, false) => "would_cut",
-            (Verdict::Cut, true) => "cut",
+    let status = match (&plan.verdict, o.applied.is_some()) {
+        (Verdict::Clean, _) => "clean",
+        (Verdict::Refuse(_), _) => "refused",
+        (Verdict::Cut, false) => "would_cut",
+        (Verdict::Cut, true) => "cut",
+    };
+    let mut v = json!({
+        // A path that is not UTF-8 is shown with U+FFFD, never a panic in json!.
+        "dir": dir.to_string_lossy(),
+        "policy": plan.policy,
+        "apply": o.applied.is_some(),
+        "status": status,
+        "worst": plan.worst,
+        "problems": plan.problems,
+        "segments": plan.segments,
+        "cuts": plan.cuts,
+        "bytes": plan.bytes(),
+        "intact_records": plan.intact_records(),
+        "kept_first_lsn": plan.kept_first_lsn,
+        "kept_last_lsn": plan.kept_last_lsn,
+        "next_lsn": plan.next_lsn(),
+        "cut_checkpoints": plan.cut_checkpoints(),
+        "kept_checkpoint_lsn": plan.kept_checkpoint_lsn,
+        "suggested_policy": suggested.map(|s| s.policy),
+        "suggested": suggested.map(cuts_json),
+        "quarantine_id": quarantine.map(|m| m.id.clone()),
+        "quarantine_dir": quarantine.map(|m| entry_dir(dir, m).to_string_lossy().into_owned()),
+        "worst_after": o.after().map(|a| a.worst()),
+        "exit_code": o.exit as i32,
+    });
+    if let Some(w) = o.writer {
+        v["writer_active"] = match w {
+            LockProbe::Free => json!(false),
+            LockProbe::Held { .. } => json!(true),
+            LockProbe::Unknown => Value::Null,
         };
-        let mut v = json!({
-            // A path that is not UTF-8 is shown with U+FFFD, never a panic in json!.
-            "dir": dir.to_string_lossy(),
-            "policy": plan.policy,
-            "apply": applied.is_some(),
-            "status": status,
-            "worst": plan.worst,
-            "problems": plan.problems,
-            "segments": plan.segments,
-            "cuts": plan.cuts,
-            "bytes": plan.bytes(),
-            "intact_records": plan.intact_records(),
-            "kept_first_lsn": plan.kept_first_lsn,
-            "kept_last_lsn": plan.kept_last_lsn,
-            "next_lsn": plan.next_lsn(),
-            "cut_checkpoints": plan.cut_checkpoints(),
-            "kept_checkpoint_lsn": plan.kept_checkpoint_lsn,
-            "suggested_policy": suggested.map(|s| s.policy),
-            "suggested": suggested.map(cuts_json),
-            "quarantine_id": quarantine.map(|m| m.id.clone()),
-            "quarantine_dir": quarantine.map(|m| entry_dir(dir, m).to_string_lossy().into_owned()),
-            "worst_after": after.map(|a| a.worst()),
-            "exit_code": exit as i32,
-        });
-        if let Some(w) = writer {
-            v["writer_active"] = match w {
-                LockProbe::Free => json!(false),
-                LockProbe::Held { .. } => json!(true),
-                LockProbe::Unknown => Value::Null,
-            };
-        }
-        output::json_line(&mut out, &v)?;
-        out.flush()?;
-        note_writer(dir, writer);
-        return Ok(());
     }
+    v
+}
 
+/// The report as text: the problems found, then the verdict.
+fn write_text(out: &mut impl Write, args: &Args, o: &Outcome) -> std::io::Result<()> {
+    let plan = o.plan;
     for p in &plan.problems {
         writeln!(out, "found: {p}")?;
         if let ProblemKind::MissingSegment { .. } = p.kind {
-            explain_missing(&mut out, dir, p)?;
+            explain_missing(out, o.dir, p)?;
         }
     }
-    match (&plan.verdict, applied) {
-        (Verdict::Clean, _) => {
-            writeln!(
-                out,
-                "nothing to do: the log is clean ({}, {})",
-                output::count(plan.segments as u64, "segment", "segments"),
-                kept_line(plan)
-            )?;
+    match (&plan.verdict, o.applied) {
+        (Verdict::Clean, _) => writeln!(
+            out,
+            "nothing to do: the log is clean ({}, {})",
+            output::count(plan.segments as u64, "segment", "segments"),
+            kept_line(plan)
+        ),
+        (Verdict::Refuse(s), _) => write_refused(out, o, s),
+        (Verdict::Cut, None) => write_would_cut(out, plan),
+        (Verdict::Cut, Some(_)) => write_cut(out, args, o),
+    }
+}
+
+/// A refused cut: what the policy asked for would take more than a torn tail, and
+/// what the suggested policy `s` would cut.
+fn write_refused(out: &mut impl Write, o: &Outcome, s: &Plan) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "policy {} cuts only a torn tail of the newest segment: refusing, nothing {}",
+        o.plan.policy,
+        if o.applied.is_some() {
+            "was changed"
+        } else {
+            "would be changed"
         }
-        (Verdict::Refuse(s), _) => {
-            writeln!(
-                out,
-                "policy {} cuts only a torn tail of the newest segment: refusing, nothing {}",
-                plan.policy,
-                if applied.is_some() {
-                    "was changed"
-                } else {
-                    "would be changed"
-                }
-            )?;
-            writeln!(
-                out,
-                "--policy {} would cut {} bytes ({} intact records):",
-                s.policy,
-                s.bytes(),
-                s.intact_records()
-            )?;
-            for c in &s.cuts {
-                writeln!(out, "{}", cut_line(c, false))?;
-            }
-            writeln!(out, "and keep {}", kept_line(s))?;
-            writeln!(out, "it {}", recovery_line(s, false))?;
-        }
-        (Verdict::Cut, None) => {
-            writeln!(
-                out,
-                "policy {} would cut {} bytes ({} intact records):",
-                plan.policy,
-                plan.bytes(),
-                plan.intact_records()
-            )?;
-            for c in &plan.cuts {
-                writeln!(out, "{}", cut_line(c, false))?;
-            }
-            writeln!(out, "the log would keep {}", kept_line(plan))?;
-            writeln!(out, "the cut {}", recovery_line(plan, false))?;
-        }
-        (Verdict::Cut, Some(_)) => {
-            if let Some(m) = quarantine {
-                writeln!(
-                    out,
-                    "saved {} bytes in quarantine entry {} ({})",
-                    plan.bytes(),
-                    m.id,
-                    entry_dir(dir, m).display()
-                )?;
-            }
-            writeln!(out, "policy {} cut:", plan.policy)?;
-            for c in &plan.cuts {
-                writeln!(out, "{}", cut_line(c, true))?;
-            }
-            writeln!(out, "the cut {}", recovery_line(plan, true))?;
-            match after.and_then(|a| a.worst()) {
-                None => writeln!(out, "the log is clean: {}", kept_line(plan))?,
-                Some(_) => {
-                    for p in after.into_iter().flat_map(|a| a.problems()) {
-                        writeln!(out, "still found: {p}")?;
-                    }
-                }
-            }
-            if let Some(m) = quarantine {
-                let elsewhere = args
-                    .quarantine
-                    .quarantine_dir
-                    .as_ref()
-                    .map(|q| format!(" --quarantine-dir {}", output::shell_quote(q.as_os_str())))
-                    .unwrap_or_default();
-                writeln!(
-                    out,
-                    "undo with: walctl truncate-corrupt --dir {}{elsewhere} --restore {}",
-                    output::shell_quote(dir.as_os_str()),
-                    m.id
-                )?;
+    )?;
+    writeln!(
+        out,
+        "--policy {} would cut {} bytes ({} intact records):",
+        s.policy,
+        s.bytes(),
+        s.intact_records()
+    )?;
+    for c in &s.cuts {
+        writeln!(out, "{}", cut_line(c, false))?;
+    }
+    writeln!(out, "and keep {}", kept_line(s))?;
+    writeln!(out, "it {}", recovery_line(s, false))
+}
+
+/// A dry run's plan: the cuts, what the log keeps, where recovery starts.
+fn write_would_cut(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "policy {} would cut {} bytes ({} intact records):",
+        plan.policy,
+        plan.bytes(),
+        plan.intact_records()
+    )?;
+    for c in &plan.cuts {
+        writeln!(out, "{}", cut_line(c, false))?;
+    }
+    writeln!(out, "the log would keep {}", kept_line(plan))?;
+    writeln!(out, "the cut {}", recovery_line(plan, false))
+}
+
+/// An applied cut: where the bytes were saved, the cuts, the log after them, and
+/// how to undo it.
+fn write_cut(out: &mut impl Write, args: &Args, o: &Outcome) -> std::io::Result<()> {
+    let (dir, plan) = (o.dir, o.plan);
+    let quarantine = o.quarantine();
+    let after = o.after();
+    if let Some(m) = quarantine {
+        writeln!(
+            out,
+            "saved {} bytes in quarantine entry {} ({})",
+            plan.bytes(),
+            m.id,
+            entry_dir(dir, m).display()
+        )?;
+    }
+    writeln!(out, "policy {} cut:", plan.policy)?;
+    for c in &plan.cuts {
+        writeln!(out, "{}", cut_line(c, true))?;
+    }
+    writeln!(out, "the cut {}", recovery_line(plan, true))?;
+    match after.and_then(|a| a.worst()) {
+        None => writeln!(out, "the log is clean: {}", kept_line(plan))?,
+        Some(_) => {
+            for p in after.into_iter().flat_map(|a| a.problems()) {
+                writeln!(out, "still found: {p}")?;
             }
         }
     }
-    out.flush()?;
-    note_writer(dir, writer);
-    match (&plan.verdict, applied.is_some()) {
+    if let Some(m) = quarantine {
+        let elsewhere = args
+            .quarantine
+            .quarantine_dir
+            .as_ref()
+            .map(|q| format!(" --quarantine-dir {}", output::shell_quote(q.as_os_str())))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "undo with: walctl truncate-corrupt --dir {}{elsewhere} --restore {}",
+            output::shell_quote(dir.as_os_str()),
+            m.id
+        )?;
+    }
+    Ok(())
+}
+
+/// After the text report, on stderr: why a cut was refused, that a dry run changed
+/// nothing, or that problems remain.
+fn note_next(args: &Args, o: &Outcome) {
+    let (dir, plan) = (o.dir, o.plan);
+    match (&plan.verdict, o.applied.is_some()) {
         (Verdict::Refuse(s), _) => output::note(format_args!(
             "refusing: {} is not a torn tail of the newest segment; rerun with --policy {} to \
              cut from there on (every cut byte is saved in the quarantine first)",
@@ -461,12 +525,11 @@ fn report(
                 .unwrap_or_else(|| dir.join(QUARANTINE_DIR))
                 .display()
         )),
-        (Verdict::Cut, true) if after.and_then(|a| a.worst()).is_some() => {
+        (Verdict::Cut, true) if o.after().and_then(|a| a.worst()).is_some() => {
             output::note("the log still has problems after the cut; run `walctl verify`")
         }
         _ => {}
     }
-    Ok(())
 }
 
 fn note_writer(dir: &Path, writer: Option<&LockProbe>) {
@@ -578,24 +641,11 @@ fn pieces(m: &Manifest) -> String {
 }
 
 fn list(args: &Args, storage: &dyn Storage, q: Option<&dyn Storage>) -> anyhow::Result<Exit> {
-    let mut entries = Vec::new();
-    let mut skipped = 0;
     let loc = match q {
         Some(q) => walctl::quarantine::Location::dir(q),
         None => walctl::quarantine::Location::in_log(storage),
     };
-    for (id, m) in walctl::quarantine::entries_at(loc)? {
-        match m {
-            Ok(m) => entries.push(m),
-            // One damaged entry (or a stray directory) must not hide the others; the
-            // exit status (1) tells scripts the listing is incomplete.
-            Err(e) => {
-                skipped += 1;
-                output::note(format_args!("warning: skipping quarantine entry {id}: {e}"))
-            }
-        }
-    }
-    let done = if skipped == 0 { Exit::Ok } else { Exit::Failed };
+    let (entries, done) = read_entries(loc)?;
     let restored: Vec<Option<String>> = entries
         .iter()
         .map(|m| walctl::quarantine::restored_at(loc, &m.id))
@@ -617,9 +667,40 @@ fn list(args: &Args, storage: &dyn Storage, q: Option<&dyn Storage>) -> anyhow::
         ));
         return Ok(done);
     }
+    write_table(&mut out, &entries, &restored)?;
+    out.flush()?;
+    Ok(done)
+}
+
+/// The quarantine entries at `loc` that can be read, and `Exit::Failed` when some
+/// could not (each named on stderr).
+fn read_entries(loc: walctl::quarantine::Location) -> anyhow::Result<(Vec<Manifest>, Exit)> {
+    let mut entries = Vec::new();
+    let mut skipped = 0;
+    for (id, m) in walctl::quarantine::entries_at(loc)? {
+        match m {
+            Ok(m) => entries.push(m),
+            // One damaged entry (or a stray directory) must not hide the others; the
+            // exit status (1) tells scripts the listing is incomplete.
+            Err(e) => {
+                skipped += 1;
+                output::note(format_args!("warning: skipping quarantine entry {id}: {e}"))
+            }
+        }
+    }
+    let done = if skipped == 0 { Exit::Ok } else { Exit::Failed };
+    Ok((entries, done))
+}
+
+/// The entries as a table, one row each, in columns as wide as their widest cell.
+fn write_table(
+    out: &mut impl Write,
+    entries: &[Manifest],
+    restored: &[Option<String>],
+) -> std::io::Result<()> {
     let rows: Vec<[String; 7]> = entries
         .iter()
-        .zip(&restored)
+        .zip(restored)
         .map(|(m, r)| {
             [
                 m.id.clone(),
@@ -658,6 +739,5 @@ fn list(args: &Args, storage: &dyn Storage, q: Option<&dyn Storage>) -> anyhow::
     for r in &rows {
         writeln!(out, "{}", line(r.each_ref().map(String::as_str)))?;
     }
-    out.flush()?;
-    Ok(done)
+    Ok(())
 }

@@ -1,19 +1,26 @@
 //! `walctl dump`: the records of a log in LSN order, as readable lines or NDJSON,
 //! optionally following a live log through the library's [`Follow`]. Read-only:
 //! nothing is locked or changed. How records are chosen and printed is in
-//! [`super::records`]; `--salvage` is [`super::salvage`].
+//! [`records`]; `--salvage` is [`salvage`].
+
+mod records;
+mod salvage;
 
 use std::io::{self, IsTerminal};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use walctl::follow::{Follow, FollowEvent, Stall};
 use walctl::scan::{Event, RetiredGap, ScanOptions, ScannedRecord, Scanner};
 use walctl::segment::SEGMENT_PREFIX;
+use walctl::storage::ReadStorage;
 use walctl::{Problem, ProblemKind};
 
-use super::records::{DataFormat, Filter, Printer, Progress, Take};
-use super::{output, DirArg, Exit};
+use super::exit::Exit;
+use super::open::DirArg;
+use super::output;
+use super::sys;
+use records::{DataFormat, Filter, Printer, Progress, Take};
 
 /// While `--follow` waits, how often it looks at Ctrl-C, SIGTERM and a closed stdout.
 const STOP_CHECK: Duration = Duration::from_millis(50);
@@ -141,21 +148,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         args.dir.open_log()?
     };
 
-    let mut from = args.from.unwrap_or(0);
-    if args.since_checkpoint {
-        // The same newest checkpoint as the library's recovery: found by a full scan,
-        // also past damage earlier in the log.
-        match walctl::reader::WalReader::new(storage.clone())
-            .scan()?
-            .newest_checkpoint
-        {
-            Some(c) => from = from.max(c.lsn),
-            None if !args.quiet => {
-                output::note("no checkpoint in the log: dumping from its first record")
-            }
-            None => {}
-        }
-    }
+    let from = first_lsn(&args, &storage)?;
 
     let filter = Filter::new(
         from,
@@ -171,13 +164,13 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         args.preview,
     );
     if args.salvage {
-        let job = super::salvage::Job {
+        let job = salvage::Job {
             dir: &args.dir.dir,
             json: args.json,
             quiet: args.quiet,
             from_lsn: (from > 1).then_some(from),
         };
-        return super::salvage::run(job, storage, filter, printer);
+        return salvage::run(job, storage, filter, printer);
     }
 
     let mut sink = Sink {
@@ -191,36 +184,74 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     // --limit 0 opens the log and reads nothing.
     let reads = args.limit != Some(0);
     let end = if args.follow {
-        install_stop_handler()?;
-        let follow = walctl::reader::WalReader::new(storage)
-            .follow_from(from)?
-            .skip_retired(args.skip_retired);
-        if reads {
-            follow_all(follow, &mut sink)?
-        } else {
-            End::Done
-        }
+        sys::install_stop_handler()?;
+        follow_from(storage, &mut sink, reads)?
     } else {
-        let scanner = Scanner::new(
-            storage,
-            ScanOptions::default()
-                .from_lsn((from > 1).then_some(from))
-                .stop_at_first_problem(true),
-        )?;
-        // Progress only when dumping a large log somewhere other than the terminal.
-        let total: u64 = scanner.segments().iter().map(|s| s.size).sum();
         let hidden = args.quiet || args.json || io::stdout().is_terminal();
-        sink.pb = output::progress(total, hidden, "dump");
-        sink.progress = Progress::new(scanner.segments(), !sink.pb.is_hidden());
-        if reads {
-            scan_all(scanner, &mut sink)?
-        } else {
-            End::Done
-        }
+        scan_from(storage, &mut sink, reads, hidden)?
     };
     sink.pb.finish_and_clear();
     sink.printer.flush()?;
     Ok(report_end(end, &args, sink.filter.printed))
+}
+
+/// The first LSN to print: `--from`, or with `--since-checkpoint` the newest
+/// checkpoint's when that is later.
+fn first_lsn(args: &Args, storage: &Arc<dyn ReadStorage>) -> anyhow::Result<u64> {
+    let mut from = args.from.unwrap_or(0);
+    if args.since_checkpoint {
+        // The same newest checkpoint as the library's recovery: found by a full scan,
+        // also past damage earlier in the log.
+        match walctl::reader::WalReader::new(storage.clone())
+            .scan()?
+            .newest_checkpoint
+        {
+            Some(c) => from = from.max(c.lsn),
+            None if !args.quiet => {
+                output::note("no checkpoint in the log: dumping from its first record")
+            }
+            None => {}
+        }
+    }
+    Ok(from)
+}
+
+/// `--follow`: the records from `sink.from` on, waiting for new ones until stopped.
+fn follow_from(storage: Arc<dyn ReadStorage>, sink: &mut Sink, reads: bool) -> anyhow::Result<End> {
+    let follow = walctl::reader::WalReader::new(storage)
+        .follow_from(sink.from)?
+        .skip_retired(sink.skip_retired);
+    if reads {
+        follow_all(follow, sink)
+    } else {
+        Ok(End::Done)
+    }
+}
+
+/// The records from `sink.from` to the end of the log or its first problem, with a
+/// progress bar unless `hidden` (or the log is small).
+fn scan_from(
+    storage: Arc<dyn ReadStorage>,
+    sink: &mut Sink,
+    reads: bool,
+    hidden: bool,
+) -> anyhow::Result<End> {
+    let from = sink.from;
+    let scanner = Scanner::new(
+        storage,
+        ScanOptions::default()
+            .from_lsn((from > 1).then_some(from))
+            .stop_at_first_problem(true),
+    )?;
+    // Progress only when dumping a large log somewhere other than the terminal.
+    let total: u64 = scanner.segments().iter().map(|s| s.size).sum();
+    sink.pb = output::progress(total, hidden, "dump");
+    sink.progress = Progress::new(scanner.segments(), !sink.pb.is_hidden());
+    if reads {
+        scan_all(scanner, sink)
+    } else {
+        Ok(End::Done)
+    }
 }
 
 /// How the records ended.
@@ -323,7 +354,7 @@ fn follow_all(mut follow: Follow, sink: &mut Sink) -> anyhow::Result<End> {
             }
             Some(_) => true,
             // Interrupted, or nobody reads our output any more: a quiet end.
-            None => !STOP.load(Ordering::SeqCst) && !output::stdout_closed(),
+            None => !sys::stop_requested() && !output::stdout_closed(),
         };
         if !go_on {
             return Ok(End::Done);
@@ -364,7 +395,7 @@ fn report_end(end: End, args: &Args, printed: u64) -> Exit {
         "{p} (file {}; {before}; nothing after it was read; to see the record \
          there: {}; to read past it: --salvage)",
         path.display(),
-        super::inspect::hint(&args.dir.dir, p.segment_id, p.offset)
+        output::inspect_hint(&args.dir.dir, p.segment_id, p.offset)
     ));
     Exit::from_severity(Some(p.severity))
 }
@@ -409,39 +440,9 @@ fn note_stall(stall: &Stall) {
 
 /// Exits with status 2 and clap's usage message.
 fn usage_error(msg: &str) -> ! {
-    use clap::CommandFactory;
-    let mut cmd = super::Cli::command();
-    // Build first so the subcommand's usage line says "walctl dump".
-    cmd.build();
-    let sub = cmd.find_subcommand_mut("dump").cloned();
-    let mut cmd = sub.unwrap_or(cmd);
+    // The usage line is built from dump's own arguments, named as the user typed it.
+    let mut cmd =
+        <Args as clap::Args>::augment_args(clap::Command::new("dump")).bin_name("walctl dump");
     cmd.error(clap::error::ErrorKind::ArgumentConflict, msg)
         .exit()
-}
-
-/// Set by SIGINT/SIGTERM while following.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_sig: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Ctrl-C and SIGTERM end `--follow` cleanly (status 0). The handler resets itself
-/// (SA_RESETHAND): a second signal ends the process at once, even if it is stuck
-/// writing to a full pipe.
-fn install_stop_handler() -> io::Result<()> {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the
-    // sigaction struct is fully initialised (zeroed, then the fields we set).
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        sa.sa_flags = libc::SA_RESETHAND;
-        libc::sigemptyset(&mut sa.sa_mask);
-        for sig in [libc::SIGINT, libc::SIGTERM] {
-            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(())
 }
