@@ -8,11 +8,13 @@
 mod fs;
 mod lock;
 mod mem;
+mod memdir;
 mod sys;
 
 pub use fs::FileStorage;
 pub use lock::{DirLock, LockAttempt, LockProbe, LOCK_FILE};
 pub use mem::MemStorage;
+pub use memdir::MemDir;
 
 use std::fmt;
 use std::io::{self, Read};
