@@ -511,6 +511,9 @@ pub struct Scanner {
     /// offset to watch, and their CRC. Written in place, they change but the file's
     /// size does not.
     wait_probe: Option<(usize, u32)>,
+    /// (segment index, offset, times): a position of the newest segment read again
+    /// because zeros there had non-zero bytes after them (see `reread_zeros`).
+    reread: Option<(usize, u64, u8)>,
     /// The segments listed end the log (false for the older half of a split scan:
     /// none of them is the newest, and nothing newer is looked for).
     tail: bool,
@@ -561,6 +564,7 @@ impl Scanner {
             stopped: false,
             waiting: false,
             wait_probe: None,
+            reread: None,
             tail,
         };
         if let Some(from) = s.opts.from_lsn {
@@ -803,26 +807,59 @@ impl Scanner {
             Ok(n) => n,
             Err(_) => return Ok(false),
         };
-        let r = self.cur.as_mut().expect("checked above");
-        if now < r.offset {
+        let offset = self.cur.as_ref().expect("checked above").offset;
+        if now < offset {
             return Ok(false);
         }
+        self.reopen_at(offset, now, &path)?;
+        Ok(true)
+    }
+
+    /// Reads the current segment again from `offset` (on this thread, with a fresh
+    /// descriptor), taking `size` for its size.
+    fn reopen_at(&mut self, offset: u64, size: u64, path: &std::path::Path) -> Result<()> {
+        let name = &self.segments[self.idx].name;
         let mut f = self
             .storage
             .open_read(name)
-            .map_err(|e| Error::io("open", &path, e))?;
-        f.seek_to(r.offset)
-            .map_err(|e| Error::io("seek", &path, e))?;
+            .map_err(|e| Error::io("open", path, e))?;
+        f.seek_to(offset).map_err(|e| Error::io("seek", path, e))?;
+        let r = self.cur.as_mut().expect("a segment is open");
         if let Source::Ahead(ahead) = &mut r.source {
             self.pool = ahead.stop();
         }
         r.source = Source::Direct(f);
+        r.offset = offset;
         r.start = 0;
         r.end = 0;
-        r.size = now;
+        r.size = size;
         if let Some(s) = self.cur_summary.as_mut() {
-            s.size = now;
+            s.size = size;
         }
+        Ok(())
+    }
+
+    /// Zeros at a record boundary of the newest segment, with non-zero bytes after
+    /// them: corruption, unless a writer was writing there while this read (a write
+    /// into preallocated space reaches the page cache page by page, so a reader can
+    /// see a later page's new bytes after an earlier page's old zeros). Reads the
+    /// position again, at most twice, before believing it. Returns whether it did.
+    fn reread_zeros(&mut self, at: &Position) -> Result<bool> {
+        let times = match self.reread {
+            Some((idx, offset, n)) if idx == self.idx && offset == at.offset => n,
+            _ => 0,
+        };
+        if times >= 2 {
+            return Ok(false);
+        }
+        self.reread = Some((self.idx, at.offset, times + 1));
+        let name = &self.segments[self.idx].name;
+        let path = self.storage.root().join(name);
+        let size = match self.storage.size(name) {
+            Ok(n) if n > at.offset => n,
+            _ => return Ok(false),
+        };
+        self.reopen_at(at.offset, size, &path)?;
         Ok(true)
     }
 
@@ -1293,9 +1330,16 @@ impl Scanner {
         // them must be the start of the record, and nothing but zeros may follow it).
         let (kind, tornish) = if let Some(len) = zero_filled {
             r.advance(LEN_PREFIX + len);
-            (kind, r.rest_is_zero(&mut self.buf).map_err(io)?)
+            let zero = r.rest_is_zero(&mut self.buf).map_err(io)?;
+            if !zero && at.last && !self.opts.follow && self.reread_zeros(at)? {
+                return self.step();
+            }
+            (kind, zero)
         } else if at.last && (!tornish || at.available < LEN_PREFIX as u64) {
             let zero = r.rest_is_zero(&mut self.buf).map_err(io)?;
+            if !zero && !self.opts.follow && self.reread_zeros(at)? {
+                return self.step();
+            }
             if zero && !self.opts.follow {
                 // Zeros from a record boundary to the end of the newest segment:
                 // space a writer preallocated and has not written yet (or did not
@@ -1699,6 +1743,89 @@ fn scan_halves(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::{DirEntry, EntryKind, MemStorage, ReadFile};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// One segment whose first `torn` opens show `before` and later ones `after`:
+    /// a reader that caught a write into preallocated space half done (a later page
+    /// already new, an earlier one still zeros).
+    #[derive(Debug)]
+    struct Changing {
+        before: Vec<u8>,
+        after: Vec<u8>,
+        torn: usize,
+        opens: AtomicUsize,
+    }
+
+    impl Changing {
+        fn view(&self) -> MemStorage {
+            let n = self.opens.fetch_add(1, Ordering::SeqCst);
+            let bytes = if n < self.torn {
+                &self.before
+            } else {
+                &self.after
+            };
+            MemStorage::segments(std::slice::from_ref(bytes))
+        }
+    }
+
+    impl ReadStorage for Changing {
+        fn root(&self) -> &std::path::Path {
+            std::path::Path::new("/changing")
+        }
+        fn list(&self, _dir: &str) -> std::io::Result<Vec<DirEntry>> {
+            Ok(vec![DirEntry {
+                name: "segment-0".into(),
+                kind: EntryKind::File,
+                size: self.after.len() as u64,
+            }])
+        }
+        fn open_read(&self, name: &str) -> std::io::Result<Box<dyn ReadFile>> {
+            self.view().open_read(name)
+        }
+        fn size(&self, _name: &str) -> std::io::Result<u64> {
+            Ok(self.after.len() as u64)
+        }
+    }
+
+    fn torn_view(torn: usize) -> ScanReport {
+        let (mut after, mut r2) = (Vec::new(), Vec::new());
+        crate::codec::encode_record(&mut after, 1, b"first", false);
+        let start = after.len();
+        crate::codec::encode_record(&mut r2, 2, &[7u8; 6000], false);
+        after.extend_from_slice(&r2);
+        crate::codec::encode_record(&mut after, 3, b"third", false);
+        // What a reader may see while record 2 is written: its first page still
+        // zeros, the rest (and record 3) already there.
+        let mut before = after.clone();
+        before[start..start + 4096].fill(0);
+        let storage = Changing {
+            before,
+            after,
+            torn,
+            opens: AtomicUsize::new(0),
+        };
+        let opts = ScanOptions::default()
+            .read_ahead_from(None)
+            .parallel_from(None);
+        scan_log(Arc::new(storage), opts, |_| {}).unwrap()
+    }
+
+    #[test]
+    fn zeros_a_writer_was_filling_are_read_again_not_called_corruption() {
+        let report = torn_view(1);
+        assert!(
+            report.problems().next().is_none(),
+            "{:?}",
+            report.problems().next()
+        );
+        assert_eq!(report.records, 3);
+        // The same bytes for good: zeros with data after them stay corruption.
+        let report = torn_view(usize::MAX);
+        let p = report.problems().next().expect("corruption");
+        assert_eq!(p.severity, crate::error::Severity::Corruption, "{p}");
+        assert_eq!(report.records, 1);
+    }
 
     #[test]
     fn each_builder_sets_its_own_option() {
