@@ -665,11 +665,6 @@ pub(crate) fn restore_at(
     q: Location<'_>,
     id: &str,
 ) -> Result<Vec<RestoredItem>> {
-    enum Step {
-        Append { from: u64 },
-        Create,
-        Nothing,
-    }
     let manifest = load_at(q, id)?;
     verify_at(q, &manifest)?;
     if let Some((newer, why)) = newer_cut_first(q, &manifest)? {
@@ -681,18 +676,7 @@ pub(crate) fn restore_at(
             ),
         ));
     }
-    let mut items = Vec::with_capacity(manifest.items.len());
-    for item in &manifest.items {
-        let seg = item_segment(id, item)?;
-        if items.iter().any(|(s, _)| *s == seg) {
-            return Err(quarantine_err(
-                id,
-                format!("manifest holds {} twice", item.file),
-            ));
-        }
-        items.push((seg, item));
-    }
-    items.sort_by_key(|(s, _)| *s);
+    let items = items_by_segment(id, &manifest)?;
     let Some(&(lowest, _)) = items.first() else {
         return Ok(Vec::new());
     };
@@ -710,110 +694,18 @@ pub(crate) fn restore_at(
             ),
         ));
     }
+    // Every item is checked before anything is written: a refusal changes nothing.
     let mut plan = Vec::with_capacity(items.len());
     for &(seg, item) in &items {
         let saved = q.entry_path(id, &item.saved_as);
         let size = segments.iter().find(|s| s.id == seg).map(|s| s.size);
-        let step = match size {
-            None if item.whole_file || item.offset == 0 => Step::Create,
-            None => {
-                return Err(quarantine_err(
-                    id,
-                    format!(
-                        "{} no longer exists, but the cut began at offset {} (a later repair \
-                         removed it? restore the later entries first). Nothing was changed",
-                        item.file, item.offset
-                    ),
-                ))
-            }
-            Some(size) if item.whole_file => {
-                if size == item.length
-                    && same_bytes((storage, &item.file, 0), (q.storage, &saved, 0), size)?
-                {
-                    Step::Nothing
-                } else {
-                    return Err(quarantine_err(
-                        id,
-                        format!(
-                            "{} exists ({size} bytes) and differs from the saved copy ({} bytes): \
-                             it was written after the cut. Nothing was changed",
-                            item.file, item.length
-                        ),
-                    ));
-                }
-            }
-            Some(size) => {
-                let Some(end) = item.offset.checked_add(item.length) else {
-                    return Err(quarantine_err(
-                        id,
-                        format!(
-                            "manifest says {} bytes at offset {} of {}: past any file. Nothing was changed",
-                            item.length, item.offset, item.file
-                        ),
-                    ));
-                };
-                let done = size.wrapping_sub(item.offset);
-                if size < item.offset
-                    || size > end
-                    || !same_bytes(
-                        (storage, &item.file, item.offset),
-                        (q.storage, &saved, 0),
-                        done,
-                    )?
-                {
-                    return Err(quarantine_err(
-                        id,
-                        format!(
-                            "{} is {size} bytes and does not end where the cut began (offset {}, \
-                             {} bytes cut): it was written to or cut again since. Nothing was changed",
-                            item.file, item.offset, item.length
-                        ),
-                    ));
-                }
-                if done == item.length {
-                    Step::Nothing
-                } else {
-                    Step::Append { from: done }
-                }
-            }
-        };
+        let step = restore_step(storage, q, id, item, &saved, size)?;
         plan.push((item, saved, step));
     }
-    let root = storage.root().to_path_buf();
-    let mut out = Vec::with_capacity(plan.len());
     let marker = RestoredMark(q, id);
+    let mut out = Vec::with_capacity(plan.len());
     for (item, saved, step) in plan {
-        let (action, written) = match step {
-            Step::Nothing => (RestoreAction::AlreadyPresent, 0),
-            Step::Append { from } => {
-                let mut f = storage
-                    .open_append(&item.file)
-                    .map_err(|e| Error::io("open", root.join(&item.file), e))?;
-                let n = copy_out((q.storage, &saved), from, &mut *f, root.join(&item.file))?;
-                (RestoreAction::Appended, n)
-            }
-            Step::Create => {
-                let tmp = format!("{RESTORE_TMP_PREFIX}{}", item.file);
-                // A leftover of an interrupted restore is only a copy of saved bytes.
-                match storage.remove_file(&tmp) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io("remove", root.join(&tmp), e)),
-                }
-                let mut f = storage
-                    .create(&tmp)
-                    .map_err(|e| Error::io("create", root.join(&tmp), e))?;
-                let n = copy_out((q.storage, &saved), 0, &mut *f, root.join(&tmp))?;
-                drop(f);
-                storage
-                    .rename(&tmp, &item.file)
-                    .map_err(|e| Error::io("rename", root.join(&tmp), e))?;
-                storage
-                    .sync_dir("")
-                    .map_err(|e| Error::io("fsync", &root, e))?;
-                (RestoreAction::Created, n)
-            }
-        };
+        let (action, written) = carry_out(storage, q, item, &saved, step)?;
         out.push(RestoredItem {
             file: item.file.clone(),
             offset: item.offset,
@@ -824,6 +716,149 @@ pub(crate) fn restore_at(
     }
     marker.write();
     Ok(out)
+}
+
+/// What restoring one item takes.
+enum RestoreStep {
+    /// Append the saved bytes from this many on (the file ends inside the cut).
+    Append { from: u64 },
+    /// Put the whole saved copy back as a new file.
+    Create,
+    /// The bytes are there already.
+    Nothing,
+}
+
+/// The entry's items with the segment each belongs to, in segment order; a
+/// segment named twice is refused.
+fn items_by_segment<'m>(id: &str, manifest: &'m Manifest) -> Result<Vec<(u64, &'m ManifestItem)>> {
+    let mut items = Vec::with_capacity(manifest.items.len());
+    for item in &manifest.items {
+        let seg = item_segment(id, item)?;
+        if items.iter().any(|(s, _)| *s == seg) {
+            return Err(quarantine_err(
+                id,
+                format!("manifest holds {} twice", item.file),
+            ));
+        }
+        items.push((seg, item));
+    }
+    items.sort_by_key(|(s, _)| *s);
+    Ok(items)
+}
+
+/// How to put `item` back, given the size of its file now (`None`: gone), or why
+/// it cannot be: the file was written to, or cut again, since.
+fn restore_step(
+    storage: &dyn Storage,
+    q: Location<'_>,
+    id: &str,
+    item: &ManifestItem,
+    saved: &str,
+    size: Option<u64>,
+) -> Result<RestoreStep> {
+    match size {
+        None if item.whole_file || item.offset == 0 => Ok(RestoreStep::Create),
+        None => Err(quarantine_err(
+            id,
+            format!(
+                "{} no longer exists, but the cut began at offset {} (a later repair \
+                 removed it? restore the later entries first). Nothing was changed",
+                item.file, item.offset
+            ),
+        )),
+        Some(size) if item.whole_file => {
+            if size == item.length
+                && same_bytes((storage, &item.file, 0), (q.storage, saved, 0), size)?
+            {
+                Ok(RestoreStep::Nothing)
+            } else {
+                Err(quarantine_err(
+                    id,
+                    format!(
+                        "{} exists ({size} bytes) and differs from the saved copy ({} bytes): \
+                         it was written after the cut. Nothing was changed",
+                        item.file, item.length
+                    ),
+                ))
+            }
+        }
+        Some(size) => {
+            let Some(end) = item.offset.checked_add(item.length) else {
+                return Err(quarantine_err(
+                    id,
+                    format!(
+                        "manifest says {} bytes at offset {} of {}: past any file. Nothing was changed",
+                        item.length, item.offset, item.file
+                    ),
+                ));
+            };
+            let done = size.wrapping_sub(item.offset);
+            if size < item.offset
+                || size > end
+                || !same_bytes(
+                    (storage, &item.file, item.offset),
+                    (q.storage, saved, 0),
+                    done,
+                )?
+            {
+                return Err(quarantine_err(
+                    id,
+                    format!(
+                        "{} is {size} bytes and does not end where the cut began (offset {}, \
+                         {} bytes cut): it was written to or cut again since. Nothing was changed",
+                        item.file, item.offset, item.length
+                    ),
+                ));
+            }
+            Ok(match done == item.length {
+                true => RestoreStep::Nothing,
+                false => RestoreStep::Append { from: done },
+            })
+        }
+    }
+}
+
+/// Does `step` for `item`: what it did and how many bytes it wrote. A new file is
+/// written under a temporary name and renamed into place (the directory fsynced).
+fn carry_out(
+    storage: &dyn Storage,
+    q: Location<'_>,
+    item: &ManifestItem,
+    saved: &str,
+    step: RestoreStep,
+) -> Result<(RestoreAction, u64)> {
+    let root = storage.root().to_path_buf();
+    match step {
+        RestoreStep::Nothing => Ok((RestoreAction::AlreadyPresent, 0)),
+        RestoreStep::Append { from } => {
+            let mut f = storage
+                .open_append(&item.file)
+                .map_err(|e| Error::io("open", root.join(&item.file), e))?;
+            let n = copy_out((q.storage, saved), from, &mut *f, root.join(&item.file))?;
+            Ok((RestoreAction::Appended, n))
+        }
+        RestoreStep::Create => {
+            let tmp = format!("{RESTORE_TMP_PREFIX}{}", item.file);
+            // A leftover of an interrupted restore is only a copy of saved bytes.
+            match storage.remove_file(&tmp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", root.join(&tmp), e)),
+            }
+            let mut f = storage
+                .create(&tmp)
+                .map_err(|e| Error::io("create", root.join(&tmp), e))?;
+            let n = copy_out((q.storage, saved), 0, &mut *f, root.join(&tmp))?;
+            drop(f);
+            storage
+                .rename(&tmp, &item.file)
+                .map_err(|e| Error::io("rename", root.join(&tmp), e))?;
+            storage
+                .sync_dir("")
+                .map_err(|e| Error::io("fsync", &root, e))?;
+            Ok((RestoreAction::Created, n))
+        }
+    }
 }
 
 /// Marks entry `id` as restored (best effort: the bytes are back either way).
