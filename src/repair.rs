@@ -283,13 +283,44 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
             ..base
         });
     }
+    let (cuts, first_cut) = planned_cuts(storage, report, &first)?;
+    let kept_last_lsn = first.last_good_lsn;
+    let next_lsn = match kept_last_lsn {
+        Some(l) => l.saturating_add(1),
+        None => first_cut.unwrap_or(1).max(floor()?),
+    };
+    // Everything the scan read before the first problem is kept.
+    let kept_checkpoint_lsn = report
+        .segments
+        .iter()
+        .filter(|s| s.id <= first.segment_id)
+        .filter_map(|s| s.last_checkpoint_lsn)
+        .max();
+    Ok(Plan {
+        verdict: Verdict::Cut,
+        cuts,
+        kept_first_lsn: kept_last_lsn.and(report.first_lsn),
+        kept_last_lsn,
+        next_lsn,
+        kept_checkpoint_lsn,
+        ..base
+    })
+}
+
+/// The cuts that take the log back to just before `first`, its first problem: the
+/// damaged segment cut at the damage, every later one removed (a missing segment
+/// has no file to cut). Also the first LSN cut, for a cut that keeps no record:
+/// known from the first intact record after the damage, less the damaged records
+/// before it.
+fn planned_cuts(
+    storage: &Arc<dyn Storage>,
+    report: &ScanReport,
+    first: &Problem,
+) -> Result<(Vec<PlannedCut>, Option<u64>)> {
     let mut cuts = Vec::new();
-    // The first LSN cut, when the cut keeps no record: known from the first intact
-    // record after the damage, less the damaged records before it.
     let mut first_cut: Option<u64> = None;
     let mut unknown_before = Some(0u64);
     for s in &report.segments {
-        // A missing segment has no file to cut: the cut starts after the hole.
         if matches!(
             s.problem.as_ref().map(|p| &p.kind),
             Some(ProblemKind::MissingSegment { .. })
@@ -316,67 +347,53 @@ fn plan_for(storage: &Arc<dyn Storage>, policy: Policy, report: &ScanReport) -> 
                 checkpoints: rest.checkpoints,
             });
         } else if s.id > first.segment_id {
-            let mut found = Survey::default();
-            if let (Some(a), Some(b)) = (s.first_lsn, s.last_lsn) {
-                found.add(a, b, s.records);
-                if first_cut.is_none() {
-                    // Exact when every record between the damage and here is counted;
-                    // otherwise this segment's first LSN, which is never too low.
-                    first_cut = Some(match unknown_before {
-                        Some(n) => a.saturating_sub(n).max(1),
-                        None => a,
-                    });
-                }
+            if let (None, Some(a), Some(_)) = (first_cut, s.first_lsn, s.last_lsn) {
+                // Exact when every record between the damage and here is counted;
+                // otherwise this segment's first LSN, which is never too low.
+                first_cut = Some(match unknown_before {
+                    Some(n) => a.saturating_sub(n).max(1),
+                    None => a,
+                });
             }
-            if s.checkpoints > 0 {
-                found.checkpoints = checkpoints_before(storage, s)?;
-            }
-            match &s.problem {
-                Some(p) => {
-                    let rest = survey(storage, s, p.offset, p.last_good_lsn)?;
-                    for r in &rest.lsns {
-                        found.add(r.first, r.last, 0);
-                    }
-                    found.records += rest.records;
-                    found.damaged += rest.damaged;
-                    found.checkpoints.extend(rest.checkpoints);
-                }
-                None => found.damaged += s.size - s.valid_len,
-            }
-            cuts.push(PlannedCut {
-                segment: s.name.clone(),
-                segment_id: s.id,
-                action: CutAction::Remove,
-                offset: 0,
-                bytes: s.size,
-                size: s.size,
-                intact_records: found.records,
-                lsns: found.lsns,
-                damaged_bytes: found.damaged,
-                checkpoints: found.checkpoints,
-            });
+            cuts.push(removal(storage, s)?);
         }
     }
-    let kept_last_lsn = first.last_good_lsn;
-    let next_lsn = match kept_last_lsn {
-        Some(l) => l.saturating_add(1),
-        None => first_cut.unwrap_or(1).max(floor()?),
-    };
-    // Everything the scan read before the first problem is kept.
-    let kept_checkpoint_lsn = report
-        .segments
-        .iter()
-        .filter(|s| s.id <= first.segment_id)
-        .filter_map(|s| s.last_checkpoint_lsn)
-        .max();
-    Ok(Plan {
-        verdict: Verdict::Cut,
-        cuts,
-        kept_first_lsn: kept_last_lsn.and(report.first_lsn),
-        kept_last_lsn,
-        next_lsn,
-        kept_checkpoint_lsn,
-        ..base
+    Ok((cuts, first_cut))
+}
+
+/// A whole later segment removed by a cut, with what it holds: its intact records
+/// (also those after damage of its own), their checkpoints, the damaged bytes.
+fn removal(storage: &Arc<dyn Storage>, s: &SegmentSummary) -> Result<PlannedCut> {
+    let mut found = Survey::default();
+    if let (Some(a), Some(b)) = (s.first_lsn, s.last_lsn) {
+        found.add(a, b, s.records);
+    }
+    if s.checkpoints > 0 {
+        found.checkpoints = checkpoints_before(storage, s)?;
+    }
+    match &s.problem {
+        Some(p) => {
+            let rest = survey(storage, s, p.offset, p.last_good_lsn)?;
+            for r in &rest.lsns {
+                found.add(r.first, r.last, 0);
+            }
+            found.records += rest.records;
+            found.damaged += rest.damaged;
+            found.checkpoints.extend(rest.checkpoints);
+        }
+        None => found.damaged += s.size - s.valid_len,
+    }
+    Ok(PlannedCut {
+        segment: s.name.clone(),
+        segment_id: s.id,
+        action: CutAction::Remove,
+        offset: 0,
+        bytes: s.size,
+        size: s.size,
+        intact_records: found.records,
+        lsns: found.lsns,
+        damaged_bytes: found.damaged,
+        checkpoints: found.checkpoints,
     })
 }
 
