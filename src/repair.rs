@@ -397,6 +397,69 @@ fn removal(storage: &Arc<dyn Storage>, s: &SegmentSummary) -> Result<PlannedCut>
     })
 }
 
+/// Carries the plan's cuts out, once their bytes are saved: later segments removed
+/// newest first, then the damaged one cut, the directory fsynced after each.
+fn make_cuts(storage: &dyn Storage, plan: &Plan) -> Result<()> {
+    let root = storage.root().to_path_buf();
+    let sync_dir = || {
+        storage
+            .sync_dir("")
+            .map_err(|e| Error::io("fsync", &root, e))
+    };
+    for c in plan.cuts.iter().rev() {
+        if c.action == CutAction::Remove {
+            storage
+                .remove_file(&c.segment)
+                .map_err(|e| Error::io("remove", root.join(&c.segment), e))?;
+            sync_dir()?;
+        }
+    }
+    for c in &plan.cuts {
+        if c.action == CutAction::Truncate {
+            storage
+                .truncate(&c.segment, c.offset)
+                .map_err(|e| Error::io("truncate", root.join(&c.segment), e))?;
+            sync_dir()?;
+        }
+    }
+    Ok(())
+}
+
+/// A cut that keeps no record, its bytes saved in another directory `q`: a writer
+/// opened without that directory must still continue at the next LSN, so a
+/// copy-less entry in the log's own quarantine says where it is (the cut freed the
+/// space it takes). On failure, the warning to give.
+fn note_next_lsn(
+    storage: &dyn Storage,
+    q: quarantine::Location<'_>,
+    plan: &Plan,
+    entry: &str,
+) -> std::result::Result<(), String> {
+    let reason = format!(
+        "the log keeps no record after this cut; its bytes are in quarantine entry {entry} \
+         in {}, and the next LSN is {}",
+        q.path().display(),
+        plan.next_lsn
+    );
+    let info = quarantine::CutInfo {
+        reason: &reason,
+        policy: plan.policy.name(),
+        next_lsn: Some(plan.next_lsn),
+    };
+    let in_log = quarantine::Location::in_log(storage);
+    quarantine::save_at(storage, in_log, info, &[])
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "could not note the next LSN ({}) in the log's own quarantine ({e}): only the \
+             quarantine in {} holds it, and the next writer must be given that directory \
+             so that LSNs do not restart at 1",
+                plan.next_lsn,
+                q.path().display()
+            )
+        })
+}
+
 /// Intact records found in a byte range that is to be cut.
 #[derive(Debug, Default)]
 struct Survey {
@@ -572,54 +635,12 @@ pub fn apply_with(
     check_saved(&plan, &manifest)?;
     quarantine::verify_at(q, &manifest)?;
 
-    let root = storage.root().to_path_buf();
-    for c in plan.cuts.iter().rev() {
-        if c.action == CutAction::Remove {
-            storage
-                .remove_file(&c.segment)
-                .map_err(|e| Error::io("remove", root.join(&c.segment), e))?;
-            storage
-                .sync_dir("")
-                .map_err(|e| Error::io("fsync", &root, e))?;
-        }
-    }
-    for c in &plan.cuts {
-        if c.action == CutAction::Truncate {
-            storage
-                .truncate(&c.segment, c.offset)
-                .map_err(|e| Error::io("truncate", root.join(&c.segment), e))?;
-            storage
-                .sync_dir("")
-                .map_err(|e| Error::io("fsync", &root, e))?;
-        }
-    }
+    make_cuts(storage.as_ref(), &plan)?;
     let mut warnings = Vec::new();
     let mut next_lsn_only_in = None;
     if q.is_separate() && plan.kept_last_lsn.is_none() {
-        // The log keeps no record: a writer opened without the other directory must
-        // still continue at the next LSN. A copy-less entry in the log's own
-        // quarantine says where it is (the cut freed the space it takes).
-        let reason = format!(
-            "the log keeps no record after this cut; its bytes are in quarantine entry {} \
-             in {}, and the next LSN is {}",
-            manifest.id,
-            q.path().display(),
-            plan.next_lsn
-        );
-        let info = quarantine::CutInfo {
-            reason: &reason,
-            policy: policy.name(),
-            next_lsn: Some(plan.next_lsn),
-        };
-        let in_log = quarantine::Location::in_log(storage.as_ref());
-        if let Err(e) = quarantine::save_at(storage.as_ref(), in_log, info, &[]) {
-            warnings.push(format!(
-                "could not note the next LSN ({}) in the log's own quarantine ({e}): only the \
-                 quarantine in {} holds it, and the next writer must be given that directory \
-                 so that LSNs do not restart at 1",
-                plan.next_lsn,
-                q.path().display()
-            ));
+        if let Err(w) = note_next_lsn(storage.as_ref(), q, &plan, &manifest.id) {
+            warnings.push(w);
             next_lsn_only_in = Some(q.path());
         }
     }
