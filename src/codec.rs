@@ -648,15 +648,20 @@ mod tests {
         }
     }
 
+    /// Records of every shape the length checks care about: empty, one byte with the
+    /// checkpoint flag, a multi-byte length, the largest LSN.
+    #[cfg(feature = "proto")]
+    const SAMPLES: &[(u64, &[u8], bool)] = &[
+        (1, b"", false),
+        (7, b"x", true),
+        (300, &[0xff; 200], false),
+        (u64::MAX, b"abc", true),
+    ];
+
     #[cfg(feature = "proto")]
     #[test]
     fn cut_short_records_are_told_from_damaged_length_prefixes() {
-        for (lsn, data, cp) in [
-            (1u64, &b""[..], false),
-            (7, b"x", true),
-            (300, &[0xffu8; 200][..], false),
-            (u64::MAX, b"abc", true),
-        ] {
+        for &(lsn, data, cp) in SAMPLES {
             let rec = prost_bytes(lsn, data, cp);
             let body = &rec[LEN_PREFIX..];
             let len = body.len() as u64;
@@ -691,12 +696,7 @@ mod tests {
     #[cfg(feature = "proto")]
     #[test]
     fn plausible_start_accepts_every_written_layout_and_little_else() {
-        for (lsn, data, cp) in [
-            (1u64, &b""[..], false),
-            (7, b"x", true),
-            (300, &[0xffu8; 200][..], false),
-            (u64::MAX, b"abc", true),
-        ] {
+        for &(lsn, data, cp) in SAMPLES {
             let rec = prost_bytes(lsn, data, cp);
             let body = &rec[LEN_PREFIX..];
             let len = body.len() as u64;
