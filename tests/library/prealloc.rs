@@ -348,3 +348,42 @@ fn append_auto_preallocates_a_stream_on_stdin() {
     assert_eq!(records(dir.path()).len(), 1);
     assert!(fs::metadata(&seg).unwrap().len() < 100, "cut at the end");
 }
+
+/// Preallocation applies with `SyncPolicy::Always` only: with `Interval` or `Never`
+/// no write waits for an fsync, so the writer appends and writes no zeros.
+#[test]
+fn only_always_preallocates() {
+    for (sync, zeros) in [
+        (SyncPolicy::Always, true),
+        (SyncPolicy::Never, false),
+        (
+            SyncPolicy::Interval(std::time::Duration::from_millis(50)),
+            false,
+        ),
+    ] {
+        let dir = tempdir();
+        let wal = Wal::open(dir.path(), opts(1 << 20, true).sync(sync)).unwrap();
+        for i in 1..=600 {
+            wal.append(&payload(i)).unwrap();
+        }
+        wal.flush().unwrap();
+        let names = segment_names(dir.path());
+        let size = fs::metadata(dir.path().join(names.last().unwrap()))
+            .unwrap()
+            .len();
+        assert_eq!(
+            size == 1 << 20,
+            zeros,
+            "{sync:?}: newest segment {size} bytes"
+        );
+        let ready = fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().ends_with(".ready")
+            })
+            .count();
+        assert!(zeros || ready == 0, "{sync:?}: {ready} ready files");
+        wal.close().unwrap();
+    }
+}
